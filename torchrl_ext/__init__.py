@@ -1,0 +1,21 @@
+"""torchrl_ext: sharded memmap datasets, storages and event-aware samplers for TorchRL."""
+
+from .episodes import EpisodeTable
+from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
+from .storages import ShardedStorage
+from .writer import ShardWriter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # format
+    "FORMAT_VERSION",
+    "FormatError",
+    "Manifest",
+    "read_manifest",
+    # writing
+    "ShardWriter",
+    "EpisodeTable",
+    # reading
+    "ShardedStorage",
+]

@@ -1,0 +1,143 @@
+"""The episode table: one SQLite row per complete episode.
+
+Columns ``episode`` (id = position in the dataset), ``first_row`` (global row
+of its first step), ``length``, ``has_final`` (1 when a final observation is
+stored) plus metadata columns added on first use (INTEGER, REAL or TEXT).
+SQLite keeps the table queryable with plain SQL for metadata filters, e.g.
+``EpisodeTable.open(root).select("game = 'pong' AND score > 10")``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+__all__ = ["EpisodeTable"]
+
+_FIXED = ("episode", "first_row", "length", "has_final")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _sql_type(value: Any, name: str) -> str:
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return "INTEGER"
+    if isinstance(value, (float, np.floating)):
+        return "REAL"
+    if isinstance(value, str):
+        return "TEXT"
+    raise TypeError(
+        f"episode metadata `{name}` must be an int, float or str, got {type(value).__name__}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class EpisodeTable:
+    """Reads and writes the SQLite episode table of a dataset."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False) -> EpisodeTable:
+        path = Path(path)
+        if not create and not path.is_file():
+            raise FileNotFoundError(f"{path}: episode table is missing; the dataset is incomplete")
+        uri = f"file:{path}" + ("" if create else "?mode=ro")
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        if create:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS episodes (episode INTEGER PRIMARY KEY, "
+                "first_row INTEGER NOT NULL, length INTEGER NOT NULL, has_final INTEGER NOT NULL)"
+            )
+            conn.commit()
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def metadata_columns(self) -> dict[str, str]:
+        rows = self._conn.execute("PRAGMA table_info(episodes)").fetchall()
+        return {r[1]: r[2] for r in rows if r[1] not in _FIXED}
+
+    def insert(self, rows: Iterable[tuple[int, int, int, bool, Mapping[str, Any]]]) -> None:
+        """Inserts (episode, first_row, length, has_final, metadata) rows in one transaction."""
+        rows = list(rows)
+        known = self.metadata_columns()
+        with self._conn:
+            for _, _, _, _, meta in rows:
+                for name, value in meta.items():
+                    if name in known:
+                        continue
+                    if not isinstance(name, str) or not _NAME_RE.match(name) or name in _FIXED:
+                        raise ValueError(
+                            f"episode metadata key {name!r} must be an identifier "
+                            f"([A-Za-z_][A-Za-z0-9_]*) other than {_FIXED}"
+                        )
+                    sql_type = _sql_type(value, name)
+                    self._conn.execute(f'ALTER TABLE episodes ADD COLUMN "{name}" {sql_type}')
+                    known[name] = sql_type
+            for ep, first, length, has_final, meta in rows:
+                names = ["episode", "first_row", "length", "has_final", *meta]
+                values = [ep, first, length, int(has_final), *(_plain(v) for v in meta.values())]
+                cols = ", ".join(f'"{n}"' for n in names)
+                marks = ", ".join("?" * len(names))
+                self._conn.execute(
+                    f"INSERT OR REPLACE INTO episodes ({cols}) VALUES ({marks})", values
+                )
+
+    def delete_from(self, episode: int) -> None:
+        """Deletes rows of episodes ``>= episode`` (uncommitted leftovers)."""
+        with self._conn:
+            self._conn.execute("DELETE FROM episodes WHERE episode >= ?", (episode,))
+
+    def bounds(self, num_episodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns ``first_row``, ``length`` and ``has_final`` arrays of the first episodes."""
+        rows = self._conn.execute(
+            "SELECT first_row, length, has_final FROM episodes WHERE episode < ? ORDER BY episode",
+            (num_episodes,),
+        ).fetchall()
+        if len(rows) != num_episodes:
+            raise ValueError(
+                f"{self.path}: expected {num_episodes} episodes, found {len(rows)}; "
+                "the episode table does not match the manifest"
+            )
+        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+        return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].astype(bool)
+
+    def select(self, where: str | None = None, params: tuple = (), *, num_episodes: int | None = None) -> np.ndarray:
+        """Episode ids matching an SQL ``WHERE`` clause over the metadata columns."""
+        sql = "SELECT episode FROM episodes"
+        clauses, args = [], []
+        if where:
+            clauses.append(f"({where})")
+            args.extend(params)
+        if num_episodes is not None:
+            clauses.append("episode < ?")
+            args.append(num_episodes)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        try:
+            rows = self._conn.execute(sql + " ORDER BY episode", args).fetchall()
+        except sqlite3.Error as err:
+            raise ValueError(
+                f"episode filter {where!r} is not valid SQL over columns "
+                f"{list(_FIXED) + list(self.metadata_columns())}: {err}"
+            ) from err
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def metadata(self, episode: int) -> dict[str, Any]:
+        cur = self._conn.execute("SELECT * FROM episodes WHERE episode = ?", (episode,))
+        row = cur.fetchone()
+        if row is None:
+            raise IndexError(f"episode {episode} is not in {self.path}")
+        return {d[0]: v for d, v in zip(cur.description, row)}

@@ -1,0 +1,3 @@
+"""TorchRL ``Sampler`` implementations."""
+
+__all__: list[str] = []
