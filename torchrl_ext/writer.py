@@ -48,6 +48,7 @@ DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 DONE_KEYS = ("done", "terminated", "truncated")
 _OWNED = (("episode",), ("step",))
 _REQUIRED = (("next", "reward"), ("next", "done"))
+OBSERVATION_KEYS = (("observation",), ("pixels",))
 
 
 def _flatten(data: Any, prefix: Key = ()) -> dict[Key, np.ndarray]:
@@ -160,8 +161,8 @@ class ShardWriter:
 
     Use :meth:`create` for a new dataset and :meth:`open` to append to (or
     resume) an existing one. Episodes are TensorDicts ``[T]`` in TorchRL's TED
-    layout. The observation-like keys present both at the root and under
-    ``"next"`` (``observation``, ``pixels``, ...) are stored once; their
+    layout. Observation-like keys (``observation``, ``pixels`` and any key
+    present both at the root and under ``"next"``) are stored once; their
     ``"next"`` value at an episode's last step is kept as the final
     observation. ``("next", "terminated")`` defaults to ``("next", "done")``
     and ``("next", "truncated")`` to zeros when missing. The writer owns the
@@ -175,7 +176,7 @@ class ShardWriter:
         >>> ep = TensorDict({"observation": torch.arange(3.0), "action": torch.zeros(3),
         ...     "next": {"reward": torch.ones(3, 1), "done": torch.tensor([[False], [False], [True]])}}, [3])
         >>> with ShardWriter.create(root, shard_rows=2) as w:
-        ...     w.add_episode(ep, metadata={"game": "demo"})
+        ...     episode_id = w.add_episode(ep, metadata={"game": "demo"})
         >>> storage = ShardedStorage(root)
         >>> len(storage), storage[1]["next", "observation"].item(), storage[2]["next", "observation"].item()
         (3, 2.0, 0.0)
@@ -370,7 +371,8 @@ class ShardWriter:
                 )
         obs_like = [
             k for k in cols
-            if k[0] != "next" and ("next", *k) in cols and k[-1] not in DONE_KEYS
+            if k[0] != "next" and k[-1] not in DONE_KEYS
+            and (("next", *k) in cols or k in OBSERVATION_KEYS)
         ]
         stored = {k: v for k, v in cols.items() if k[0] != "next" or k[1:] not in obs_like}
         stored.setdefault(("next", "terminated"), cols[("next", "done")])

@@ -1,0 +1,134 @@
+"""ShardedStorage.get for every index kind, checked row by row against the written episodes."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torchrl.data.replay_buffers import Storage
+
+from torchrl_ext import ShardedStorage
+from torchrl_ext.synthetic import write_synthetic
+
+from synthetic_reference import check_rows, reference_rows
+
+EPISODES, LENGTH = 9, (1, 12)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    root = write_synthetic(tmp_path_factory.mktemp("ds") / "ds", episodes=EPISODES, length=LENGTH,
+                           obs_shape=(2, 3), shard_rows=7)
+    return ShardedStorage(root), reference_rows(EPISODES, LENGTH)
+
+
+def test_is_a_torchrl_storage(ds):
+    storage, ref = ds
+    assert isinstance(storage, Storage)
+    assert len(storage) == len(ref[0]) and storage.num_shards > 5
+
+
+@pytest.mark.parametrize(
+    "index, rows",
+    [
+        (3, 3),
+        (-1, -1),
+        (slice(2, 11, 3), np.arange(2, 11, 3)),
+        (slice(None, None, -5), None),
+        (range(4, 9), np.arange(4, 9)),
+        ([0, 20, 5, 5], [0, 20, 5, 5]),
+        (np.array([[1, 2], [30, -2]]), np.array([[1, 2], [30, -2]])),
+        (torch.tensor([[[6]], [[0]]]), np.array([[[6]], [[0]]])),
+    ],
+)
+def test_index_kinds(ds, index, rows):
+    storage, ref = ds
+    n = len(storage)
+    if rows is None:
+        rows = np.arange(n)[index]
+    rows = np.asarray(rows) % n
+    td = storage[index]
+    assert td.batch_size == rows.shape
+    check_rows(td, rows, ref)
+
+
+def test_empty_index(ds):
+    storage, _ = ds
+    td = storage[[]]
+    assert td.batch_size == (0,) and td["observation"].shape == (0, 2, 3)
+
+
+@pytest.mark.parametrize("index", [10_000, -10_000, [0, 10_000]])
+def test_out_of_range_names_valid_range(ds, index):
+    storage, _ = ds
+    n = len(storage)
+    with pytest.raises(IndexError, match=rf"out of range for a storage of {n} rows \(valid: \[-{n}, {n}\)\)"):
+        storage[index]
+
+
+def test_float_index_is_refused(ds):
+    with pytest.raises(TypeError, match="index must be integers, got dtype float"):
+        ds[0][np.array([0.5])]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_nd_indices_match_reference(ds, data):
+    storage, ref = ds
+    n = len(storage)
+    shape = data.draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+    flat = data.draw(st.lists(st.integers(-n, n - 1), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    idx = np.asarray(flat, dtype=np.int64).reshape(shape)
+    check_rows(storage[torch.as_tensor(idx)], idx % n, ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=6), shard_rows=st.integers(1, 8), data=st.data())
+def test_routing_over_random_shard_sizes(tmp_path_factory, sizes, shard_rows, data):
+    root = tmp_path_factory.mktemp("h") / "ds"
+    from torchrl_ext import ShardWriter
+    from torchrl_ext.synthetic import make_episode
+
+    with ShardWriter.create(root, shard_rows=shard_rows) as w:
+        for e, n in enumerate(sizes):
+            w.add_episode(make_episode(e, n, (1,), final=e % 2 == 0))
+    storage = ShardedStorage(root)
+    total = sum(sizes)
+    idx = np.asarray(data.draw(st.lists(st.integers(-total, total - 1), max_size=20)), dtype=np.int64)
+    td = storage[idx]
+    ep = np.repeat(np.arange(len(sizes)), sizes)
+    steps = np.concatenate([np.arange(n) for n in sizes])
+    np.testing.assert_array_equal(td["episode"].numpy(), ep[idx % total])
+    np.testing.assert_array_equal(td["step"].numpy(), steps[idx % total])
+
+
+def test_set_is_refused_with_how_to_write(ds):
+    storage, _ = ds
+    with pytest.raises(RuntimeError, match=r"read-only; write episodes with torchrl_ext.ShardWriter.open\(root\)"):
+        storage.set(0, storage[0])
+
+
+def test_pickles_by_path(ds):
+    storage, ref = ds
+    blob = pickle.dumps(storage)
+    assert len(blob) < 4096  # no data travels, only the path
+    clone = pickle.loads(blob)
+    check_rows(clone[np.arange(len(clone))], np.arange(len(clone)), ref)
+
+
+def test_state_dict_round_trip(ds):
+    storage, ref = ds
+    sd = storage.state_dict()
+    fresh = ShardedStorage(storage.root)
+    fresh.load_state_dict(sd)
+    assert len(fresh) == len(storage) and sd["root"] == str(storage.root)
+
+
+def test_device_argument(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=1, length=3, obs_shape=(1,))
+    td = ShardedStorage(root, device="cpu")[[0, 1]]
+    assert td["observation"].device == torch.device("cpu")
