@@ -9,7 +9,7 @@ from torchrl_ext.synthetic import episode_length, obs_value
 
 def reference_rows(episodes: int, length) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(episode, step, next-observation value) of every global row of a synthetic dataset."""
-    ep, st, nxt = [], [], []
+    ep, st, nxt = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for e in range(episodes):
         n = episode_length(e, length)
         steps = np.arange(n)

@@ -1,0 +1,98 @@
+"""A writer killed at any moment leaves a dataset that opens; resuming gives the uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from torchrl_ext import ShardedStorage, read_manifest
+from torchrl_ext.synthetic import write_synthetic
+
+from synthetic_reference import check_rows, reference_rows
+
+EPISODES, LENGTH, SHARD_ROWS = 8, (2, 9), 5
+ARGS = dict(episodes=EPISODES, length=LENGTH, obs_shape=(2, 3), shard_rows=SHARD_ROWS, events_every=3)
+
+# The child dies (os._exit, no cleanup) at the K-th fsync/rename/replace: every stage of a commit.
+CHILD = """
+import os, sys
+kill_at = int(sys.argv[2]); calls = [0]
+def hook(real):
+    def wrapped(*a, **k):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os._exit(17)
+        return real(*a, **k)
+    return wrapped
+os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+from torchrl_ext.synthetic import write_synthetic
+write_synthetic(sys.argv[1], **%r)
+""" % (ARGS,)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = write_synthetic(tmp_path_factory.mktemp("ref") / "ds", **ARGS)
+    return ShardedStorage(root)
+
+
+def _events(root):
+    m = read_manifest(root)
+    logs = [np.load(root / p) for p in m.event_logs]
+    if not logs:
+        return []
+    return sorted(zip(*(np.concatenate([log[k] for log in logs]).tolist() for k in ("row", "step", "value")),
+                      np.concatenate([log["names"][log["name_id"]] for log in logs]).tolist()))
+
+
+def _assert_same(a: ShardedStorage, b: ShardedStorage):
+    assert len(a) == len(b) and a.num_episodes == b.num_episodes
+    assert (a[:] == b[:]).all()
+    ta, tb = a.episode_table(), b.episode_table()
+    assert [ta.metadata(e) for e in range(a.num_episodes)] == [tb.metadata(e) for e in range(b.num_episodes)]
+    assert _events(a.root) == _events(b.root)
+
+
+def _check_committed_prefix(root):
+    storage = ShardedStorage(root)  # must open
+    ref = reference_rows(storage.num_episodes, LENGTH)
+    assert len(storage) == len(ref[0])
+    if len(storage):
+        check_rows(storage[np.arange(len(storage))], np.arange(len(storage)), ref)
+    return storage
+
+
+@pytest.mark.parametrize("kill_at", range(1, 160, 7))  # a full run makes 152 such calls
+def test_killed_at_every_commit_stage_opens_and_resumes(tmp_path, reference, kill_at):
+    root = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at)], capture_output=True)
+    assert proc.returncode in (0, 17), proc.stderr.decode()[-2000:]
+    if not (root / "dataset.json").exists():
+        return  # killed before the empty dataset was first committed: nothing to open, nothing lost
+    _check_committed_prefix(root)
+    write_synthetic(root, **ARGS)
+    _assert_same(ShardedStorage(root), reference)
+    leftovers = [p.name for p in (root / "shards").iterdir()
+                 if f"shards/{p.name}" not in {s.dir for s in read_manifest(root).shards}]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sigkill_at_random_time(tmp_path, reference, seed):
+    root = tmp_path / "ds"
+    slow = CHILD.replace("os._exit(17)", "pass").replace(
+        "return real(*a, **k)", "__import__('time').sleep(0.002); return real(*a, **k)")
+    proc = subprocess.Popen([sys.executable, "-c", slow, str(root), "0"])
+    time.sleep(1.5 + np.random.default_rng(seed).uniform(0, 1.5))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if (root / "dataset.json").exists():
+        _check_committed_prefix(root)
+    write_synthetic(root, **ARGS)
+    _assert_same(ShardedStorage(root), reference)
