@@ -1,0 +1,30 @@
+"""The torchrl-ext command line, run as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from torchrl_ext.synthetic import write_synthetic
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "torchrl_ext.cli", *args], capture_output=True, text=True)
+
+
+def test_info_prints_summary_and_schema(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(84, 84), shard_rows=5)
+    proc = _run("info", str(root))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "shards    3" in lines and "rows      12" in lines and "episodes  3" in lines
+    assert any(line.split()[:4] == ["observation", "uint8", "[84,", "84]"] for line in lines)
+    assert any(line.split()[:2] == ["next/observation", "uint8"] and "next row" in line for line in lines)
+    nbytes = sum(p.stat().st_size for p in (root / "shards").rglob("*.memmap"))
+    assert f"bytes     {nbytes} " in proc.stdout
+
+
+def test_info_on_missing_dataset_fails_clearly(tmp_path):
+    proc = _run("info", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert "torchrl-ext info: error:" in proc.stderr and "no dataset manifest found" in proc.stderr
