@@ -132,3 +132,16 @@ def test_device_argument(tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=1, length=3, obs_shape=(1,))
     td = ShardedStorage(root, device="cpu")[[0, 1]]
     assert td["observation"].device == torch.device("cpu")
+
+
+def test_small_column_cache_gives_the_same_rows(ds):
+    storage, ref = ds
+    uncached = ShardedStorage(storage.root, cache_bytes=0)
+    idx = np.random.default_rng(0).integers(0, len(storage), (5, 7))
+    assert (uncached[idx] == storage[idx]).all()
+    check_rows(uncached[idx], idx, ref)
+
+
+def test_bad_cache_bytes(ds):
+    with pytest.raises(ValueError, match="`cache_bytes` must be an int >= 0, got -1"):
+        ShardedStorage(ds[0].root, cache_bytes=-1)

@@ -57,11 +57,15 @@ def test_sampler_without_replacement_covers_each_row_once(datasets):
     assert len(np.unique(seen)) == len(seen) == (len(storage) // 10) * 10
 
 
-@pytest.mark.parametrize("kwargs", [dict(traj_key="episode"), dict(end_key=("next", "done"))])
+@pytest.mark.parametrize("kwargs", [dict(traj_key="episode"), dict(end_key=("next", "done")), "trajectories"])
 def test_slice_sampler_slices_stay_in_one_episode(datasets, kwargs):
     (root, ref), _ = datasets
     torch.manual_seed(1)
-    rb = TensorDictReplayBuffer(storage=ShardedStorage(root), sampler=SliceSampler(slice_len=4, **kwargs), batch_size=16)
+    storage = ShardedStorage(root)
+    if kwargs == "trajectories":
+        kwargs = dict(trajectories=storage.episodes, cache_values=True)
+        assert storage.episodes.tolist() == ref[0].tolist()
+    rb = TensorDictReplayBuffer(storage=storage, sampler=SliceSampler(slice_len=4, **kwargs), batch_size=16)
     batch = rb.sample().reshape(4, 4)
     ep, st = batch["episode"], batch["step"]
     assert (ep == ep[:, :1]).all()

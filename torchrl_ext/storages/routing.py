@@ -52,7 +52,11 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
     if r.single >= 0:
         np.take(maps[r.single], r.local, axis=0, out=out)
         return out
-    for g, shard in enumerate(r.shards):
-        a, b = r.bounds[g], r.bounds[g + 1]
-        out[r.order[a:b]] = maps[shard][r.local[a:b]]
+    order, local, bounds = r.order, r.local, r.bounds
+    for g, shard in enumerate(r.shards.tolist()):
+        a, b = bounds[g], bounds[g + 1]
+        if b - a == 1:  # common with many shards: a plain row copy beats fancy indexing
+            out[order[a]] = maps[shard][local[a]]
+        else:
+            out[order[a:b]] = maps[shard][local[a:b]]
     return out

@@ -45,6 +45,14 @@ class ShardedStorage(TensorStorage):
     Args:
         root: dataset directory written by :class:`torchrl_ext.ShardWriter`.
         device: device of the returned tensors (data is read on the CPU).
+        cache_bytes: small columns (at most 64 bytes per row: actions, rewards,
+            flags, ids) are copied into one in-RAM array each while their total
+            stays within this budget, so a batch reads them with one gather
+            instead of one per shard. ``0`` keeps everything memory-mapped.
+
+    With ``SliceSampler``, pass ``trajectories=storage.episodes`` (as TorchRL's
+    own Atari dataset does) so the sampler never reads the whole dataset;
+    ``traj_key="episode"`` also works but reads ``storage[:]`` on every sample.
 
     Example:
         >>> from torchrl.data import TensorDictReplayBuffer, RandomSampler
@@ -58,9 +66,13 @@ class ShardedStorage(TensorStorage):
         (torch.Size([8, 2]), True)
     """
 
-    def __init__(self, root: str | os.PathLike, *, device: torch.device | str = "cpu") -> None:
+    def __init__(self, root: str | os.PathLike, *, device: torch.device | str = "cpu",
+                 cache_bytes: int = 128 << 20) -> None:
+        if not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ValueError(f"`cache_bytes` must be an int >= 0, got {cache_bytes!r}")
         self.root = Path(root)
         self.device = torch.device(device)
+        self.cache_bytes = cache_bytes
         self._open()
         Storage.__init__(self, max_size=self._rows)
 
@@ -110,11 +122,34 @@ class ShardedStorage(TensorStorage):
         self._shard_infos = list(manifest.shards)
         sizes = np.asarray([s.rows for s in manifest.shards], dtype=np.int64)
         self._offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self._cache_small_columns()
         if self._next_keys:
             fsizes = np.asarray([s.finals for s in manifest.shards], dtype=np.int64)
             self._final_offsets = np.concatenate(([0], np.cumsum(fsizes))).astype(np.int64)
             self._final_rows = (np.concatenate(self._final_rows_parts)
                                 if self._final_rows_parts else np.zeros(0, np.int64))
+
+    def _cache_small_columns(self) -> None:
+        """Concatenates small columns into RAM (one array each) within ``cache_bytes``."""
+        self._cached: dict[Key, np.ndarray] = {}
+        rows = int(self._offsets[-1])
+        budget = self.cache_bytes
+        for col in sorted(self._columns, key=lambda c: c.row_bytes):
+            need = rows * col.row_bytes
+            if col.row_bytes > 64 or col.key in self._next_keys or need > budget:
+                continue
+            self._cached[col.key] = (np.concatenate(self._maps[col.key]) if self._maps[col.key]
+                                     else np.zeros((0, *col.shape), col.dtype))
+            budget -= need
+        self._episodes_tensor = None
+
+    @property
+    def episodes(self) -> torch.Tensor:
+        """Episode id of every row (int64 ``[len]``), e.g. ``SliceSampler(trajectories=storage.episodes)``."""
+        if self._episodes_tensor is None or self._episodes_tensor.shape[0] != self._rows:
+            ids = np.repeat(np.arange(self._ep_len.shape[0], dtype=np.int64), self._ep_len)
+            self._episodes_tensor = torch.from_numpy(ids)
+        return self._episodes_tensor
 
     def _shards_seen(self):
         return getattr(self, "_shard_infos", [])[: len(self._shard_dirs)]
@@ -255,7 +290,7 @@ class ShardedStorage(TensorStorage):
             last = flat == self._ep_last[e]
             both = np.concatenate((flat, np.where(last, flat, flat + 1)))
             r2 = route(self._offsets, both)
-        r = route(self._offsets, flat)
+        r = route(self._offsets, flat) if len(self._cached) + len(self._next_keys) < len(self._columns) else None
         for col in self._columns:
             if col.key in self._next_keys:
                 buf = np.empty((2 * b, *col.shape), dtype=col.dtype)
@@ -265,6 +300,8 @@ class ShardedStorage(TensorStorage):
                 if last.any():
                     self._fill_last(col, flat, last, nxt)
                 out[("next", *col.key)] = torch.from_numpy(nxt.reshape(shape + col.shape))
+            elif col.key in self._cached:
+                out[col.key] = torch.from_numpy(np.asarray(np.take(self._cached[col.key], idx, axis=0)))
             else:
                 buf = np.empty((b, *col.shape), dtype=col.dtype)
                 gather(self._maps[col.key], r, buf)
@@ -339,7 +376,7 @@ class ShardedStorage(TensorStorage):
         state = Storage.__getstate__(self)
         for k in ("_maps", "_final_maps", "_final_rows_parts", "_shard_dirs", "_shard_infos",
                   "_offsets", "_final_offsets", "_final_rows", "_ep_first", "_ep_len", "_ep_last",
-                  "_manifest", "_columns", "_next_keys"):
+                  "_manifest", "_columns", "_next_keys", "_cached", "_episodes_tensor"):
             state.pop(k, None)
         return state
 
