@@ -83,6 +83,7 @@ __all__ = [
     "write_manifest",
     "write_td_meta",
     "column_path",
+    "fsync_dir",
     "validate_shards",
 ]
 
@@ -301,10 +302,10 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
