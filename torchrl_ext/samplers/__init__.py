@@ -1,3 +1,5 @@
 """TorchRL ``Sampler`` implementations."""
 
-__all__: list[str] = []
+from .event_slice import EventSliceSampler
+
+__all__: list[str] = ["EventSliceSampler"]

@@ -1,0 +1,15 @@
+"""Event index and window selection around events."""
+
+from .index import INDEX_DIR, EventIndex
+from .windows import WindowQuery, Windows, concat_windows, episode_in_train, select_windows, split_windows
+
+__all__ = [
+    "EventIndex",
+    "INDEX_DIR",
+    "WindowQuery",
+    "Windows",
+    "select_windows",
+    "split_windows",
+    "concat_windows",
+    "episode_in_train",
+]
