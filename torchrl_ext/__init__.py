@@ -4,6 +4,8 @@ from .episodes import EpisodeTable
 from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
 from .storages import ShardedStorage
 from .writer import ShardWriter
+from .events import EventIndex, EventWindowDataset, WindowQuery
+from .samplers import EventSliceSampler
 
 __version__ = "0.1.0"
 
@@ -18,4 +20,9 @@ __all__ = [
     "EpisodeTable",
     # reading
     "ShardedStorage",
+    # events
+    "EventIndex",
+    "WindowQuery",
+    "EventSliceSampler",
+    "EventWindowDataset",
 ]

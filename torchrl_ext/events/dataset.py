@@ -1,0 +1,134 @@
+"""``EventWindowDataset``: event windows as a map-style ``torch.utils.data.Dataset``.
+
+The DataLoader counterpart of :class:`~torchrl_ext.samplers.EventSliceSampler`,
+shaped like MineStudio's ``EventDataset`` (``minestudio/data/minecraft/dataset_event.py``,
+1.1.6): one or several dataset roots (``dataset_dirs``), items ordered by event
+name then dataset order, and item dicts with ``text`` (the event name with every
+``"minecraft."`` removed), ``mask``, ``episode`` and ``timestamp``, plus every
+stored column of the window's rows (``observation``, ``action``, ``next``...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..storages import ShardedStorage
+from .index import EventIndex
+from .windows import WindowQuery, Windows, concat_windows, select_windows, split_windows
+
+__all__ = ["EventWindowDataset", "batchify"]
+
+
+def batchify(items: Sequence[Any]) -> Any:
+    """Collates item dicts: tensors stacked, numbers to tensors, strings kept as lists, dicts recursed."""
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(list(items))
+    if isinstance(first, np.ndarray):
+        return torch.from_numpy(np.stack(items))
+    if isinstance(first, dict):
+        return {k: batchify([it[k] for it in items]) for k in first}
+    if isinstance(first, (bool, int, float, np.integer, np.floating)):
+        return torch.tensor(items)
+    return list(items)
+
+
+class EventWindowDataset(Dataset):
+    """Windows around events of one or several datasets.
+
+    Args:
+        roots: a dataset directory or a list of them.
+        event_regex: ``re.match`` against event names.
+        win_len, bias, skip_frame, min_nearby, max_within, edge, min_step, split,
+        split_ratio, split_mode, max_within_mode, seed: see
+            :class:`~torchrl_ext.events.WindowQuery`.
+        compat: ``"minestudio"`` for MineStudio 1.1.6's item list (per-root
+            ``min_nearby``/``max_within``, per-name split over all roots).
+        where: SQL ``WHERE`` over each root's episode table.
+
+    Examples:
+        >>> from torchrl_ext.synthetic import write_synthetic
+        >>> import tempfile
+        >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=2, length=20, obs_shape=(2,), events_every=5)
+        >>> ds = EventWindowDataset(root, event_regex="tick:1", win_len=4)
+        >>> item = ds[0]
+        >>> item["text"], item["timestamp"].tolist(), int(item["observation"].shape[0])
+        ('tick:1', [6, 7, 8, 9], 4)
+    """
+
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, event_regex: str = ".*",
+                 win_len: int, bias: int = 0, skip_frame: int = 1, min_nearby: int | None = None,
+                 max_within: int | None = None, edge: str | None = None, min_step: int | None = None,
+                 split: str | None = None, split_ratio: float = 0.8, split_mode: str | None = None,
+                 max_within_mode: str = "first", seed: int = 0, compat: str | None = None,
+                 where: str | None = None) -> None:
+        if isinstance(roots, (str, os.PathLike)):
+            roots = [roots]
+        if not roots:
+            raise ValueError("`roots` must name at least one dataset directory, got an empty list")
+        kw = dict(event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
+                  min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
+                  split=split, split_ratio=split_ratio, seed=seed)
+        for k, v in (("edge", edge), ("min_step", min_step), ("split_mode", split_mode)):
+            if v is not None:
+                kw[k] = v
+        if compat not in (None, "minestudio"):
+            raise ValueError(f"`compat` must be None or 'minestudio', got {compat!r}")
+        self.query = WindowQuery.minestudio(**kw) if compat else WindowQuery(**kw)
+        self.storages = [ShardedStorage(r) for r in roots]
+        parts = []
+        for st in self.storages:
+            eps = None
+            if where:
+                table = st.episode_table()
+                try:
+                    eps = table.select(where, num_episodes=st.num_episodes)
+                finally:
+                    table.close()
+            first, length = st.episode_bounds
+            parts.append(select_windows(EventIndex.open(st.root), first, length, self.query,
+                                        episodes=eps, split=False))
+        self.windows: Windows = split_windows(concat_windows(parts), self.query)
+        self.texts = [str(n).replace("minecraft.", "") for n in self.windows.names]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.__getitems__([idx])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        ids = np.asarray(indices, dtype=np.int64)
+        n = len(self)
+        if ids.size and (ids.min() < -n or ids.max() >= n):
+            raise IndexError(f"index out of range for {n} windows: {ids.tolist()}")
+        ids = ids % max(n, 1)
+        w = self.windows
+        rows, mask = w.rows_and_mask(ids)
+        steps = w.steps(ids)
+        out: list[dict[str, Any] | None] = [None] * len(ids)
+        for r in np.unique(w.root_id[ids]):
+            pos = np.flatnonzero(w.root_id[ids] == r)
+            data = self.storages[int(r)].get(rows[pos]).to_dict()
+            for j, p in enumerate(pos):
+                wid = ids[p]
+                item = _take(data, j)
+                item["text"] = self.texts[int(w.name_id[wid])]
+                item["mask"] = torch.from_numpy(mask[p])
+                item["episode"] = int(w.episode[wid])
+                item["event_step"] = int(w.event_step[wid])
+                item["timestamp"] = torch.from_numpy(steps[p])
+                if len(self.storages) > 1:
+                    item["root"] = int(r)
+                out[p] = item
+        return out  # type: ignore[return-value]
+
+
+def _take(data: dict[str, Any], j: int) -> dict[str, Any]:
+    return {k: _take(v, j) if isinstance(v, dict) else v[j] for k, v in data.items()}
