@@ -1,0 +1,107 @@
+"""One episode: reset with its seed, act until done or ``max_steps``, return numpy arrays.
+
+An agent is either an object with ``act(observation, memory) -> (action,
+memory)`` (the recurrent state is carried across steps, starting at ``None``,
+like MineStudio's ``get_action(obs, memory)``) or a plain callable
+``observation -> action``. An agent with a ``reset(seed)`` method is reset with
+the episode's seed before every episode, which makes stochastic agents
+reproducible per episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .events import EventsFn, step_events
+
+__all__ = ["RandomPolicy", "Episode", "make_agent", "rollout", "env_name"]
+
+Episode = dict[str, Any]
+
+
+class RandomPolicy:
+    """Uniform actions from the env's action space, seeded per episode."""
+
+    def __init__(self, action_space) -> None:
+        self.action_space = action_space
+
+    def reset(self, seed: int) -> None:
+        self.action_space.seed(seed)
+
+    def act(self, observation: Any, memory: Any = None) -> tuple[Any, Any]:
+        return self.action_space.sample(), memory
+
+
+def make_agent(policy_fn: Callable[[], Any] | None, env) -> Any:
+    """Builds the agent: ``RandomPolicy`` when ``policy_fn`` is None."""
+    if policy_fn is None:
+        return RandomPolicy(env.action_space)
+    agent = policy_fn()
+    if not (hasattr(agent, "act") or callable(agent)):
+        raise TypeError(
+            f"`policy_fn()` must return an object with act(obs, memory) or a callable obs -> action, "
+            f"got {type(agent).__name__}"
+        )
+    return agent
+
+
+def env_name(env) -> str:
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
+
+
+def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = None) -> Episode:
+    """Plays one episode and returns it as nested numpy dicts in TED layout.
+
+    Returns:
+        ``{"data": {...}, "events": [(step, name, value)], "metadata": {...}}``
+        where ``data`` has ``observation``, ``action`` and ``next`` with
+        ``observation``, ``reward`` (float32 ``[T, 1]``), ``done``,
+        ``terminated``, ``truncated`` (bool ``[T, 1]``). Reaching
+        ``max_steps`` before the env ends the episode marks the last step
+        truncated.
+    """
+    if hasattr(agent, "reset"):
+        agent.reset(seed)
+    act = agent.act if hasattr(agent, "act") else None
+    obs, info = env.reset(seed=seed)
+    memory = None
+    observations, actions, rewards, terms, truncs, events = [obs], [], [], [], [], []
+    prev_info = info
+    for t in range(max_steps):
+        if act is not None:
+            action, memory = act(obs, memory)
+        else:
+            action = agent(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        actions.append(np.asarray(action))
+        observations.append(obs)
+        rewards.append(float(reward))
+        terms.append(bool(terminated))
+        truncs.append(bool(truncated) or (t == max_steps - 1 and not terminated))
+        events.extend((t, name, value) for name, value in step_events(float(reward), info, prev_info, events_fn))
+        prev_info = info
+        if terminated or truncated:
+            break
+    length = len(actions)
+    ret = float(np.sum(rewards, dtype=np.float64))
+    events.append((length - 1, "episode_end", ret))
+    obs_arr = np.stack([np.asarray(o) for o in observations])
+    term = np.asarray(terms, dtype=bool)[:, None]
+    trunc = np.asarray(truncs, dtype=bool)[:, None]
+    data = {
+        "observation": obs_arr[:-1],
+        "action": np.stack(actions),
+        "next": {
+            "observation": obs_arr[1:],
+            "reward": np.asarray(rewards, dtype=np.float32)[:, None],
+            "done": term | trunc,
+            "terminated": term,
+            "truncated": trunc,
+        },
+    }
+    metadata = {"env_id": env_name(env), "seed": int(seed), "episode_return": ret}
+    return {"data": data, "events": events, "metadata": metadata}
