@@ -18,6 +18,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: dict[str, str] = {
     "info": ".info",
     "events": ".events",
+    "generate": ".generate",
 }
 
 
