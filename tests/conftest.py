@@ -1,0 +1,3 @@
+"""Fixtures shared by the whole test suite."""
+
+pytest_plugins = ["gcs_server"]

@@ -1,0 +1,409 @@
+"""Download public Google Cloud Storage prefixes without gsutil.
+
+Only an anonymous client is ever built: public buckets such as Google's
+``atari-replay-datasets`` need no credentials, and default credentials found
+on the machine are never picked up. When ``STORAGE_EMULATOR_HOST`` is set
+(``http://host:port``), google-cloud-storage sends every request there instead
+of ``storage.googleapis.com``.
+
+Each object is written to ``<name>.part`` first. An existing ``.part`` is
+resumed with a ranged request from its current size; the whole file is then
+checked against the object's crc32c (base64 of the big-endian CRC32C, as in
+GCS metadata) and fetched again from scratch on a mismatch. Only a verified
+file is renamed to its final name, so a final name always holds a complete,
+checked object; a final file that already matches is skipped.
+
+Object names are untrusted: a name that would land outside ``dest``
+(``..`` parts, absolute paths, backslashes, NUL) is refused before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .gcs_errors import ChecksumMismatchError, RemoteSourceError
+
+__all__ = [
+    "ATARI_BUCKET",
+    "ATARI_PREFIX",
+    "anonymous_client",
+    "atari_run_prefix",
+    "download_atari_run",
+    "download_prefix",
+    "file_crc32c",
+    "list_atari_checkpoints",
+    "list_objects",
+]
+
+logger = logging.getLogger(__name__)
+
+ATARI_BUCKET = "atari-replay-datasets"
+ATARI_PREFIX = "dqn"
+_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+_CHUNK = 1 << 20
+_CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>\d+)\.gz$")
+
+
+def _storage() -> Any:
+    try:
+        from google.cloud import storage
+    except ImportError as err:
+        raise ImportError(
+            "downloading from Google Cloud Storage needs google-cloud-storage; "
+            "install it with `pip install torchrl-ext[gcs]`"
+        ) from err
+    return storage
+
+
+def _api_exceptions() -> Any:
+    from google.api_core import exceptions
+
+    return exceptions
+
+
+def anonymous_client() -> Any:
+    """Build an anonymous ``google.cloud.storage.Client``.
+
+    Honours ``STORAGE_EMULATOR_HOST`` (a missing ``http://`` scheme is added).
+
+    Returns:
+        A client that can list and read public buckets only.
+    """
+    storage = _storage()
+    host = os.environ.get(_EMULATOR_ENV)
+    if host and "://" not in host:
+        from google.auth.credentials import AnonymousCredentials
+
+        client = storage.Client(
+            project="<none>",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://{host}"},
+        )
+        client.project = None
+        return client
+    return storage.Client.create_anonymous_client()
+
+
+def _where(bucket: str, prefix: str) -> str:
+    return f"gs://{bucket}/{prefix}"
+
+
+def _source_error(bucket: str, prefix: str, what: str) -> RemoteSourceError:
+    return RemoteSourceError(
+        f"{what} at {_where(bucket, prefix)}; expected public objects there. "
+        "Point at a mirror with `bucket=`/`prefix=`, or fetch the files another "
+        "way and convert them from a local replay_logs directory (`local_dir=`)"
+    )
+
+
+def list_objects(
+    bucket: str, prefix: str, *, pattern: str | None = None, client: Any = None
+) -> list[Any]:
+    """List the objects under ``gs://bucket/prefix``, sorted by name.
+
+    Args:
+        bucket: bucket name.
+        prefix: object name prefix, e.g. ``"dqn/Pong/1/replay_logs/"``.
+        pattern: optional ``fnmatch`` pattern on the name relative to ``prefix``.
+        client: a storage client; an anonymous one by default.
+
+    Returns:
+        The matching ``Blob`` objects (with size and crc32c from the listing).
+
+    Raises:
+        RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
+    """
+    client = anonymous_client() if client is None else client
+    exc = _api_exceptions()
+    try:
+        blobs = list(client.list_blobs(bucket, prefix=prefix))
+    except exc.NotFound as err:
+        raise _source_error(bucket, prefix, "bucket not found (HTTP 404)") from err
+    except exc.Forbidden as err:
+        raise _source_error(bucket, prefix, "access forbidden (HTTP 403)") from err
+    blobs = [b for b in blobs if not b.name.endswith("/")]
+    if pattern is not None:
+        blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
+    if not blobs:
+        found = "no objects" if pattern is None else f"no objects matching {pattern!r}"
+        raise _source_error(bucket, prefix, found)
+    return sorted(blobs, key=lambda b: b.name)
+
+
+def _relative_path(name: str, prefix: str, bucket: str) -> PurePosixPath:
+    """Map an untrusted object name to a safe path relative to ``dest``."""
+    rel = name[len(prefix) :] if name.startswith(prefix) else name
+    parts = rel.split("/")
+    bad = (
+        not rel
+        or "\x00" in rel
+        or "\\" in rel
+        or rel.startswith("/")
+        or re.match(r"^[A-Za-z]:", rel) is not None
+        or any(p in ("", ".", "..") for p in parts)
+    )
+    if bad:
+        raise ValueError(
+            f"object {name!r} in bucket {bucket!r} would be written outside the "
+            "destination directory (empty, '.', '..' or absolute parts, backslash "
+            "or NUL); expected a plain relative name; refusing to download it"
+        )
+    return PurePosixPath(*parts)
+
+
+def file_crc32c(path: str | Path) -> str:
+    """CRC32C of a whole file, base64 of the big-endian digest (GCS style).
+
+    Args:
+        path: the file to hash.
+
+    Returns:
+        The checksum as GCS reports it in ``Blob.crc32c``.
+    """
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            checksum.update(chunk)
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def _matches(path: Path, blob: Any) -> bool:
+    if path.stat().st_size != blob.size:
+        return False
+    return blob.crc32c is None or file_crc32c(path) == blob.crc32c
+
+
+class _CountingWriter:
+    """File wrapper reporting written byte counts to a callback."""
+
+    def __init__(self, f: Any, on_bytes: Callable[[int], None]) -> None:
+        self._f = f
+        self._on_bytes = on_bytes
+
+    def write(self, data: bytes) -> int:
+        n = self._f.write(data)
+        self._on_bytes(len(data))
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _fetch(blob: Any, final: Path, client: Any, retries: int, on_bytes: Callable[[int], None]) -> None:
+    """Bring ``final`` to a verified copy of ``blob``; resume any ``.part``."""
+    if final.exists():
+        if _matches(final, blob):
+            on_bytes(blob.size)
+            logger.debug("%s is complete, skipping", final)
+            return
+        logger.warning("%s differs from gs://%s/%s; downloading again", final, blob.bucket.name, blob.name)
+    part = final.with_name(final.name + ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        if have > blob.size:
+            logger.warning("%s is larger than the object (%d > %d bytes); restarting", part, have, blob.size)
+            part.unlink()
+            have = 0
+        on_bytes(have)
+        with open(part, "ab") as f:
+            if have < blob.size:
+                if have:
+                    logger.info("resuming %s from byte %d of %d", part, have, blob.size)
+                blob.download_to_file(
+                    _CountingWriter(f, on_bytes), client=client, start=have or None,
+                    raw_download=True, checksum=None,
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        if _matches(part, blob):
+            os.replace(part, final)
+            return
+        got = part.stat().st_size
+        logger.warning(
+            "crc32c mismatch for %s (attempt %d of %d, %d bytes, expected %s %d bytes); "
+            "downloading from scratch", part, attempt + 1, retries + 1, got, blob.crc32c, blob.size,
+        )
+        on_bytes(-got)
+        part.unlink()
+    raise ChecksumMismatchError(
+        f"gs://{blob.bucket.name}/{blob.name} failed its crc32c check {retries + 1} times "
+        f"(expected {blob.crc32c}); check the network or the mirror and retry"
+    )
+
+
+def download_prefix(
+    bucket: str,
+    prefix: str,
+    dest: str | Path,
+    *,
+    pattern: str | None = None,
+    threads: int = 8,
+    client: Any = None,
+    progress: bool = True,
+    retries: int = 2,
+    blobs: Iterable[Any] | None = None,
+) -> list[Path]:
+    """Download every object under ``gs://bucket/prefix`` into ``dest``.
+
+    Files keep their names relative to ``prefix``. Interrupted downloads resume,
+    every file is verified against its crc32c, complete files are skipped.
+
+    Args:
+        bucket: bucket name.
+        prefix: object name prefix, e.g. ``"dqn/Pong/1/replay_logs/"``.
+        dest: destination directory (created if needed).
+        pattern: optional ``fnmatch`` pattern on the relative name.
+        threads: number of parallel downloads.
+        client: a storage client; an anonymous one by default.
+        progress: show a tqdm bar in bytes.
+        retries: fresh downloads allowed after a crc32c mismatch, per file.
+        blobs: objects already listed under ``prefix`` (skips the listing).
+
+    Returns:
+        The local paths, in object-name order.
+
+    Raises:
+        RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
+        ValueError: an object name would resolve outside ``dest``.
+        ChecksumMismatchError: a file kept failing its crc32c check.
+    """
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"`threads` must be a positive int, got {threads!r}")
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"`retries` must be a non-negative int, got {retries!r}")
+    client = anonymous_client() if client is None else client
+    if blobs is None:
+        blobs = list_objects(bucket, prefix, pattern=pattern, client=client)
+    blobs = list(blobs)
+    dest = Path(dest)
+    targets = [dest.joinpath(_relative_path(b.name, prefix, bucket)) for b in blobs]
+    dest.mkdir(parents=True, exist_ok=True)
+    total = sum(b.size or 0 for b in blobs)
+    logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, _where(bucket, prefix), dest)
+    exc = _api_exceptions()
+    lock = threading.Lock()
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
+              desc=_where(bucket, prefix)) as bar:
+
+        def on_bytes(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        def one(i: int) -> None:
+            try:
+                _fetch(blobs[i], targets[i], client, retries, on_bytes)
+            except (exc.NotFound, exc.Forbidden) as err:
+                raise _source_error(bucket, blobs[i].name, f"object unreadable ({err.code})") from err
+
+        with ThreadPoolExecutor(max_workers=min(threads, max(len(blobs), 1))) as pool:
+            for future in [pool.submit(one, i) for i in range(len(blobs))]:
+                future.result()
+    return targets
+
+
+def atari_run_prefix(game: str, run: int, prefix: str = ATARI_PREFIX) -> str:
+    """Object prefix of one Atari DQN replay run, e.g. ``dqn/Pong/1/replay_logs/``."""
+    if not isinstance(game, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", game):
+        raise ValueError(f"`game` must be a game name like 'Pong', got {game!r}")
+    if isinstance(run, bool) or not isinstance(run, int) or run < 1:
+        raise ValueError(f"`run` must be a positive int (1-5 in the public dataset), got {run!r}")
+    return f"{prefix.strip('/')}/{game}/{run}/replay_logs/"
+
+
+def _checkpoint_of(name: str) -> int | None:
+    match = _CKPT_RE.match(name.rsplit("/", 1)[-1])
+    return int(match["index"]) if match else None
+
+
+def list_atari_checkpoints(
+    game: str, run: int, *, bucket: str = ATARI_BUCKET, prefix: str = ATARI_PREFIX, client: Any = None
+) -> list[int]:
+    """Checkpoint indices available for one Atari DQN replay run, sorted.
+
+    Args:
+        game: game name as in the bucket, e.g. ``"Pong"``.
+        run: run number (1-5).
+        bucket: bucket to read (a mirror's name to use a mirror).
+        prefix: top-level prefix inside the bucket.
+        client: a storage client; an anonymous one by default.
+
+    Returns:
+        Sorted checkpoint indices found in object names ``*_ckpt.<i>.gz``.
+    """
+    run_prefix = atari_run_prefix(game, run, prefix)
+    blobs = list_objects(bucket, run_prefix, client=client)
+    return sorted({c for c in map(_checkpoint_of, (b.name for b in blobs)) if c is not None})
+
+
+def download_atari_run(
+    game: str,
+    run: int,
+    dest: str | Path,
+    *,
+    bucket: str = ATARI_BUCKET,
+    prefix: str = ATARI_PREFIX,
+    checkpoints: Iterable[int] | None = None,
+    threads: int = 8,
+    client: Any = None,
+    progress: bool = True,
+    retries: int = 2,
+) -> list[Path]:
+    """Download one run of the Atari DQN Replay Dataset's ``replay_logs``.
+
+    Files land directly in ``dest`` (``dest/$store$_observation_ckpt.0.gz``, ...).
+
+    Args:
+        game: game name as in the bucket, e.g. ``"Pong"``.
+        run: run number (1-5).
+        dest: destination directory, the local ``replay_logs`` directory.
+        bucket: bucket to read (a mirror's name to use a mirror).
+        prefix: top-level prefix inside the bucket.
+        checkpoints: only these checkpoint indices (all files by default).
+        threads: number of parallel downloads.
+        client: a storage client; an anonymous one by default.
+        progress: show a tqdm bar in bytes.
+        retries: fresh downloads allowed after a crc32c mismatch, per file.
+
+    Returns:
+        The local paths, in object-name order.
+
+    Raises:
+        RemoteSourceError: the run is missing, forbidden or empty.
+        ValueError: a requested checkpoint does not exist, or a hostile object name.
+    """
+    run_prefix = atari_run_prefix(game, run, prefix)
+    client = anonymous_client() if client is None else client
+    blobs = list_objects(bucket, run_prefix, client=client)
+    if checkpoints is not None:
+        wanted = set()
+        for c in checkpoints:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                raise ValueError(f"`checkpoints` must hold non-negative ints, got {c!r}")
+            wanted.add(c)
+        available = {_checkpoint_of(b.name) for b in blobs} - {None}
+        missing = sorted(wanted - available)
+        if missing:
+            raise ValueError(
+                f"checkpoints {missing} not found at {_where(bucket, run_prefix)}; "
+                f"available: {sorted(available)}"
+            )
+        blobs = [b for b in blobs if _checkpoint_of(b.name) in wanted]
+    return download_prefix(
+        bucket, run_prefix, dest, threads=threads, client=client,
+        progress=progress, retries=retries, blobs=blobs,
+    )
