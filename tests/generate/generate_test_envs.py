@@ -1,0 +1,68 @@
+"""Small picklable envs and agents for the generation tests (imported by worker processes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """obs = [seed, t]; ends after ``3 + seed % 5`` steps; loses a life at step 2; reward +1 at odd t, -1 at t=4."""
+
+    def __init__(self, log: str | None = None, crash_flag: str | None = None, crash_at: tuple[int, int] = (-1, -1),
+                 raise_instead: bool = False) -> None:
+        self.observation_space = gym.spaces.Box(-1e9, 1e9, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+        self.log, self.crash_flag, self.crash_at, self.raise_instead = log, crash_flag, crash_at, raise_instead
+        self.seed_, self.t = 0, 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.seed_, self.t], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_, self.t = int(seed), 0
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{seed}\n")
+        return self._obs(), {"lives": 3}
+
+    def step(self, action):
+        if (self.seed_, self.t) == tuple(self.crash_at) and self.crash_flag and os.path.exists(self.crash_flag):
+            if self.raise_instead:
+                raise RuntimeError("env exploded")
+            Path(self.crash_flag).unlink()  # crash once
+            os._exit(3)
+        self.t += 1
+        reward = 1.0 if self.t % 2 else (-1.0 if self.t == 4 else 0.0)
+        terminated = self.t >= 3 + self.seed_ % 5
+        lives = 3 if self.t < 2 else 2
+        return self._obs(), reward, terminated, False, {"lives": lives, "t": self.t}
+
+
+class AlwaysCrashEnv(CountingEnv):
+    def step(self, action):
+        os._exit(4)
+
+
+class CounterAgent:
+    """Recurrent agent: action = memory % 3, memory counts steps (starts at None)."""
+
+    def act(self, observation, memory):
+        memory = 0 if memory is None else memory + 1
+        return memory % 3, memory
+
+
+def make_plain_policy():
+    return plain_policy
+
+
+def plain_policy(observation):
+    return int(observation[1]) % 3
+
+
+def t_events(info, prev_info):
+    return [("t_is_2", 2.0)] if info.get("t") == 2 else []
