@@ -4,6 +4,7 @@ from .episodes import EpisodeTable
 from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
 from .storages import ShardedStorage
 from .writer import ShardWriter
+from .preprocess import preprocess, preprocess_buffer
 from .events import EventIndex, EventWindowDataset, WindowQuery
 from .samplers import EventSliceSampler
 
@@ -25,4 +26,7 @@ __all__ = [
     "WindowQuery",
     "EventSliceSampler",
     "EventWindowDataset",
+    # preprocessing
+    "preprocess",
+    "preprocess_buffer",
 ]
