@@ -173,15 +173,19 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         self._cursor = 0
         self._draws = 0
         self._ran_out = False
+        self._rng_np = np.random.default_rng([self.seed, 0])
+        self._order: tuple[int, np.ndarray] | None = None
 
     def _epoch_order(self, n: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, self._epoch, 1]).permutation(n)
+        if self._order is None or self._order[0] != self._epoch or len(self._order[1]) != n:
+            self._order = (self._epoch, np.random.default_rng([self.seed, self._epoch, 1]).permutation(n))
+        return self._order[1]
 
     def _choose(self, k: int) -> np.ndarray:
         w = self._windows
         n = len(w)
         if self.replacement:
-            rng = np.random.default_rng([self.seed, self._draws, 0])
+            rng = self._rng_np
             self._draws += 1
             if self.balance == "windows":
                 return rng.integers(0, n, size=k)
@@ -242,7 +246,7 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "epoch": self._epoch, "cursor": self._cursor, "draws": self._draws,
-                "ran_out": self._ran_out}
+                "ran_out": self._ran_out, "rng": self._rng_np.bit_generator.state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         missing = {"seed", "epoch", "cursor", "draws"} - set(state_dict)
@@ -253,6 +257,10 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         self._cursor = int(state_dict["cursor"])
         self._draws = int(state_dict["draws"])
         self._ran_out = bool(state_dict.get("ran_out", False))
+        self._rng_np = np.random.default_rng([self.seed, 0])
+        if "rng" in state_dict:
+            self._rng_np.bit_generator.state = state_dict["rng"]
+        self._order = None
 
     def _empty(self) -> None:
         self._reset_state()
