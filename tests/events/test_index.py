@@ -106,3 +106,11 @@ def test_corrupt_meta_version_is_refused(root):
     (root / INDEX_DIR / "meta.json").write_text('{"index_version": 99}')
     with pytest.raises(ValueError, match="expected index_version 1, got 99"):
         EventIndex.load(root)
+
+
+def test_build_with_columns_and_open_rebuilds_them(root):
+    EventIndex.build(root, columns={"r": ("next", "reward")})
+    with ShardWriter.open(root) as w:
+        w.add_episode(make_episode(3, 6, (1,)), events=[(5, "craft", 9.0)])
+    counts = EventIndex.open(root).counts()
+    assert counts["craft"] == 3 and counts["r:+1"] == 23

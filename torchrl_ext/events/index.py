@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,10 @@ INDEX_DIR = "events/index"
 INDEX_VERSION = 1
 _ARRAYS = (("name_id", np.int32), ("episode", np.int64), ("step", np.int64),
            ("row", np.int64), ("value", np.float64))
+
+
+def _key(key: str | Sequence[str]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)
 
 
 class EventIndex:
@@ -93,13 +97,41 @@ class EventIndex:
                    value[order], logs=logs, derived=derived)
 
     @classmethod
-    def build(cls, root: str | os.PathLike, *, save: bool = True) -> EventIndex:
+    def build(cls, root: str | os.PathLike, *, columns: Mapping[str, str | Sequence[str]] | None = None,
+              counters: Sequence[str | Sequence[str]] = (), save: bool = True) -> EventIndex:
         """Builds the index from the writer's event logs (``manifest.event_logs``).
 
         Args:
             root: dataset directory.
-            save: also write it to ``<root>/events/index/``.
+            columns: ``{prefix: key}``: also derive sign events ``<prefix>:+1`` /
+                ``<prefix>:-1`` from these columns (:meth:`from_column`), e.g.
+                ``{"reward": ("next", "reward")}``.
+            counters: key prefixes of cumulative counter columns to turn into
+                events (:meth:`from_counters`), e.g. ``[("info", "stats")]``.
+            save: also write it to ``<root>/events/index/``. :meth:`open`
+                rebuilds a stale index with the same ``columns`` and ``counters``.
+
+        Examples:
+            >>> from torchrl_ext.synthetic import write_synthetic
+            >>> import tempfile
+            >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=2, length=5, obs_shape=(1,))
+            >>> EventIndex.build(root, columns={"reward": ("next", "reward")}).counts()
+            {'reward:+1': 9, 'reward:-1': 0}
         """
+        index = cls._from_logs(Path(root))
+        if columns or counters:
+            from ..storages import ShardedStorage  # the storage is needed only to derive events
+
+            storage = ShardedStorage(root)
+            derived = [cls.from_column(storage, key, prefix=prefix) for prefix, key in (columns or {}).items()]
+            derived += [cls.from_counters(storage, _key(prefix)) for prefix in counters]
+            index = index.merge(*derived)
+        if save:
+            index.save(root)
+        return index
+
+    @classmethod
+    def _from_logs(cls, root: Path) -> EventIndex:
         root = Path(root)
         manifest = read_manifest(root)
         parts: list[dict[str, np.ndarray]] = []
@@ -120,8 +152,6 @@ class EventIndex:
         keep = cat["episode"] < manifest.num_episodes
         index = cls.from_arrays(names, *(cat[k][keep] for k, _ in _ARRAYS), logs=manifest.event_logs)
         logger.info("built event index of %s: %d events, %d names", root, len(index), len(index.names))
-        if save:
-            index.save(root)
         return index
 
     @classmethod
@@ -155,9 +185,18 @@ class EventIndex:
             index = cls.load(root)
         except FileNotFoundError:
             return cls.build(root)
-        if index.logs != read_manifest(root).event_logs and not index.derived:
+        if index.logs != read_manifest(root).event_logs:
             logger.info("event index of %s is stale; rebuilding", root)
-            return cls.build(root)
+            columns = {}
+            counters = []
+            for tag in index.derived:
+                kind, _, spec = tag.partition(":")
+                if kind == "column":
+                    prefix, _, key = spec.partition("=")
+                    columns[prefix] = tuple(key.split("/"))
+                elif kind == "counters":
+                    counters.append(tuple(spec.split("/")))
+            return cls.build(root, columns=columns, counters=counters)
         return index
 
     @classmethod
@@ -171,7 +210,7 @@ class EventIndex:
             prefix: event name prefix.
             chunk_rows: rows read at a time.
         """
-        key = (key,) if isinstance(key, str) else tuple(key)
+        key = _key(key)
         first, length = storage.episode_bounds
         ep_of_row = np.repeat(np.arange(len(first), dtype=np.int64), length)
         ids, rows, vals = [], [], []
@@ -190,7 +229,7 @@ class EventIndex:
         return cls.from_arrays([f"{prefix}:+1", f"{prefix}:-1"],
                                np.concatenate(ids) if ids else np.zeros(0, np.int64),
                                episode, row - first[episode], row, np.concatenate(vals) if vals else None,
-                               derived=[f"column:{'/'.join(key)}"])
+                               derived=[f"column:{prefix}={'/'.join(key)}"])
 
     @classmethod
     def from_counters(cls, storage, prefix: tuple[str, ...] = ("info", "stats")) -> EventIndex:
@@ -201,7 +240,7 @@ class EventIndex:
         name at step ``t`` whose value is the delta. Step 0 has no previous value
         and yields no event.
         """
-        prefix = tuple(prefix)
+        prefix = _key(prefix)
         keys = [c.key for c in storage.manifest.schema if c.key[: len(prefix)] == prefix]
         if not keys:
             raise ValueError(f"no column under {'/'.join(prefix)!r}; found columns "
