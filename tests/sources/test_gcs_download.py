@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import sys
 import zlib
 from pathlib import Path
 
@@ -100,11 +101,12 @@ def test_partial_file_resumes_byte_exact(gcs_server, run_tree, tmp_path, kept, c
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / (name + ".part")).write_bytes(run_tree[name][:kept])
-    with caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.INFO, logger="torchrl_ext.sources.gcs"):
         download_prefix(gcs_server.bucket, PREFIX, dest, pattern=name, progress=False)
     assert (dest / name).read_bytes() == run_tree[name]
     assert not (dest / (name + ".part")).exists()
     assert "crc32c mismatch" not in caplog.text
+    assert (f"from byte {kept} of 3000" in caplog.text) == (kept > 0)
 
 
 def test_tampered_part_is_detected_and_fetched_again(gcs_server, run_tree, tmp_path, caplog):
@@ -213,3 +215,10 @@ def test_unknown_checkpoint_lists_available(gcs_server, run_tree, tmp_path):
 def test_bad_run_arguments(game, run, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         download_atari_run(game, run, tmp_path, progress=False)
+
+
+def test_missing_google_cloud_storage_says_how_to_install(gcs_server, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    with pytest.raises(ImportError, match=r"pip install torchrl-ext\[gcs\]") as info:
+        download_prefix("any-bucket", "p/", tmp_path, progress=False)
+    assert isinstance(info.value.__cause__, ImportError)

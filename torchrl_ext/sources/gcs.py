@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import importlib
 import logging
 import os
 import re
@@ -58,7 +59,7 @@ _CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>\d+)\.gz$")
 
 def _storage() -> Any:
     try:
-        from google.cloud import storage
+        storage = importlib.import_module("google.cloud.storage")
     except ImportError as err:
         raise ImportError(
             "downloading from Google Cloud Storage needs google-cloud-storage; "
@@ -272,7 +273,8 @@ def download_prefix(
         client: a storage client; an anonymous one by default.
         progress: show a tqdm bar in bytes.
         retries: fresh downloads allowed after a crc32c mismatch, per file.
-        blobs: objects already listed under ``prefix`` (skips the listing).
+        blobs: objects already listed under ``prefix`` (skips the listing;
+            ``pattern`` still applies).
 
     Returns:
         The local paths, in object-name order.
@@ -289,6 +291,8 @@ def download_prefix(
     client = anonymous_client() if client is None else client
     if blobs is None:
         blobs = list_objects(bucket, prefix, pattern=pattern, client=client)
+    elif pattern is not None:
+        blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
     blobs = list(blobs)
     dest = Path(dest)
     targets = [dest.joinpath(_relative_path(b.name, prefix, bucket)) for b in blobs]
