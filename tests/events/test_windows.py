@@ -181,16 +181,20 @@ event_st = st.tuples(st.sampled_from(NAMES), st.integers(0, 3), st.integers(0, 6
        regex=st.sampled_from([".*", "a", "a:2", "b|a:1"]), win_len=st.integers(1, 8),
        bias=st.integers(-10, 10), skip=st.integers(1, 3), min_nearby=st.none() | st.integers(0, 15),
        max_within=st.none() | st.integers(0, 6), edge=st.sampled_from(["shift", "pad"]),
-       min_step=st.integers(0, 5))
+       min_step=st.integers(0, 5), split=st.sampled_from([None, "train", "val"]),
+       ratio=st.sampled_from([0.0, 0.3, 0.5, 1.0]))
 def test_matches_naive_reference(events, lengths, regex, win_len, bias, skip, min_nearby, max_within, edge,
-                                 min_step):
+                                 min_step, split, ratio):
     events = [(n, e, min(s, lengths[e] - 1)) for n, e, s in events]
     kw = dict(win_len=win_len, bias=bias, skip_frame=skip, min_nearby=min_nearby, max_within=max_within,
               edge=edge, min_step=min_step)
     ref = naive_windows(events, lengths, regex=regex, **kw)
-    w, first, length = select(events, lengths, event_regex=regex, **kw) if events else (None, None, None)
+    if split is not None:
+        ref = naive_minestudio_split(ref, split, ratio)
     if not events:
         return
+    w, first, length = select(events, lengths, event_regex=regex, split=split, split_ratio=ratio,
+                              split_mode="minestudio", **kw)
     assert as_tuples(w) == ref
     rows, mask = w.rows_and_mask()
     for i, win in enumerate(ref):

@@ -13,7 +13,9 @@ key on the batch):
 * ``("next", "truncated")`` (bool ``[B, 1]``): True at each window's last
   position, as ``SliceSampler`` marks slice ends.
 
-Windows are selected once (see :mod:`torchrl_ext.events.windows`); sampling
+Window rules follow MineStudio 1.1.6's ``EventDataset``
+(``minestudio/data/minecraft/dataset_event.py``); ``compat="minestudio"`` selects
+its exact defaults. Windows are selected once (see :mod:`torchrl_ext.events.windows`); sampling
 is a handful of numpy ops and never reads shard payloads.
 """
 
@@ -63,7 +65,9 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         drop_last: without replacement, start a new epoch instead of returning
             a short last batch.
         seed: seed of the sampling order (None: from ``torch.initial_seed()``).
-        rank, world_size: keep windows ``rank::world_size`` (disjoint DDP shares).
+        rank, world_size: keep windows ``rank::world_size`` (disjoint DDP shares;
+            their sizes differ by at most one window, so ranks sampling without
+            replacement may see one batch more or less per epoch).
 
     Examples:
         >>> from torchrl.data import TensorDictReplayBuffer
