@@ -5,7 +5,8 @@ Each actor owns one env and one agent and is created with Ray's
 episode it was playing is submitted again. Without a running cluster a private
 local one is started that listens on the loopback interface only, without the
 dashboard or usage statistics, in a short temporary directory, and is shut
-down by :meth:`RayExecutor.close`.
+down by :meth:`RayExecutor.close`; its actors see this process's ``sys.path``
+(as ``PYTHONPATH``), so ``env_fn`` may live in any module this process imports.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections import deque
 from typing import Any
 
@@ -25,10 +28,12 @@ __all__ = ["RayExecutor", "EpisodeActor", "import_ray"]
 
 logger = logging.getLogger(__name__)
 
+_CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 def import_ray():
     """Imports Ray with local-only defaults; a missing Ray says how to install it."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault(_CLUSTER_VAR, "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -45,6 +50,9 @@ class EpisodeActor:
         self.agent = make_agent(policy_fn, self.env)
         self.max_steps, self.events_fn, self.worker_id = max_steps, events_fn, worker_id
 
+    def ready(self) -> bool:
+        return True
+
     def run(self, seed: int) -> Episode:
         result = rollout(self.env, self.agent, seed, self.max_steps, self.events_fn)
         result["metadata"]["worker"] = self.worker_id
@@ -59,11 +67,16 @@ class RayExecutor:
         ray = self._ray = import_ray()
         self._temp_dir = None
         self._owns_cluster = False
+        self._restore: tuple[str | None, Any] | None = None
         if not ray.is_initialized():
             if address is None:
+                self._local_only()
                 self._temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-                ray.init(num_cpus=num_workers, include_dashboard=False, _node_ip_address="127.0.0.1",
-                         _temp_dir=self._temp_dir, log_to_driver=False, logging_level=logging.WARNING)
+                # actors import env_fn/policy_fn from the same places as this process
+                paths = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+                ray.init(num_cpus=num_workers, include_dashboard=False, _temp_dir=self._temp_dir,
+                         log_to_driver=False, logging_level=logging.WARNING,
+                         runtime_env={"env_vars": {"PYTHONPATH": paths}})
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._owns_cluster = True
@@ -75,6 +88,22 @@ class RayExecutor:
         self._actors = [self._actor_cls.remote(*self._args, wid) for wid in range(num_workers)]
         self._jobs: dict[Any, tuple[int, tuple[int, int]]] = {}  # ref -> (worker, (episode, seed))
         self._queue: deque[tuple[int, int]] = deque()
+        self._pings: dict[Any, int] = {}  # ref -> worker waiting to come back after a restart
+
+    def _local_only(self) -> None:
+        """Makes the private cluster listen on loopback only.
+
+        Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is first
+        imported (``torchrl.data`` imports it early), and binds its servers to
+        the machine's routable address unless it is ``0``. The cluster's own
+        processes read the variable afresh; this process's copy is set too and
+        both are restored by :meth:`close`.
+        """
+        constants = sys.modules.get("ray._private.ray_constants")
+        self._restore = (os.environ.get(_CLUSTER_VAR), getattr(constants, "ENABLE_RAY_CLUSTER", None))
+        os.environ[_CLUSTER_VAR] = "0"
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = False
 
     @property
     def in_flight(self) -> int:
@@ -85,7 +114,7 @@ class RayExecutor:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        busy = {wid for wid, _ in self._jobs.values()}
+        busy = {wid for wid, _ in self._jobs.values()} | set(self._pings.values())
         for wid, actor in enumerate(self._actors):
             if wid not in busy and self._queue:
                 job = self._queue.popleft()
@@ -95,9 +124,12 @@ class RayExecutor:
         """Blocks until an actor finishes or fails; returns finished ``(episode, result)`` pairs."""
         ray = self._ray
         done = []
-        if self._jobs:
-            ready, _ = ray.wait(list(self._jobs), num_returns=1, timeout=timeout)
+        if self._jobs or self._pings:
+            ready, _ = ray.wait([*self._jobs, *self._pings], num_returns=1, timeout=timeout)
             for ref in ready:
+                if ref in self._pings:
+                    self._check_back(ref)
+                    continue
                 wid, job = self._jobs.pop(ref)
                 try:
                     done.append((job[0], ray.get(ref)))
@@ -120,6 +152,19 @@ class RayExecutor:
             # the env raised: restart the actor so the retry starts from a fresh env
             self._ray.kill(self._actors[wid], no_restart=False)
         self._queue.appendleft(job)
+        self._pings[self._actors[wid].ready.remote()] = wid
+
+    def _check_back(self, ref) -> None:
+        """An actor is idle again once it answers; while Ray restarts it, ask again."""
+        ray = self._ray
+        wid = self._pings.pop(ref)
+        try:
+            ray.get(ref)
+        except ray.exceptions.ActorDiedError as err:
+            raise WorkerFailed(f"generation actor {wid} could not be restarted: {err}") from err
+        except ray.exceptions.RayActorError:
+            time.sleep(0.05)
+            self._pings[self._actors[wid].ready.remote()] = wid
 
     def close(self) -> None:
         ray = self._ray
@@ -133,3 +178,13 @@ class RayExecutor:
             ray.shutdown()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+        if self._restore is not None:
+            env, constant = self._restore
+            if env is None:
+                os.environ.pop(_CLUSTER_VAR, None)
+            else:
+                os.environ[_CLUSTER_VAR] = env
+            constants = sys.modules.get("ray._private.ray_constants")
+            if constants is not None and constant is not None:
+                constants.ENABLE_RAY_CLUSTER = constant
+            self._restore = None
