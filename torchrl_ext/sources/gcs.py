@@ -164,6 +164,17 @@ def _relative_path(name: str, prefix: str, bucket: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+def _crc32c_update(checksum: Any, path: Path) -> Any:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            checksum.update(chunk)
+    return checksum
+
+
+def _encode(checksum: Any) -> str:
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
 def file_crc32c(path: str | Path) -> str:
     """CRC32C of a whole file, base64 of the big-endian digest (GCS style).
 
@@ -175,28 +186,20 @@ def file_crc32c(path: str | Path) -> str:
     """
     import google_crc32c
 
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            checksum.update(chunk)
-    return base64.b64encode(checksum.digest()).decode("ascii")
+    return _encode(_crc32c_update(google_crc32c.Checksum(), Path(path)))
 
 
-def _matches(path: Path, blob: Any) -> bool:
-    if path.stat().st_size != blob.size:
-        return False
-    return blob.crc32c is None or file_crc32c(path) == blob.crc32c
+class _HashingWriter:
+    """Append-only file wrapper: hashes and counts exactly the bytes it writes."""
 
-
-class _CountingWriter:
-    """File wrapper reporting written byte counts to a callback."""
-
-    def __init__(self, f: Any, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, f: Any, checksum: Any, on_bytes: Callable[[int], None]) -> None:
         self._f = f
+        self._checksum = checksum
         self._on_bytes = on_bytes
 
     def write(self, data: bytes) -> int:
         n = self._f.write(data)
+        self._checksum.update(bytes(data))
         self._on_bytes(len(data))
         return n
 
@@ -205,9 +208,15 @@ class _CountingWriter:
 
 
 def _fetch(blob: Any, final: Path, client: Any, retries: int, on_bytes: Callable[[int], None]) -> None:
-    """Bring ``final`` to a verified copy of ``blob``; resume any ``.part``."""
+    """Bring ``final`` to a verified copy of ``blob``; resume any ``.part``.
+
+    The ``.part`` file is opened for appending only, so the checksum of the bytes
+    already there plus the bytes written through the wrapper is the whole file's.
+    """
+    import google_crc32c
+
     if final.exists():
-        if _matches(final, blob):
+        if final.stat().st_size == blob.size and blob.crc32c in (None, file_crc32c(final)):
             on_bytes(blob.size)
             logger.debug("%s is complete, skipping", final)
             return
@@ -220,24 +229,26 @@ def _fetch(blob: Any, final: Path, client: Any, retries: int, on_bytes: Callable
             logger.warning("%s is larger than the object (%d > %d bytes); restarting", part, have, blob.size)
             part.unlink()
             have = 0
+        checksum = _crc32c_update(google_crc32c.Checksum(), part) if have else google_crc32c.Checksum()
         on_bytes(have)
         with open(part, "ab") as f:
             if have < blob.size:
                 if have:
                     logger.info("resuming %s from byte %d of %d", part, have, blob.size)
                 blob.download_to_file(
-                    _CountingWriter(f, on_bytes), client=client, start=have or None,
+                    _HashingWriter(f, checksum, on_bytes), client=client, start=have or None,
                     raw_download=True, checksum=None,
                 )
             f.flush()
             os.fsync(f.fileno())
-        if _matches(part, blob):
+            got = f.tell()
+        if got == blob.size and blob.crc32c in (None, _encode(checksum)):
             os.replace(part, final)
             return
-        got = part.stat().st_size
         logger.warning(
-            "crc32c mismatch for %s (attempt %d of %d, %d bytes, expected %s %d bytes); "
-            "downloading from scratch", part, attempt + 1, retries + 1, got, blob.crc32c, blob.size,
+            "crc32c mismatch for %s (attempt %d of %d, %d bytes, crc32c %s; expected %d bytes, %s); "
+            "downloading from scratch", part, attempt + 1, retries + 1, got, _encode(checksum),
+            blob.size, blob.crc32c,
         )
         on_bytes(-got)
         part.unlink()
