@@ -40,7 +40,8 @@ __all__ = ["preprocess"]
 logger = logging.getLogger(__name__)
 
 EXECUTORS = ("process", "thread", "serial")
-DEFAULT_BATCH_BYTES = 64 << 20
+DEFAULT_BATCH_BYTES = 8 << 20
+PROBE_ROWS = 256
 _OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", "episodes.sqlite", ".writer.lock"}
 
 
@@ -95,8 +96,9 @@ def preprocess(
     metadata) and the event logs carry over; ``episode`` and ``step`` are
     copied from the source.
 
-    One output shard is written per source shard, by ``num_workers`` workers,
-    each streaming ``batch_rows`` rows at a time. An interrupted run resumes:
+    One output shard is written per source shard (a large source shard is
+    split into a few output shards so that every worker has work), by
+    ``num_workers`` workers, each streaming ``batch_rows`` rows at a time. An interrupted run resumes:
     finished shards are checked (sizes, checksum) and kept. ``dest`` gets its
     manifest only when complete, so a partial ``dest`` never opens.
 
@@ -105,7 +107,7 @@ def preprocess(
         fn: TensorDict ``[n]`` -> TensorDict ``[n]``.
         dest: new dataset directory (must not be inside ``source``).
         num_workers: parallel workers (default: number of CPUs); ``0`` runs in this process.
-        batch_rows: rows per ``fn`` call (default: about 64 MiB of source rows).
+        batch_rows: rows per ``fn`` call (default: about 8 MiB of source rows).
         executor: ``"process"``, ``"thread"`` or ``"serial"``.
         overwrite: discard whatever preprocessing output is at ``dest``.
         next_from_row: ``"auto"`` stores ``("next", K)`` once when the first batch
@@ -141,9 +143,12 @@ def preprocess(
     if batch_rows is None:
         row_bytes = sum(c.row_bytes for c in m.schema) + sum(m.column(k).row_bytes for k in m.next_from_row)
         batch_rows = max(1, DEFAULT_BATCH_BYTES // max(row_bytes, 1))
-    schema, next_keys = _probe(src, fn, min(batch_rows, limit), ends, next_from_row)
+    schema, next_keys = _probe(src, fn, min(batch_rows, limit, PROBE_ROWS), ends, next_from_row)
     del src
-    tasks = _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows, fn)
+    workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+    # Pieces small enough to keep every worker busy; a big source shard becomes several output shards.
+    max_task_rows = max(batch_rows, -(-limit // (4 * max(workers, 1))))
+    tasks = _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows, fn, max_task_rows)
     plan = {
         "source": {"num_rows": m.num_rows, "num_episodes": m.num_episodes,
                    "shards": [[s.rows, s.checksum] for s in m.shards]},
@@ -212,18 +217,22 @@ def _probe(src: ShardedStorage, fn: Callable, n: int, ends: np.ndarray,
     return schema, keys
 
 
-def _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows, fn) -> list[ShardTask]:
-    tasks, start = [], 0
+def _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows, fn,
+           max_task_rows) -> list[ShardTask]:
+    """One task per source shard, split into equal pieces of at most ``max_task_rows`` rows."""
+    tasks, offset = [], 0
     for s in m.shards:
-        stop = min(start + s.rows, limit)
-        if stop > start:
+        rows = max(0, min(offset + s.rows, limit) - offset)
+        pieces = -(-rows // max_task_rows)
+        cuts = [offset + (rows * i) // max(pieces, 1) for i in range(pieces + 1)]
+        for start, stop in zip(cuts[:-1], cuts[1:]):
             a, b = np.searchsorted(ends, [start, stop])
             tasks.append(ShardTask(
                 source=str(root), dest=str(dest), shard_id=len(tasks), start=start, stop=stop,
                 num_rows=limit, ends=ends[a:b].copy(), end_episodes=np.arange(a, b),
                 end_has_final=has_final[a:b].copy(), schema=schema, next_keys=next_keys,
                 batch_rows=batch_rows, fn=fn))
-        start += s.rows
+        offset += s.rows
     return tasks
 
 
@@ -365,6 +374,10 @@ def _finish(root: Path, dest: Path, m: Manifest, tasks: list[ShardTask], records
                 "fn": getattr(fn, "__qualname__", type(fn).__qualname__), "parent": m.source},
     )
     write_manifest(dest, manifest)
+    listed = {Path(t.name) for t in tasks}
+    for d in (dest / "shards").iterdir():  # pieces of an earlier, differently split run
+        if Path(d.name) not in listed:
+            shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(dest / WORK_DIR, ignore_errors=True)
 
 
