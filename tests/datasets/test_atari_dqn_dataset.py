@@ -1,0 +1,119 @@
+"""AtariDQNExperienceReplay over generated replay logs: keys, dtypes, values, frame stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sources.replay_logs_maker import make_replay_logs
+from torchrl_ext import ShardedStorage
+from torchrl_ext.datasets import AtariDQNExperienceReplay
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("logs")
+    rec = make_replay_logs(base / "Pong" / "2", capacity=250, num_episodes=14, mean_len=45, seed=3)
+    return base, rec
+
+
+@pytest.fixture(scope="module")
+def root(logs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    AtariDQNExperienceReplay("Pong/2", 4, root=root, local_dir=logs[0])
+    return root
+
+
+def _reference(root):
+    return ShardedStorage(root / "Pong" / "2")
+
+
+def test_sample_keys_dtypes_shapes(root, logs):
+    rb = AtariDQNExperienceReplay("Pong/2", 32, root=root, download=False)
+    torch.manual_seed(0)
+    s = rb.sample()
+    assert s["observation"].shape == (32, 84, 84) and s["observation"].dtype == torch.uint8
+    assert s["next", "observation"].shape == (32, 84, 84)
+    assert s["action"].dtype == torch.int32 and s["action"].shape == (32,)
+    assert s["next", "reward"].dtype == torch.float32 and s["next", "reward"].shape == (32, 1)
+    for key in ("done", "terminated", "truncated", ("next", "done"), ("next", "terminated"), ("next", "truncated")):
+        assert s[key].dtype == torch.bool and s[key].shape == (32, 1)
+    assert not s["done"].any()
+
+
+def test_sampled_values_match_writer_record(root, logs):
+    _, rec = logs
+    rb = AtariDQNExperienceReplay("Pong/2", 64, root=root, download=False)
+    torch.manual_seed(1)
+    s = rb.sample()
+    first = {e: g for g, e in zip(range(len(rec.episode)), rec.episode) if e >= 0 and rec.step[g] == 0}
+    meta = _reference(root).episode_table()
+    for i in range(64):
+        ep, step = int(s["episode"][i]), int(s["step"][i])
+        g = int(meta.metadata(ep)["first_index"]) + step
+        np.testing.assert_array_equal(s["observation"][i].numpy(), rec.obs[g])
+        assert int(s["action"][i]) == rec.action[g]
+        assert float(s["next", "reward"][i, 0]) == rec.reward[g]
+        assert bool(s["next", "terminated"][i, 0]) == bool(rec.terminal[g])
+        assert rec.episode[g] >= 0 and g >= first[rec.episode[g]]
+
+
+@pytest.mark.parametrize("pad", ["zeros", "first"])
+def test_frame_stack_stays_inside_episode(root, pad):
+    rb = AtariDQNExperienceReplay("Pong/2", 128, root=root, download=False, stack=4, stack_pad=pad,
+                                  num_slices=2)
+    plain = _reference(root)
+    first, _ = plain.episode_bounds
+    torch.manual_seed(2)
+    s = rb.sample()
+    rows = s["index"].reshape(-1).numpy()
+    assert s["observation"].shape == (128, 4, 84, 84)
+    for i, r in enumerate(rows):
+        f = first[np.searchsorted(first, r, side="right") - 1]
+        for j in range(4):
+            src = r - 3 + j
+            if src >= f:
+                want = plain.get(int(src))["observation"].numpy()
+            else:
+                want = np.zeros((84, 84), np.uint8) if pad == "zeros" else plain.get(int(f))["observation"].numpy()
+            np.testing.assert_array_equal(s["observation"][i, j].numpy(), want)
+        np.testing.assert_array_equal(s["next", "observation"][i, :3].numpy(), s["observation"][i, 1:].numpy())
+        np.testing.assert_array_equal(s["next", "observation"][i, 3].numpy(),
+                                      plain.get(int(r))["next", "observation"].numpy())
+
+
+def test_terminal_next_observation_is_zeros(root):
+    plain = _reference(root)
+    rb = AtariDQNExperienceReplay("Pong/2", 8, root=root, download=False, stack=4)
+    first, length = plain.episode_bounds
+    last = torch.as_tensor(first + length - 1)
+    td = rb.storage.get(last)
+    assert not td["next", "observation"][:, 3].any()
+    np.testing.assert_array_equal(td["next", "observation"][:, :3].numpy(), td["observation"][:, 1:].numpy())
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_slices_never_cross_episodes(root, replacement):
+    rb = AtariDQNExperienceReplay("Pong/2", 64, root=root, download=False, slice_len=16,
+                                  replacement=replacement)
+    torch.manual_seed(3)
+    s = rb.sample().reshape(4, 16)
+    assert (s["episode"] == s["episode"][:, :1]).all()
+    assert (s["step"][:, 1:] - s["step"][:, :-1] == 1).all()
+
+
+def test_missing_dataset_without_download_says_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass download=True, or local_dir="):
+        AtariDQNExperienceReplay("Pong/1", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("bad", ["Pong", "Pong/6", "Tetris/1", 3])
+def test_bad_dataset_id(tmp_path, bad):
+    with pytest.raises(ValueError, match="`dataset_id` must be '<game>/<run>'"):
+        AtariDQNExperienceReplay(bad, root=tmp_path, download=False)
+
+
+def test_available_datasets_lists_games_and_runs():
+    ids = AtariDQNExperienceReplay.available_datasets
+    assert len(ids) == 50 * 5 and "Pong/5" in ids and "AirRaid/1" in ids
