@@ -1,5 +1,6 @@
 """torchrl_ext: sharded memmap datasets, storages and event-aware samplers for TorchRL."""
 
+from .datasets import AtariDQNExperienceReplay
 from .episodes import EpisodeTable
 from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
 from .storages import ShardedStorage
@@ -29,4 +30,6 @@ __all__ = [
     # preprocessing
     "preprocess",
     "preprocess_buffer",
+    # ready-made datasets
+    "AtariDQNExperienceReplay",
 ]

@@ -117,3 +117,39 @@ def test_bad_dataset_id(tmp_path, bad):
 def test_available_datasets_lists_games_and_runs():
     ids = AtariDQNExperienceReplay.available_datasets
     assert len(ids) == 50 * 5 and "Pong/5" in ids and "AirRaid/1" in ids
+
+
+def test_download_from_bucket_converts_and_samples(gcs_server, tmp_path):
+    from gcs_server import upload_tree
+
+    rec = make_replay_logs(tmp_path / "logs", capacity=120, num_episodes=8, mean_len=30, obs_shape=(84, 84), seed=5)
+    upload_tree(gcs_server.client, gcs_server.bucket, "dqn/Breakout/3/", tmp_path / "logs")
+    rb = AtariDQNExperienceReplay("Breakout/3", 16, root=tmp_path / "root", bucket=gcs_server.bucket,
+                                  checkpoints=[0, 1])
+    expected = rec.expected_episodes([0, 1])
+    storage = ShardedStorage(rb.dataset_path)
+    assert len(storage) == sum(len(e["action"]) for e in expected)
+    got = storage.get(np.arange(len(storage)))["observation"].numpy()
+    np.testing.assert_array_equal(got, np.concatenate([e["obs"] for e in expected]))
+    assert not (tmp_path / "root" / ".downloads" / "Breakout" / "3").exists()
+
+
+def test_cli_download_from_local_dir(logs, tmp_path, capsys):
+    from torchrl_ext.cli import main
+
+    base, rec = logs
+    code = main(["download", "atari-dqn", "Pong/2", "--root", str(tmp_path), "--local-dir", str(base),
+                 "--checkpoints", "0-1"])
+    assert code == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str(tmp_path / "Pong" / "2")
+    assert len(ShardedStorage(out)) == sum(len(e["action"]) for e in rec.expected_episodes([0, 1]))
+
+
+def test_cli_rejects_bad_checkpoint_list(logs, tmp_path, capsys):
+    from torchrl_ext.cli import main
+
+    code = main(["download", "atari-dqn", "Pong/2", "--root", str(tmp_path), "--local-dir", str(logs[0]),
+                 "--checkpoints", "zero"])
+    assert code == 2
+    assert "`--checkpoints` must look like 0-4,49, got 'zero'" in capsys.readouterr().err

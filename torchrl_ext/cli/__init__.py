@@ -17,6 +17,7 @@ __all__ = ["main", "COMMANDS"]
 # subcommand name -> module (relative to this package)
 COMMANDS: dict[str, str] = {
     "info": ".info",
+    "download": ".download",
     "events": ".events",
     "generate": ".generate",
 }

@@ -12,6 +12,8 @@ from .gcs import (
     list_objects,
 )
 from .gcs_errors import ChecksumMismatchError, RemoteSourceError
+from .atari_dqn import convert_replay_logs, decompress_checkpoint, list_checkpoints
+from .npy_stream import NpyHeader, copy_npy, load_npy_gz, open_gzip, read_npy_header
 
 __all__ = [
     # Google Cloud Storage downloads
@@ -26,4 +28,14 @@ __all__ = [
     "file_crc32c",
     "list_atari_checkpoints",
     "list_objects",
+    # Atari DQN replay logs
+    "convert_replay_logs",
+    "decompress_checkpoint",
+    "list_checkpoints",
+    # npy inside gzip, streamed
+    "NpyHeader",
+    "copy_npy",
+    "load_npy_gz",
+    "open_gzip",
+    "read_npy_header",
 ]

@@ -1,0 +1,47 @@
+"""``torchrl-ext download atari-dqn Pong/1 --root DIR``: fetch and convert a dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..datasets.atari_dqn import prepare_atari_dqn
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download and convert a dataset")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    a = kinds.add_parser("atari-dqn", help="one run of the Atari DQN Replay Dataset, e.g. Pong/1")
+    a.add_argument("dataset_id", help="<game>/<run>, e.g. Pong/1")
+    a.add_argument("--root", required=True, help="directory holding converted datasets")
+    a.add_argument("--bucket", default=None, help="GCS bucket (default: atari-replay-datasets)")
+    a.add_argument("--prefix", default=None, help="top-level prefix in the bucket (default: dqn)")
+    a.add_argument("--local-dir", default=None, help="read replay logs from here instead of GCS")
+    a.add_argument("--checkpoints", default=None,
+                   help="comma-separated checkpoint indices or ranges, e.g. 0-4,49")
+    a.add_argument("--num-procs", type=int, default=1, help="parallel decompression processes")
+    a.add_argument("--force", action="store_true", help="convert again even if done")
+    p.set_defaults(func=run)
+
+
+def parse_checkpoints(text: str | None) -> list[int] | None:
+    """``"0-2,7"`` -> ``[0, 1, 2, 7]``."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in filter(None, text.split(",")):
+            a, _, b = part.partition("-")
+            out.extend(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise ValueError(f"`--checkpoints` must look like 0-4,49, got {text!r}") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    path = prepare_atari_dqn(
+        args.dataset_id, args.root, download="force" if args.force else True,
+        local_dir=args.local_dir, bucket=args.bucket, prefix=args.prefix,
+        checkpoints=parse_checkpoints(args.checkpoints), num_procs=args.num_procs,
+    )
+    print(path)
+    return 0
