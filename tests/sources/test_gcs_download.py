@@ -57,7 +57,10 @@ def _read_all(dest: Path) -> dict[str, bytes]:
     return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
 
 
-def test_anonymous_client_uses_emulator_endpoint(gcs_server):
+@pytest.mark.parametrize("strip_scheme", [False, True])
+def test_anonymous_client_uses_emulator_endpoint(gcs_server, monkeypatch, strip_scheme):
+    if strip_scheme:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint.removeprefix("http://"))
     client = anonymous_client()
     assert client._connection.API_BASE_URL == gcs_server.endpoint
     assert client.project is None

@@ -326,8 +326,14 @@ def download_prefix(
                 raise _source_error(bucket, blobs[i].name, f"object unreadable ({err.code})") from err
 
         with ThreadPoolExecutor(max_workers=min(threads, max(len(blobs), 1))) as pool:
-            for future in [pool.submit(one, i) for i in range(len(blobs))]:
-                future.result()
+            futures = [pool.submit(one, i) for i in range(len(blobs))]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # files already started finish; .part files resume later
+                raise
     return targets
 
 
