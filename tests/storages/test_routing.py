@@ -43,3 +43,19 @@ def test_multi_shard_route_groups_once_per_shard():
     assert r.single == -1
     np.testing.assert_array_equal(r.shards, [0, 1, 2])
     np.testing.assert_array_equal(r.bounds, [0, 2, 3, 5])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=6),
+    starts=st.lists(st.integers(0, 10_000), min_size=1, max_size=4),
+    run=st.integers(1, 40),
+)
+def test_runs_of_consecutive_rows_match_naive(sizes, starts, run):
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    total = int(offsets[-1])
+    shards = [np.arange(o, o + n, dtype=np.int64)[:, None] * [1, 3] for o, n in zip(offsets, sizes)]
+    idx = np.concatenate([np.arange(s % total, min(s % total + run, total)) for s in starts]).astype(np.int64)
+    out = np.empty((idx.size, 2), dtype=np.int64)
+    gather(shards, route(offsets, idx), out)
+    np.testing.assert_array_equal(out, _naive(shards, idx))

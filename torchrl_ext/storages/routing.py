@@ -47,16 +47,49 @@ def route(offsets: np.ndarray, idx: np.ndarray) -> Route:
     return Route(local=local, single=-1, order=order, bounds=bounds, shards=sorted_shard[bounds[:-1]])
 
 
+_MIN_RUN = 16  # average run length from which slice copies beat a fancy-index gather
+
+
+def _runs(local: np.ndarray) -> np.ndarray | None:
+    """Start positions of runs of consecutive rows, or None when runs are too short to pay off."""
+    n = local.shape[0]
+    if n < _MIN_RUN:
+        return None
+    breaks = np.flatnonzero(local[1:] - local[:-1] != 1) + 1
+    if (breaks.shape[0] + 1) * _MIN_RUN > n:
+        return None
+    return np.concatenate(([0], breaks, [n]))
+
+
 def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
-    """Copies the routed rows of per-shard arrays ``maps`` into ``out`` (request order)."""
+    """Copies the routed rows of per-shard arrays ``maps`` into ``out`` (request order).
+
+    Requests made of long runs of consecutive rows (windows, slices) are
+    copied run by run with plain slices instead of a gather.
+    """
     if r.single >= 0:
-        np.take(maps[r.single], r.local, axis=0, out=out)
+        src = maps[r.single]
+        runs = _runs(r.local)
+        if runs is None:
+            np.take(src, r.local, axis=0, out=out)
+        else:
+            for a, b in zip(runs[:-1].tolist(), runs[1:].tolist()):
+                first = int(r.local[a])
+                out[a:b] = src[first:first + b - a]
         return out
     order, local, bounds = r.order, r.local, r.bounds
     for g, shard in enumerate(r.shards.tolist()):
-        a, b = bounds[g], bounds[g + 1]
+        a, b = int(bounds[g]), int(bounds[g + 1])
+        src = maps[shard]
         if b - a == 1:  # common with many shards: a plain row copy beats fancy indexing
-            out[order[a]] = maps[shard][local[a]]
-        else:
-            out[order[a:b]] = maps[shard][local[a:b]]
+            out[order[a]] = src[local[a]]
+            continue
+        runs = _runs(local[a:b]) if order[b - 1] - order[a] == b - a - 1 else None
+        if runs is None:
+            out[order[a:b]] = src[local[a:b]]
+            continue
+        dest = int(order[a])  # this group's requests are contiguous in the output
+        for p, q in zip(runs[:-1].tolist(), runs[1:].tolist()):
+            first = int(local[a + p])
+            out[dest + p:dest + q] = src[first:first + q - p]
     return out
