@@ -149,10 +149,9 @@ class _Checkpoint:
         cols = {k: np.fromfile(tmp / f"{k}.raw", dtype=_COLUMNS[k][0])[rows] for k in ("action", "reward", "terminal")}
         return cls(info["index"], tmp, c, start, stop, tuple(info["obs_shape"]), **cols)
 
-    def read_obs(self, p0: int, p1: int) -> np.ndarray:
-        """Observations of time positions ``p0 .. p1 - 1`` via positioned reads (no mmap)."""
+    def read_obs(self, p0: int, p1: int, out: np.ndarray) -> None:
+        """Reads observations of time positions ``p0 .. p1 - 1`` into ``out`` (positioned reads, no mmap)."""
         frame = int(np.prod(self.obs_shape))
-        out = np.empty((p1 - p0, *self.obs_shape), dtype=np.uint8)
         flat = out.reshape(p1 - p0, frame)
         with open(self.tmp / "observation.raw", "rb") as f:
             p = p0
@@ -163,7 +162,6 @@ class _Checkpoint:
                 if f.readinto(memoryview(flat[p - p0:p - p0 + n]).cast("B")) != n * frame:
                     raise ValueError(f"{self.tmp}: decompressed observations are truncated")
                 p += n
-        return out
 
 
 @dataclass
@@ -182,7 +180,12 @@ class _Converter:
         self.dropped = 0
 
     def emit(self, segments: list[tuple[_Checkpoint, int, int]], terminated: bool) -> None:
-        obs = np.concatenate([c.read_obs(a, b) for c, a, b in segments])
+        total = sum(b - a for _, a, b in segments)
+        obs = np.empty((total, *segments[0][0].obs_shape), dtype=np.uint8)
+        at = 0
+        for c, a, b in segments:
+            c.read_obs(a, b, obs[at:at + b - a])
+            at += b - a
         action = np.concatenate([c.action[a:b] for c, a, b in segments]).astype(np.int32, copy=False)
         reward = np.concatenate([c.reward[a:b] for c, a, b in segments]).astype(np.float32, copy=False)
         t = len(action)
@@ -334,7 +337,9 @@ def convert_replay_logs(
         shutil.rmtree(tmp_root, ignore_errors=True)
     if conv.dropped:
         logger.info("skipped %d transitions whose episode start was not logged", conv.dropped)
-    (root / DONE_NAME).write_text(json.dumps({"complete": True, **source}), encoding="utf-8")
+    tmp = root / f".{DONE_NAME}.tmp"
+    tmp.write_text(json.dumps({"complete": True, **source}), encoding="utf-8")
+    os.replace(tmp, root / DONE_NAME)
     return root
 
 
@@ -343,9 +348,11 @@ def _run(conv: _Converter, state: _State, src: Path, selected: list[int], tmp_ro
     from tqdm.auto import tqdm
 
     pending: list[tuple[int, Any]] = []
-    todo = list(selected)
+    d = _replay_dir(src)
+    todo = [i for i in selected  # on resume, skip checkpoints that end before the last episode
+            if int(load_npy_gz(d / f"add_count_ckpt.{i}.gz", ndim=0)) > state.next_global]
     live: list[_Checkpoint] = []
-    for _ in tqdm(range(len(selected)), desc="checkpoints", unit="ckpt", disable=None):
+    for _ in tqdm(range(len(todo)), desc="checkpoints", unit="ckpt", disable=None):
         while pool is not None and todo and len(pending) < num_procs:
             i = todo.pop(0)
             pending.append((i, pool.submit(decompress_checkpoint, str(src), i, str(tmp_root / f"{i}"), chunk_bytes)))
