@@ -34,6 +34,7 @@ class GenerateStats:
     steps: int  # env steps written by this call
     seconds: float
     restarts: int  # worker restarts after crashes
+    first_episode_seconds: float = 0.0  # from the call until the first episode was written (start-up)
 
     @property
     def steps_per_second(self) -> float:
@@ -194,6 +195,8 @@ def _run(pool, writer: ShardWriter, start: int, total: int, seed: int, num_worke
             while next_write in ready:
                 result = ready.pop(next_write)
                 writer.add_episode(result["data"], metadata=result["metadata"], events=result["events"])
+                if not stats.generated:
+                    stats.first_episode_seconds = time.perf_counter() - t0
                 stats.generated += 1
                 stats.steps += len(result["data"]["action"])
                 next_write += 1
