@@ -16,8 +16,8 @@ its own mean and standard deviation (float32).
   TensorDict holding the same rows, next observations included, as TorchRL's
   dataset classes store them).
 
-Each run happens in a fresh subprocess (setup outside the timing, which covers
-the preprocess call alone). Peak RSS: the largest single process
+Each run happens in a fresh subprocess of a small parent (setup, also in a
+subprocess, is outside the timing, which covers the preprocess call alone). Peak RSS: the largest single process
 (``getrusage`` of the run and of its reaped workers) and the sum over the
 process tree sampled from ``/proc`` every 20 ms.
 """
@@ -97,7 +97,8 @@ def run_one(kind: str, src: str, dest: str, workers: int) -> None:
         rows = len(out)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "rows": rows, "max_proc_kb": max(own, kids)}))
+    print(json.dumps({"seconds": seconds, "rows": rows, "max_proc_kb": max(own, kids),
+                      "main_kb": own, "workers_kb": kids}))
 
 
 def _tree_rss_kb(pid: int) -> int:
@@ -139,7 +140,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--make", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make:
+        make_sources(Path(args.make[0]), int(args.make[1]))
+        return
     if args.one:
         kind, src, dest, workers = args.one
         run_one(kind, src, dest, int(workers))
@@ -148,7 +153,9 @@ def main() -> None:
     results = []
     try:
         for rows in args.rows:
-            ours_src, peer_src = make_sources(base, rows)
+            # In a subprocess: Linux keeps ru_maxrss across exec, so this process must stay small.
+            subprocess.run([sys.executable, __file__, "--make", str(base), str(rows)], check=True, cwd=ROOT)
+            ours_src, peer_src = base / f"ours-{rows}", base / f"peer-{rows}"
             for kind, src in (("ours", ours_src), ("peer", peer_src)):
                 runs = [measure(kind, src, base / "dest", args.workers) for _ in range(args.repeats)]
                 best = min(runs, key=lambda r: r["seconds"])

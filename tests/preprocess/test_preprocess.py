@@ -290,3 +290,47 @@ def test_preprocess_buffer_refuses_dim_other_than_0(source, tmp_path):
     rb = TensorDictReplayBuffer(storage=ShardedStorage(source))
     with pytest.raises(ValueError, match="`dim` must be 0"):
         preprocess_buffer(rb, to_float, dim=1, dest=tmp_path / "out")
+
+
+# ---------------------------------------------------------------- a stateful-looking fn made row-wise
+class FrameStack:
+    """Stacks the last ``n`` observations of the same episode (first frame repeated at its start).
+
+    Earlier frames are read from the source storage (which pickles by path), so
+    the result does not depend on how rows are batched or split between workers.
+    """
+
+    def __init__(self, source: Path, n: int = 4) -> None:
+        self.storage, self.n = ShardedStorage(source, cache_bytes=0), n
+
+    def __call__(self, td):
+        start = torch.as_tensor(self.storage.episode_bounds[0])[td["episode"]]
+        rows = start + td["step"]
+        idx = torch.maximum(rows[:, None] - torch.arange(self.n - 1, -1, -1), start[:, None])
+        frames = self.storage[idx]["observation"]
+        td["observation"] = frames
+        td["next", "observation"] = torch.cat([frames[:, 1:], td["next", "observation"][:, None]], 1)
+        return td
+
+
+def naive_frame_stack(source: Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    s = ShardedStorage(source)
+    first, _ = s.episode_bounds
+    obs, nxt = [], []
+    for g in range(len(s)):
+        row = s[g]
+        start = int(first[int(row["episode"])])
+        frames = [s[max(g - k, start)]["observation"] for k in range(n - 1, -1, -1)]
+        obs.append(torch.stack(frames))
+        nxt.append(torch.stack(frames[1:] + [row["next", "observation"]]))
+    return torch.stack(obs), torch.stack(nxt)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 5, 64])
+def test_frame_stack_matches_a_row_by_row_reference(source, tmp_path, batch_rows):
+    out = preprocess(source, FrameStack(source), tmp_path / "out", num_workers=2, batch_rows=batch_rows, pbar=False)
+    obs, nxt = naive_frame_stack(source, 4)
+    assert out.manifest.next_from_row == [("observation",)]
+    got = out[:]
+    assert torch.equal(got["observation"], obs)
+    assert torch.equal(got["next", "observation"], nxt)
