@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from sources.replay_logs_maker import make_replay_logs
+
 from torchrl_ext import ShardedStorage
 from torchrl_ext.datasets import AtariDQNExperienceReplay
 

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-
 from sources.replay_logs_maker import make_replay_logs
+
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
 from torchrl_ext.sources.atari_dqn import DONE_NAME, convert_replay_logs
 
@@ -68,7 +68,7 @@ def test_episode_crossing_checkpoints_is_one_episode(tmp_path):
     crossing = [e for e in rec.expected_episodes()
                 if e["first_index"] < boundary < e["first_index"] + len(e["action"])]
     assert len(crossing) == 1
-    storage, got = _episodes(tmp_path / "ds")
+    _, got = _episodes(tmp_path / "ds")
     (td, meta), = [(td, m) for td, m in got if m["first_index"] == crossing[0]["first_index"]]
     assert meta["checkpoint"] == 1
     np.testing.assert_array_equal(td["observation"].numpy(), crossing[0]["obs"])
@@ -87,7 +87,7 @@ def test_padding_is_never_stored(tmp_path):
 def test_terminal_step_ends_its_own_episode(tmp_path):
     rec = make_replay_logs(tmp_path / "src", capacity=200, num_episodes=10, mean_len=40, obs_shape=SMALL, seed=6)
     convert_replay_logs(tmp_path / "src", tmp_path / "ds", game="Pong", run=1)
-    storage, got = _episodes(tmp_path / "ds")
+    _, got = _episodes(tmp_path / "ds")
     for td, meta in got[:-1]:
         g = meta["first_index"] + td.batch_size[0] - 1
         assert rec.terminal[g] == 1 and rec.episode[g] == rec.episode[meta["first_index"]]
@@ -97,7 +97,7 @@ def test_terminal_step_ends_its_own_episode(tmp_path):
 def test_last_logged_episode_is_truncated(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=200, num_episodes=8, mean_len=60, obs_shape=SMALL, seed=7)
     convert_replay_logs(tmp_path / "src", tmp_path / "ds", game="Pong", run=1)
-    storage, got = _episodes(tmp_path / "ds")
+    _, got = _episodes(tmp_path / "ds")
     td, meta = got[-1]
     assert meta["terminated"] == 0
     assert td["next", "truncated"][-1].item() and not td["next", "terminated"].any()
@@ -118,7 +118,7 @@ def test_parallel_decompression_gives_same_dataset(tmp_path):
 
 
 def test_events_mark_rewards_and_terminals(tmp_path):
-    rec = make_replay_logs(tmp_path / "src", capacity=200, num_episodes=6, mean_len=40, obs_shape=SMALL, seed=10)
+    make_replay_logs(tmp_path / "src", capacity=200, num_episodes=6, mean_len=40, obs_shape=SMALL, seed=10)
     convert_replay_logs(tmp_path / "src", tmp_path / "ds", game="Pong", run=1)
     m = read_manifest(tmp_path / "ds")
     rows = {}

@@ -28,7 +28,7 @@ from torchrl.data.replay_buffers import (
 from ..sources.atari_dqn import DONE_NAME, convert_replay_logs, list_checkpoints
 from .frame_stack import FrameStackStorage
 
-__all__ = ["AtariDQNExperienceReplay", "ATARI_GAMES", "prepare_atari_dqn", "resolve_replay_dir"]
+__all__ = ["ATARI_GAMES", "AtariDQNExperienceReplay", "prepare_atari_dqn", "resolve_replay_dir"]
 
 logger = logging.getLogger(__name__)
 

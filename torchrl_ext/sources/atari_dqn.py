@@ -67,7 +67,7 @@ from ..format import read_manifest
 from ..writer import ShardWriter
 from .npy_stream import DEFAULT_CHUNK_BYTES, copy_npy, load_npy_gz
 
-__all__ = ["convert_replay_logs", "list_checkpoints", "decompress_checkpoint", "DONE_NAME"]
+__all__ = ["DONE_NAME", "convert_replay_logs", "decompress_checkpoint", "list_checkpoints"]
 
 logger = logging.getLogger(__name__)
 

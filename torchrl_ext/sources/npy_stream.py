@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _gzip_impl = gzip
     _EXTRA_ERRORS = ()
 
-__all__ = ["NpyHeader", "open_gzip", "read_npy_header", "copy_npy", "load_npy_gz", "GZIP_BACKEND"]
+__all__ = ["GZIP_BACKEND", "NpyHeader", "copy_npy", "load_npy_gz", "open_gzip", "read_npy_header"]
 
 logger = logging.getLogger(__name__)
 
