@@ -67,13 +67,14 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     raws: list[float] = []
+    load_before = os.getloadavg()[0]
     run("process", 1, 1, 1, tmp)  # starts the forkserver once, as any earlier call would
     rows = []
     for executor in args.executors.split(","):
         try:
             import_check = executor != "ray" or __import__("ray")
         except ImportError:
-            rows.append((executor, "-", "-", "Ray is not installed", "", "", ""))
+            rows.append((executor, "-", "-", "Ray is not installed", "", "", "", ""))
             continue
         for workers in (1, 2):
             raw = raw_rate(4, args.episode_steps)
@@ -81,8 +82,10 @@ def main() -> None:
             episodes = max(2 * workers, args.steps // args.episode_steps)
             stats = run(executor, workers, episodes, args.episode_steps, tmp)
             steady = (stats.steps - workers * args.episode_steps) / (stats.seconds - stats.first_episode_seconds)
+            ratio = steady / workers / raw
             rows.append((executor, workers, f"{raw:.0f}", f"{stats.steps / stats.seconds:.0f}",
-                         f"{stats.first_episode_seconds:.1f}", f"{steady:.0f}", f"{steady / workers / raw:.2f}x"))
+                         f"{stats.first_episode_seconds:.1f}", f"{steady:.0f}", f"{ratio:.2f}x",
+                         "met" if ratio >= 0.8 else "missed"))
             print(rows[-1], flush=True)
         del import_check
     shutil.rmtree(tmp, ignore_errors=True)
@@ -106,11 +109,23 @@ def main() -> None:
         "written (process or Ray cluster start, env construction, first episode); *steady* = steps of all "
         "but the first `workers` episodes / time after the first episode was written.",
         "",
-        "| executor | workers | raw steps/s | steps/s wall | start-up s | steps/s steady | steady per worker / raw |",
-        "|---|---|---|---|---|---|---|",
+        "| executor | workers | raw steps/s | steps/s wall | start-up s | steps/s steady | steady per worker / raw "
+        "| target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {' | '.join(str(c) for c in r)} |" for r in rows]
-    lines += ["", "Target: >= 0.80x the raw rate per worker (steady)."]
+    lines += [
+        "",
+        "Target: >= 0.80x the raw rate per worker (steady).",
+        "",
+        f"Load average (1 min) on this 2-core machine: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after. "
+        "With one worker the worker and the writing parent each have a core and the worker runs at the raw "
+        "rate (Ray adds its task and object-store hand-off per episode). Two workers plus the parent need "
+        "three busy cores on two, and other jobs were running, so per-worker efficiency with two workers "
+        "measures the machine, not the executor; on an idle machine with more cores than workers the "
+        "two-worker rows should approach the one-worker ratio. Ray's start-up (~7 s) is a private local "
+        "cluster started by the call.",
+    ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

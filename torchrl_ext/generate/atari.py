@@ -23,7 +23,7 @@ try:  # gymnasium is optional; the wrapper needs it, the rest of the package doe
 except ImportError:  # pragma: no cover
     gym = None
 
-_HINT = "Atari environments need ale-py, gymnasium and pillow; pip install torchrl-ext[atari] pillow"
+_HINT = "Atari environments need ale-py, gymnasium and pillow; pip install torchrl-ext[atari]"
 
 
 class AtariPreprocess(gym.Wrapper if gym is not None else object):
