@@ -48,3 +48,23 @@ def test_ray_restarts_exhausted_raises(tmp_path):
     with pytest.raises(WorkerFailed, match=r"actor 0 failed 2 times \(max_restarts=1\)"):
         generate(AlwaysCrashEnv, None, tmp_path / "ds", num_episodes=1, max_steps=50, executor="ray",
                  max_restarts=1, progress=False)
+
+
+def test_private_cluster_is_loopback_only_and_shut_down(tmp_path):
+    ray = pytest.importorskip("ray")
+    from torchrl_ext.generate.ray_executor import RayExecutor
+
+    ex = RayExecutor(CountingEnv, None, max_steps=50, num_workers=1)
+    try:
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+        ex.submit(0, 7)
+        done = []
+        while not done:
+            done = ex.wait(timeout=5.0)
+    finally:
+        ex.close()
+    ((episode, result),) = done
+    assert episode == 0 and result["metadata"]["seed"] == 7
+    np.testing.assert_array_equal(result["data"]["observation"][:, 1], np.arange(3 + 7 % 5))  # seed 7 -> 5 steps
+    assert not ray.is_initialized()
+
