@@ -334,3 +334,17 @@ def test_frame_stack_matches_a_row_by_row_reference(source, tmp_path, batch_rows
     got = out[:]
     assert torch.equal(got["observation"], obs)
     assert torch.equal(got["next", "observation"], nxt)
+
+
+def test_preprocess_buffer_refuses_map_only_options(source, tmp_path):
+    rb = TensorDictReplayBuffer(storage=ShardedStorage(source))
+    with pytest.raises(ValueError, match=r"\['num_chunks'\] are TorchRL map options"):
+        preprocess_buffer(rb, to_float, num_chunks=4, dest=tmp_path / "out")
+
+
+def test_preprocess_buffer_without_swap_keeps_the_buffer_storage(source, tmp_path):
+    storage = ShardedStorage(source)
+    rb = TensorDictReplayBuffer(storage=storage)
+    new = preprocess_buffer(rb, to_float, num_workers=0, num_frames=20, dest=tmp_path / "out")
+    assert rb.storage is storage
+    assert len(new) == int(storage.episode_bounds[0][np.searchsorted(storage.episode_bounds[0], 20, "right") - 1])

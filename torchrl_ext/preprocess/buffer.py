@@ -19,6 +19,11 @@ def preprocess_buffer(
     *,
     dest: str | os.PathLike,
     chunksize: int | None = None,
+    num_chunks: int | None = None,
+    pool: Any = None,
+    generator: Any = None,
+    max_tasks_per_child: int | None = None,
+    index_with_generator: bool = False,
     worker_threads: int = 1,
     pbar: bool = False,
     mp_start_method: str | None = None,
@@ -28,13 +33,25 @@ def preprocess_buffer(
 ) -> ShardedStorage:
     """``BaseDatasetExperienceReplay.preprocess`` for a buffer over a :class:`ShardedStorage`.
 
-    Same arguments as TorchRL's method (``chunksize`` becomes ``batch_rows``;
-    ``num_frames`` keeps whole episodes only); further keywords go to
+    Same signature as TorchRL's method: ``chunksize`` becomes ``batch_rows``,
+    ``num_frames`` keeps whole episodes only, and the ``tensordict.map`` options
+    ``num_chunks``, ``pool``, ``generator``, ``max_tasks_per_child`` and
+    ``index_with_generator`` are refused when set; further keywords
+    (``batch_rows``, ``overwrite``, ``next_from_row``, ``executor``) go to
     :func:`torchrl_ext.preprocess`. Like TorchRL it returns the new storage.
     With ``swap=True`` the buffer also reads from it from now on
     (``rb.set_storage``); samplers stay valid because rows, episodes and events
     keep their positions.
     """
+    unsupported = {"num_chunks": num_chunks, "pool": pool, "generator": generator,
+                   "max_tasks_per_child": max_tasks_per_child,
+                   "index_with_generator": index_with_generator or None}
+    given = sorted(k for k, v in unsupported.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"{given} are TorchRL map options that do not apply here (one task per shard, rows in "
+            "order); drop them, use `num_workers` and `chunksize` (rows per fn call)"
+        )
     if dim != 0:
         raise ValueError(f"`dim` must be 0 (rows are mapped along the first dimension), got {dim!r}")
     storage = rb.storage
