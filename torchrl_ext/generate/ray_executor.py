@@ -32,8 +32,7 @@ _CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def import_ray():
-    """Imports Ray with local-only defaults; a missing Ray says how to install it."""
-    os.environ.setdefault(_CLUSTER_VAR, "0")
+    """Imports Ray with usage statistics off; a missing Ray says how to install it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -74,9 +73,13 @@ class RayExecutor:
                 self._temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
                 # actors import env_fn/policy_fn from the same places as this process
                 paths = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
-                ray.init(num_cpus=num_workers, include_dashboard=False, _temp_dir=self._temp_dir,
-                         log_to_driver=False, logging_level=logging.WARNING,
-                         runtime_env={"env_vars": {"PYTHONPATH": paths}})
+                try:
+                    ray.init(num_cpus=num_workers, include_dashboard=False, _temp_dir=self._temp_dir,
+                             log_to_driver=False, logging_level=logging.WARNING,
+                             runtime_env={"env_vars": {"PYTHONPATH": paths}})
+                except BaseException:
+                    self._undo_local()
+                    raise
             else:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             self._owns_cluster = True
@@ -176,8 +179,12 @@ class RayExecutor:
         self._actors = []
         if self._owns_cluster:
             ray.shutdown()
+        self._undo_local()
+
+    def _undo_local(self) -> None:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
         if self._restore is not None:
             env, constant = self._restore
             if env is None:
