@@ -27,7 +27,7 @@ def test_missing_ray_says_how_to_install(monkeypatch):
 
 
 def test_ray_crash_restart_matches_process_executor(tmp_path):
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (installed with the test extra)
     flag = tmp_path / "crash-once"
     flag.touch()
     env_fn = functools.partial(CountingEnv, crash_flag=str(flag), crash_at=(2, 1))
@@ -44,14 +44,14 @@ def test_ray_crash_restart_matches_process_executor(tmp_path):
 
 
 def test_ray_restarts_exhausted_raises(tmp_path):
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (installed with the test extra)
     with pytest.raises(WorkerFailed, match=r"actor 0 failed 2 times \(max_restarts=1\)"):
         generate(AlwaysCrashEnv, None, tmp_path / "ds", num_episodes=1, max_steps=50, executor="ray",
                  max_restarts=1, progress=False)
 
 
 def test_private_cluster_is_loopback_only_and_shut_down(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     from torchrl_ext.generate.ray_executor import RayExecutor
 
     ex = RayExecutor(CountingEnv, None, max_steps=50, num_workers=1)
