@@ -1,4 +1,4 @@
-"""``torchrl_ext.preprocess`` against TorchRL's ``BaseDatasetExperienceReplay.preprocess``.
+"""``torchrl_ext.preprocess()`` against TorchRL's ``BaseDatasetExperienceReplay.preprocess``.
 
 Run: ``.venv/bin/python benchmarks/bench_preprocess.py [--rows 10000 40000 --workers 2]``
 Writes ``benchmarks/results/preprocess.md``.

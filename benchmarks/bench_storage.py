@@ -213,7 +213,7 @@ def main() -> int:
         (f"(d) `get` at {10 * args.shards * args.rows_per_shard} rows: 10x shards", ms("sparse10s"), f"{ds:.2f}x growth", "<= 1.3x", verdict(ds <= 1.3)),
     ]
     lines = [
-        "## Storage reads (issue: foundation)",
+        "## Storage reads",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_storage.py --shards {args.shards} --rows-per-shard {args.rows_per_shard}`",
         f"Dataset: {n} rows of 84x84 uint8 frames in {args.shards} shards (page cache warm); "

@@ -5,7 +5,7 @@ from .episodes import EpisodeTable
 from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
 from .storages import ShardedStorage
 from .writer import ShardWriter
-from .preprocess import preprocess, preprocess_buffer
+from .preprocessing import preprocess, preprocess_buffer
 from .events import EventIndex, EventWindowDataset, WindowQuery
 from .samplers import EventSliceSampler
 

@@ -234,6 +234,11 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     """
     root = Path(root)
     path = root / MANIFEST_NAME
+    if not path.is_file() and (root / ".preprocess").is_dir():
+        raise FileNotFoundError(
+            f"{root}: an unfinished preprocess() run, not a dataset yet; call preprocess() "
+            "again with the same arguments to resume it"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no dataset manifest found; expected a directory written by "

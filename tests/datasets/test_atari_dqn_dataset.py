@@ -153,3 +153,22 @@ def test_cli_rejects_bad_checkpoint_list(logs, tmp_path, capsys):
                  "--checkpoints", "zero"])
     assert code == 2
     assert "`--checkpoints` must look like 0-4,49, got 'zero'" in capsys.readouterr().err
+
+
+def _halve_frames(td):
+    td["observation"] = td["observation"] // 2
+    td["next", "observation"] = td["next", "observation"] // 2
+    return td
+
+
+def test_preprocess_method_writes_and_swaps_storage(root, tmp_path):
+    rb = AtariDQNExperienceReplay("Pong/2", 16, root=root, download=False)
+    source = _reference(root)
+    new = rb.preprocess(_halve_frames, num_workers=2, dest=tmp_path / "half", swap=True)
+    assert len(new) == len(source) and rb.storage is new
+    rows = np.arange(len(source))
+    np.testing.assert_array_equal(new[rows]["observation"].numpy(), source[rows]["observation"].numpy() // 2)
+    np.testing.assert_array_equal(new[rows]["next", "observation"].numpy(), source[rows]["next", "observation"].numpy() // 2)
+    torch.manual_seed(0)
+    batch = rb.sample()
+    assert int(batch["observation"].max()) <= 127

@@ -164,7 +164,7 @@ def run_killed(source, dest, flag):
 
 def test_killed_run_leaves_no_openable_dataset(source, tmp_path):
     run_killed(source, tmp_path / "out", tmp_path / "flag")
-    with pytest.raises(FileNotFoundError, match="no dataset manifest"):
+    with pytest.raises(FileNotFoundError, match=r"an unfinished preprocess\(\) run, not a dataset yet; call preprocess\(\) again"):
         ShardedStorage(tmp_path / "out")
 
 
@@ -272,7 +272,7 @@ def test_next_from_row_true_refuses_non_derivable_output(source, tmp_path):
 def test_failed_run_leaves_no_openable_dataset(source, tmp_path):
     with pytest.raises(ValueError, match="next_from_row=False"):
         preprocess(source, later_not_shifted, tmp_path / "out", executor="serial", batch_rows=4, pbar=False)
-    with pytest.raises(FileNotFoundError, match="no dataset manifest"):
+    with pytest.raises(FileNotFoundError, match=r"an unfinished preprocess\(\) run, not a dataset yet; call preprocess\(\) again"):
         ShardedStorage(tmp_path / "out")
 
 

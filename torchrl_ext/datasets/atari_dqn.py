@@ -26,6 +26,7 @@ from torchrl.data.replay_buffers import (
 )
 
 from ..sources.atari_dqn import DONE_NAME, convert_replay_logs, list_checkpoints
+from ..preprocessing import preprocess_buffer
 from .frame_stack import FrameStackStorage
 
 __all__ = ["ATARI_GAMES", "AtariDQNExperienceReplay", "prepare_atari_dqn", "resolve_replay_dir"]
@@ -203,3 +204,17 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
     def episodes(self):
         """Episode id of every row, for ``SliceSampler(trajectories=...)``."""
         return self._storage.episodes
+
+    def preprocess(self, fn, dim=0, num_workers=None, *, chunksize=None, num_chunks=None, pool=None,
+                   generator=None, max_tasks_per_child=None, worker_threads=1, index_with_generator=False,
+                   pbar=False, mp_start_method=None, num_frames=None, dest, **kwargs):
+        """TorchRL's ``preprocess``: writes ``fn`` over every row into a new sharded dataset at ``dest``.
+
+        Returns the new storage, as TorchRL does; pass ``swap=True`` to also make this
+        buffer sample from it. See :func:`torchrl_ext.preprocess`.
+        """
+        return preprocess_buffer(self, fn, dim, num_workers, dest=dest, chunksize=chunksize,
+                                 num_chunks=num_chunks, pool=pool, generator=generator,
+                                 max_tasks_per_child=max_tasks_per_child, worker_threads=worker_threads,
+                                 index_with_generator=index_with_generator, pbar=pbar,
+                                 mp_start_method=mp_start_method, num_frames=num_frames, **kwargs)
