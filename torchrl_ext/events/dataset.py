@@ -72,15 +72,11 @@ class EventWindowDataset(Dataset):
             roots = [roots]
         if not roots:
             raise ValueError("`roots` must name at least one dataset directory, got an empty list")
-        kw = dict(event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
-                  min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
-                  split=split, split_ratio=split_ratio, seed=seed)
-        for k, v in (("edge", edge), ("min_step", min_step), ("split_mode", split_mode)):
-            if v is not None:
-                kw[k] = v
-        if compat not in (None, "minestudio"):
-            raise ValueError(f"`compat` must be None or 'minestudio', got {compat!r}")
-        self.query = WindowQuery.minestudio(**kw) if compat else WindowQuery(**kw)
+        self.query = WindowQuery.from_options(
+            compat, event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
+            min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
+            split=split, split_ratio=split_ratio, seed=seed, edge=edge, min_step=min_step,
+            split_mode=split_mode)
         self.storages = [ShardedStorage(r) for r in roots]
         parts = []
         for st in self.storages:

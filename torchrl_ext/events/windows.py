@@ -95,6 +95,15 @@ class WindowQuery:
         base.update(kwargs)
         return cls(**base)
 
+    @classmethod
+    def from_options(cls, compat: str | None = None, **options) -> WindowQuery:
+        """Builds a query from sampler / dataset arguments; ``None`` options keep the defaults
+        (or MineStudio's with ``compat="minestudio"``)."""
+        if compat not in (None, "minestudio"):
+            raise ValueError(f"`compat` must be None or 'minestudio', got {compat!r}")
+        kw = {k: v for k, v in options.items() if v is not None or k not in ("edge", "min_step", "split_mode")}
+        return cls.minestudio(**kw) if compat else cls(**kw)
+
 
 @dataclass
 class Windows:

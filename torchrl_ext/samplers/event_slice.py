@@ -89,15 +89,11 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
                  split_mode: str | None = None, where: str | None = None, compat: str | None = None,
                  replacement: bool = True, balance: str = "windows", drop_last: bool = False,
                  seed: int | None = None, rank: int = 0, world_size: int = 1) -> None:
-        kw = dict(event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
-                  min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
-                  split=split, split_ratio=split_ratio, seed=0 if seed is None else int(seed))
-        for k, v in (("edge", edge), ("min_step", min_step), ("split_mode", split_mode)):
-            if v is not None:
-                kw[k] = v
-        if compat not in (None, "minestudio"):
-            raise ValueError(f"`compat` must be None or 'minestudio', got {compat!r}")
-        self.query = WindowQuery.minestudio(**kw) if compat else WindowQuery(**kw)
+        self.query = WindowQuery.from_options(
+            compat, event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
+            min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
+            split=split, split_ratio=split_ratio, seed=0 if seed is None else int(seed), edge=edge, min_step=min_step,
+            split_mode=split_mode)
         if balance not in ("windows", "names"):
             raise ValueError(f"`balance` must be 'windows' or 'names', got {balance!r}")
         if balance == "names" and not replacement:
