@@ -220,7 +220,7 @@ def main() -> None:
         f"One generated checkpoint, C = {args.capacity:,} frames ({obs_gb:.2f} GB of observations "
         f"decompressed, {gz_bytes / 1e6:.0f} MB gzip; {info['rows']:,} real transitions, "
         f"{info['episodes']} complete episodes, Dopamine padding). Published checkpoints have "
-        "C = 1,000,000 (7 GB); this machine (2 cores, shared with other work while this ran) "
+        f"C = 1,000,000 (7 GB); this machine (2 cores, 1-minute load average {__import__('os').getloadavg()[0]:.1f}) "
         f"cannot convert that within the benchmark budget. Generation took {gen_s:.0f} s (not timed below). "
         f"Decompression backend: `{GZIP_BACKEND}`.",
         "",

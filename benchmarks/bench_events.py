@@ -227,8 +227,8 @@ def main() -> int:
         "",
         f"Command: `.venv/bin/python benchmarks/bench_events.py --events {args.events} "
         f"--naive-events {args.naive_events}`",
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work while "
-        f"measured, torch {torch.__version__}, python {sys.version.split()[0]}. (a)/(b): median of 3 runs "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (1-minute load average "
+        f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, python {sys.version.split()[0]}. (a)/(b): median of 3 runs "
         f"(pure Python: one run); (c): median of 5 repeats of the mean per batch over {rows} rows of 84x84 "
         "uint8 frames, page cache warm.",
         "",

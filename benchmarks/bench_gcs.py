@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     text = f"""## GCS downloads (`torchrl_ext.sources.gcs`)
 
 Command: `.venv/bin/python benchmarks/bench_gcs.py --files {args.files} --mib {args.mib} --repeats {args.repeats}`
-{platform.machine()}, {os.cpu_count()} cores shared with other work while measured, python {platform.python_version()}.
+{platform.machine()}, {os.cpu_count()} cores (1-minute load average {os.getloadavg()[0]:.1f}), python {platform.python_version()}.
 {args.files} objects x {args.mib} MiB ({mib:.0f} MiB) served by gcp-storage-emulator in the same process
 (single-threaded HTTP server, in memory); median of {r} runs; MiB/s counts the whole tree.
 
@@ -139,7 +139,7 @@ Notes:
   the same client; the peer checks crc32c in-stream too but does not fsync. The fsync before
   the rename (a final name never holds unflushed bytes after a power loss) is most of the gap
   at these loopback speeds; from storage.googleapis.com (tens of MiB/s per stream) it is noise.
-- Timings on this shared machine vary by +-30% between runs; ratios are from the same run.
+- Timings vary by +-30% between runs here; ratios are from the same run.
 - The emulator serves one request at a time and shares the GIL with the client, so threads
   cannot speed up (a); against storage.googleapis.com parallel requests are what hides latency.
 - (c) is what a second `download_atari_run` over an existing directory costs: no transfer,

@@ -97,8 +97,8 @@ def main() -> None:
         f"--episode-steps {args.episode_steps}`",
         "",
         f"Env `{ENV}` (84x84 grayscale, frame skip 4, sticky actions), uniformly random policy. "
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, shared with other "
-        "work while this ran, so absolute numbers are noisy.",
+        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, 1-minute load "
+        f"average {os.getloadavg()[0]:.1f} at the end; absolute numbers are noisy.",
         "",
         "Ceiling (same run, measured right before each configuration): a plain single-process env loop over "
         "the same kind of episodes (seeded reset each episode, which reloads the ROM in ale-py), "

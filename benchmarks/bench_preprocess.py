@@ -182,7 +182,7 @@ def write_table(results, args) -> None:
         f"Command: `{cmd}`",
         f"Data: synthetic 84x84 uint8 frames, episodes of 500 steps, {SHARD_ROWS} rows per shard; "
         f"{args.workers} worker processes (fork) on both sides; {platform.machine()}, "
-        f"{os.cpu_count()} cores shared with other work while this ran (1-minute load average "
+        f"{os.cpu_count()} cores (1-minute load average "
         f"{args.load_before:.1f} before, {args.load_after:.1f} after), torch {torch.__version__}, "
         f"python {platform.python_version()}. Time: best of {args.repeats} runs, preprocess call only. "
         "RSS: worst of the runs.",

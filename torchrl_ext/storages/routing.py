@@ -50,12 +50,16 @@ def route(offsets: np.ndarray, idx: np.ndarray) -> Route:
 _MIN_RUN = 16  # average run length from which slice copies beat a fancy-index gather
 
 
-def _runs(local: np.ndarray) -> np.ndarray | None:
-    """Start positions of runs of consecutive rows, or None when runs are too short to pay off."""
+def _runs(local: np.ndarray, dest: np.ndarray | None = None) -> np.ndarray | None:
+    """Bounds of runs that are consecutive in ``local`` (and in ``dest`` when given),
+    or None when runs are too short to pay off."""
     n = local.shape[0]
     if n < _MIN_RUN:
         return None
-    breaks = np.flatnonzero(local[1:] - local[:-1] != 1) + 1
+    step = local[1:] - local[:-1] != 1
+    if dest is not None:
+        step |= dest[1:] - dest[:-1] != 1
+    breaks = np.flatnonzero(step) + 1
     if (breaks.shape[0] + 1) * _MIN_RUN > n:
         return None
     return np.concatenate(([0], breaks, [n]))
@@ -84,12 +88,11 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
         if b - a == 1:  # common with many shards: a plain row copy beats fancy indexing
             out[order[a]] = src[local[a]]
             continue
-        runs = _runs(local[a:b]) if order[b - 1] - order[a] == b - a - 1 else None
+        runs = _runs(local[a:b], order[a:b])
         if runs is None:
             out[order[a:b]] = src[local[a:b]]
             continue
-        dest = int(order[a])  # this group's requests are contiguous in the output
         for p, q in zip(runs[:-1].tolist(), runs[1:].tolist()):
-            first = int(local[a + p])
-            out[dest + p:dest + q] = src[first:first + q - p]
+            first, dest = int(local[a + p]), int(order[a + p])
+            out[dest:dest + q - p] = src[first:first + q - p]
     return out
