@@ -36,7 +36,7 @@ from .format import (
 )
 from .pending import PendingShard, flatten_episode
 
-__all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
+__all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES", "lock_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,17 @@ class _Done:
     has_final: bool
     metadata: dict[str, Any]
     events: list[tuple[int, str, float]]
+
+
+def lock_dataset(root: Path, busy: str) -> int:
+    """Takes the exclusive writer lock of a dataset directory; ``busy`` is the error text."""
+    fd = os.open(root / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"{root}: {busy}") from None
+    return fd
 
 
 class ShardWriter:
@@ -155,15 +166,7 @@ class ShardWriter:
 
     @staticmethod
     def _lock(root: Path) -> int:
-        fd = os.open(root / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(
-                f"{root}: another ShardWriter holds this dataset; close it before writing"
-            ) from None
-        return fd
+        return lock_dataset(root, "another ShardWriter holds this dataset; close it before writing")
 
     def _drop_leftovers(self) -> None:
         listed = {Path(s.dir).name for s in self._manifest.shards}

@@ -28,13 +28,7 @@ def format_events(root: str, query: WindowQuery, *, where: str | None = None, re
     """The text ``torchrl-ext events`` prints."""
     index = EventIndex.build(root) if rebuild else EventIndex.open(root)
     storage = ShardedStorage(root)
-    eps = None
-    if where:
-        table = storage.episode_table()
-        try:
-            eps = table.select(where, num_episodes=storage.num_episodes)
-        finally:
-            table.close()
+    eps = storage.select_episodes(where)
     first, length = storage.episode_bounds
     windows = select_windows(index, first, length, query, episodes=eps)
     events = index.counts()

@@ -80,13 +80,7 @@ class EventWindowDataset(Dataset):
         self.storages = [ShardedStorage(r) for r in roots]
         parts = []
         for st in self.storages:
-            eps = None
-            if where:
-                table = st.episode_table()
-                try:
-                    eps = table.select(where, num_episodes=st.num_episodes)
-                finally:
-                    table.close()
+            eps = st.select_episodes(where)
             first, length = st.episode_bounds
             parts.append(select_windows(EventIndex.open(st.root), first, length, self.query,
                                         episodes=eps, split=False))

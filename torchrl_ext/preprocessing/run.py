@@ -12,7 +12,6 @@ manifest is written atomically (the commit point) and ``.preprocess/`` removed.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -20,7 +19,12 @@ import os
 import pickle
 import shutil
 import sqlite3
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import (
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
@@ -30,8 +34,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..episodes import EpisodeTable
-from ..format import MANIFEST_NAME, Column, Key, Manifest, ShardInfo, fsync_dir, read_manifest, write_manifest
+from ..format import (
+    MANIFEST_NAME,
+    Column,
+    Key,
+    Manifest,
+    ShardInfo,
+    fsync_dir,
+    read_manifest,
+    write_manifest,
+)
 from ..storages import ShardedStorage
+from ..writer import lock_dataset
 from .schema import flatten_output, infer_schema, next_candidates, rows_equal
 from .shard import WORK_DIR, ShardTask, atomic_write_json, run_task
 
@@ -157,7 +171,7 @@ def preprocess(
         "next_from_row": [list(k) for k in next_keys],
     }
     dest.mkdir(parents=True, exist_ok=True)
-    lock = _lock(dest)
+    lock = lock_dataset(dest, "another writer or preprocess run holds this directory")
     try:
         if _prepare_dest(dest, plan, overwrite):
             logger.info("%s: complete and matching the source, reused", dest)
@@ -236,14 +250,6 @@ def _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows,
     return tasks
 
 
-def _lock(dest: Path) -> int:
-    fd = os.open(dest / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RuntimeError(f"{dest}: another writer or preprocess run holds this directory") from None
-    return fd
 
 
 def _clear(dest: Path) -> None:

@@ -15,7 +15,15 @@ from tensordict import TensorDict
 from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..episodes import EpisodeTable
-from ..format import Column, FormatError, Key, Manifest, column_path, read_manifest, validate_shards
+from ..format import (
+    Column,
+    FormatError,
+    Key,
+    Manifest,
+    column_path,
+    read_manifest,
+    validate_shards,
+)
 from .routing import gather, route
 
 __all__ = ["ShardedStorage"]
@@ -210,6 +218,16 @@ class ShardedStorage(TensorStorage):
     def episode_table(self) -> EpisodeTable:
         """Opens the episode table read-only (SQL metadata filters)."""
         return EpisodeTable.open(self.root / self._manifest.episodes)
+
+    def select_episodes(self, where: str | None, params: tuple = ()) -> np.ndarray | None:
+        """Ids of the visible episodes matching an SQL ``WHERE`` clause (None: no filter)."""
+        if not where:
+            return None
+        table = self.episode_table()
+        try:
+            return table.select(where, params, num_episodes=self.num_episodes)
+        finally:
+            table.close()
 
     def __len__(self) -> int:
         return self._rows
