@@ -150,3 +150,12 @@ def test_refresh_sees_new_shards(tmp_path):
     write_synthetic(root, episodes=4, length=4, obs_shape=(1,))
     assert s.refresh() == 8
     assert s[-1]["episode"].item() == 3 and len(s) == 16
+
+
+def test_storage_selects_episodes_by_sql(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=6, length=3, obs_shape=(1,))
+    storage = ShardedStorage(root)
+    assert storage.select_episodes("game = ? AND score > 1", ("pong",)).tolist() == [2, 4]
+    assert storage.select_episodes(None) is None
+    with pytest.raises(ValueError, match="episode filter 'score >>' is not valid SQL"):
+        storage.select_episodes("score >>")
