@@ -34,7 +34,8 @@ from torchrl.data.replay_buffers import SliceSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bench_storage import _identity, write_atari_layout  # noqa: E402
+from bench_storage import write_atari_layout  # noqa: E402
+from common import identity_collate, timeit, write_results  # noqa: E402
 from events.naive_events import naive_windows  # noqa: E402
 
 from torchrl_ext import EventIndex, EventSliceSampler, ShardedStorage, read_manifest  # noqa: E402
@@ -51,17 +52,6 @@ def once(fn, repeats: int = 3) -> float:
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
-def timeit(fn, iters: int, repeats: int = 5) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        out.append((time.perf_counter() - t0) / iters)
     return statistics.median(out)
 
 
@@ -189,7 +179,7 @@ def main() -> int:
         res["rb_event"] = timeit(rb.sample, args.iters)
         write_atari_layout(storage, work / "atari")
         atari = _AtariStorage(work / "atari")
-        rb_t = TensorDictReplayBuffer(storage=atari, batch_size=NWIN * WIN, collate_fn=_identity,
+        rb_t = TensorDictReplayBuffer(storage=atari, batch_size=NWIN * WIN, collate_fn=identity_collate,
                                       sampler=SliceSampler(slice_len=WIN, trajectories=atari.episodes,
                                                            cache_values=True))
         res["torchrl_slice"] = timeit(rb_t.sample, max(args.iters // 5, 5))
@@ -252,10 +242,7 @@ def main() -> int:
         "  gathers frame by frame; EventSliceSampler never reads payloads, the storage reads each row once.",
         "",
     ]
-    text = "\n".join(lines)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_results(args.out, lines)
     return 0
 
 

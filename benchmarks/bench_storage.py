@@ -18,10 +18,8 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,27 +29,13 @@ from torchrl.data import TensorDictReplayBuffer
 from torchrl.data.datasets.atari_dqn import _AtariStorage  # peer under comparison
 from torchrl.data.replay_buffers import RandomSampler, SliceSampler
 
+from common import identity_collate, timeit, write_results
+
 from torchrl_ext import EpisodeTable, ShardedStorage, read_manifest
 from torchrl_ext.format import ShardInfo, column_path, write_manifest, write_td_meta
 from torchrl_ext.synthetic import write_synthetic
 
 BATCH = 128
-
-
-def _identity(x):
-    return x  # TorchRL's Atari dataset class passes the same collate for its storage
-
-
-def timeit(fn, iters: int, repeats: int = 5) -> float:
-    """Median over ``repeats`` of the mean seconds per call over ``iters`` calls."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        out.append((time.perf_counter() - t0) / iters)
-    return statistics.median(out)
 
 
 def ceiling_reader(root: Path):
@@ -165,9 +149,9 @@ def main() -> int:
         rb_s = TensorDictReplayBuffer(storage=storage, batch_size=BATCH,
                                       sampler=SliceSampler(slice_len=64, trajectories=storage.episodes, cache_values=True))
         res["rb_slice"] = timeit(rb_s.sample, args.iters)
-        rb_ta = TensorDictReplayBuffer(storage=atari, sampler=RandomSampler(), batch_size=BATCH, collate_fn=_identity)
+        rb_ta = TensorDictReplayBuffer(storage=atari, sampler=RandomSampler(), batch_size=BATCH, collate_fn=identity_collate)
         res["torchrl_rb_random"] = timeit(rb_ta.sample, max(args.iters // 5, 5))
-        rb_ts = TensorDictReplayBuffer(storage=atari, batch_size=BATCH, collate_fn=_identity,
+        rb_ts = TensorDictReplayBuffer(storage=atari, batch_size=BATCH, collate_fn=identity_collate,
                                        sampler=SliceSampler(slice_len=64, trajectories=atari.episodes, cache_values=True))
         res["torchrl_rb_slice"] = timeit(rb_ts.sample, max(args.iters // 5, 5))
         # (d) flat cost at 10x rows: sparse datasets with the same shard size
@@ -238,10 +222,7 @@ def main() -> int:
         "  256 MiB, ~36k Atari frames) to keep batches touching few shards.",
         "",
     ]
-    text = "\n".join(lines)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_results(args.out, lines)
     return 0
 
 
