@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..events import EventIndex, WindowQuery, select_windows
-from ..storages import ShardedStorage
+if TYPE_CHECKING:
+    from ..events import WindowQuery
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def format_events(root: str, query: WindowQuery, *, where: str | None = None, rebuild: bool = False) -> str:
     """The text ``torchrl-ext events`` prints."""
+    from ..events import EventIndex, select_windows
+    from ..storages import ShardedStorage
+
     index = EventIndex.build(root) if rebuild else EventIndex.open(root)
     storage = ShardedStorage(root)
     eps = storage.select_episodes(where)
@@ -42,6 +46,8 @@ def format_events(root: str, query: WindowQuery, *, where: str | None = None, re
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..events import WindowQuery
+
     query = WindowQuery(event_regex=args.regex, win_len=args.win_len, bias=args.bias,
                         skip_frame=args.skip_frame, min_nearby=args.min_nearby,
                         max_within=args.max_within, edge=args.edge, min_step=args.min_step)
