@@ -1,0 +1,45 @@
+"""Per-column encodings: lossless zstd and lossy video chunks, decoded on read.
+
+The option objects name an encoding in the manifest; a column writer and
+reader pair stores one encoded column of one shard as the ``.chunks`` /
+``.index`` files specified in :mod:`torchrl_ext.encodings.chunk_format`.
+"""
+
+from .cache import DecodedChunkCache
+from .chunk_format import ChunkIndex, chunk_file_paths
+from .column_reader import ChunkedColumnReader
+from .column_writer import ChunkedColumnWriter, ChunkStats
+from .options import (
+    KNOWN_ENCODINGS,
+    EncodingOptions,
+    Raw,
+    Video,
+    Zstd,
+    check_column,
+    load_codec,
+    resolve_encoding,
+)
+from .quality import psnr
+from .zstd_codec import train_dictionary
+
+__all__ = [
+    # options
+    "Raw",
+    "Zstd",
+    "Video",
+    "EncodingOptions",
+    "KNOWN_ENCODINGS",
+    "resolve_encoding",
+    "check_column",
+    "load_codec",
+    "train_dictionary",
+    # column files
+    "chunk_file_paths",
+    "ChunkIndex",
+    "ChunkedColumnWriter",
+    "ChunkStats",
+    "ChunkedColumnReader",
+    "DecodedChunkCache",
+    # quality
+    "psnr",
+]

@@ -1,0 +1,164 @@
+"""The chunked column file pair: the on-disk layout of an encoded column in one shard.
+
+This docstring is the specification. A column whose raw file would be
+``<shard>/<a>/<leaf>.memmap`` (:func:`torchrl_ext.format.column_path`) is
+stored, when encoded, as two files in the same directory:
+
+``<leaf>.chunks``
+    The encoded chunks, concatenated with no padding. Chunk ``c`` holds rows
+    ``c * chunk_rows .. min((c + 1) * chunk_rows, rows) - 1`` of the shard
+    (only the last chunk may be partial). Chunks never straddle shards; a chunk
+    may hold rows of several episodes. The payload of a chunk is defined by
+    its codec (``zstd``: one zstandard frame with content size and checksum of
+    the rows' C-order bytes; ``h264``/``av1``: see
+    :mod:`torchrl_ext.encodings.video_codec`).
+``<leaf>.index``
+    A small little-endian binary file::
+
+        offset  size       field
+        0       6          magic b"\\x93CHIDX"
+        6       1          major version, currently 1; readers refuse others
+        7       1          minor version, currently 0; readers ignore it
+        8       8          codec tag, ASCII, NUL-padded: "zstd", "h264" or "av1"
+        16      8          uint64 rows: rows of the shard in this column
+        24      8          uint64 row_bytes: bytes of one decoded row
+        32      4          uint32 chunk_rows
+        36      4          uint32 n_chunks, equal to ceil(rows / chunk_rows)
+        40      8*(n+1)    int64 offsets: chunk c is bytes offsets[c]:offsets[c+1]
+                           of the .chunks file; offsets[0] == 0, non-decreasing,
+                           offsets[n] == size of the .chunks file
+        ...     4*n        uint32 crc32 (zlib) of each chunk's bytes
+        ...     4          uint32 crc32 of all preceding bytes of the index
+
+    The index file is ``52 + 12 * n_chunks`` bytes.
+
+Readers check the whole index when they open a column and a chunk's crc32
+before decoding it, so a damaged byte anywhere raises
+:class:`torchrl_ext.format.FormatError` instead of returning wrong rows.
+
+The column's checksum (for the shard's checksum) is the crc32 of the bytes of
+the ``.chunks`` file followed by those of the ``.index`` file.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..format import FormatError
+
+__all__ = [
+    "INDEX_MAGIC",
+    "INDEX_VERSION",
+    "ChunkIndex",
+    "chunk_file_paths",
+    "index_size",
+]
+
+INDEX_MAGIC = b"\x93CHIDX"
+INDEX_VERSION = (1, 0)
+_HEADER = struct.Struct("<6sBB8sQQII")
+HEADER_SIZE = _HEADER.size  # 40
+_MAX_CHUNKS = (1 << 32) - 1
+
+
+def chunk_file_paths(shard_dir: str | Path, key: tuple[str, ...]) -> tuple[Path, Path]:
+    """Paths of a column's ``(.chunks, .index)`` files inside a shard directory.
+
+    >>> [p.as_posix() for p in chunk_file_paths("shards/000000", ("next", "pixels"))]
+    ['shards/000000/next/pixels.chunks', 'shards/000000/next/pixels.index']
+    """
+    if not key or not all(isinstance(k, str) and k and "/" not in k and k not in (".", "..") for k in key):
+        raise ValueError(f"`key` must be a non-empty tuple of plain names, got {key!r}")
+    base = Path(shard_dir).joinpath(*key[:-1])
+    return base / f"{key[-1]}.chunks", base / f"{key[-1]}.index"
+
+
+def index_size(n_chunks: int) -> int:
+    """Size in bytes of an index file for ``n_chunks`` chunks."""
+    return HEADER_SIZE + 8 * (n_chunks + 1) + 4 * n_chunks + 4
+
+
+@dataclass(frozen=True)
+class ChunkIndex:
+    """The parsed ``.index`` file of one column in one shard."""
+
+    codec: str
+    rows: int
+    row_bytes: int
+    chunk_rows: int
+    offsets: np.ndarray  # int64 [n_chunks + 1]
+    crcs: np.ndarray  # uint32 [n_chunks]
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.crcs)
+
+    def chunk_len(self, chunk: int) -> int:
+        """Rows in chunk ``chunk`` (``chunk_rows`` except for a partial last chunk)."""
+        return min(self.chunk_rows, self.rows - chunk * self.chunk_rows)
+
+    def to_bytes(self) -> bytes:
+        n = self.n_chunks
+        if n != math.ceil(self.rows / self.chunk_rows) or n > _MAX_CHUNKS:
+            raise ValueError(f"{n} chunks do not hold {self.rows} rows of {self.chunk_rows} per chunk")
+        tag = self.codec.encode("ascii")
+        if len(tag) > 8:
+            raise ValueError(f"codec tag {self.codec!r} is longer than 8 bytes")
+        body = (
+            _HEADER.pack(INDEX_MAGIC, *INDEX_VERSION, tag, self.rows, self.row_bytes, self.chunk_rows, n)
+            + np.asarray(self.offsets, dtype="<i8").tobytes()
+            + np.asarray(self.crcs, dtype="<u4").tobytes()
+        )
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> ChunkIndex:
+        """Parses and checks an index file's bytes; ``where`` names the file in errors.
+
+        Raises:
+            FormatError: for a bad magic, an unknown major version, a wrong size, a
+                checksum mismatch or inconsistent offsets.
+        """
+        fix = "re-write the shard or verify it against its source"
+        if len(data) < HEADER_SIZE:
+            raise FormatError(
+                f"{where}: index is truncated: expected at least {HEADER_SIZE} bytes, found "
+                f"{len(data)}; {fix}"
+            )
+        magic, major, _minor, tag, rows, row_bytes, chunk_rows, n = _HEADER.unpack_from(data)
+        if magic != INDEX_MAGIC:
+            raise FormatError(
+                f"{where}: the magic string is not correct; expected {INDEX_MAGIC!r}, got {magic!r}; {fix}"
+            )
+        if major != INDEX_VERSION[0]:
+            raise FormatError(
+                f"{where}: index version {major} is not supported, this reader knows "
+                f"{INDEX_VERSION[0]}; upgrade torchrl-ext"
+            )
+        expected = index_size(n)
+        if len(data) != expected:
+            raise FormatError(
+                f"{where}: index of {n} chunks must be {expected} bytes, found {len(data)}; "
+                f"the file is truncated or corrupt; {fix}"
+            )
+        (stored_crc,) = struct.unpack_from("<I", data, expected - 4)
+        found_crc = zlib.crc32(memoryview(data)[: expected - 4])
+        if stored_crc != found_crc:
+            raise FormatError(
+                f"{where}: index crc32 mismatch (stored {stored_crc:08x}, computed {found_crc:08x}); {fix}"
+            )
+        if chunk_rows < 1 or n != math.ceil(rows / chunk_rows):
+            raise FormatError(
+                f"{where}: index lists {n} chunks of {chunk_rows} rows for {rows} rows; {fix}"
+            )
+        offsets = np.frombuffer(data, dtype="<i8", count=n + 1, offset=HEADER_SIZE).astype(np.int64)
+        crcs = np.frombuffer(data, dtype="<u4", count=n, offset=HEADER_SIZE + 8 * (n + 1)).astype(np.uint32)
+        if offsets[0] != 0 or (n and bool((np.diff(offsets) < 0).any())):
+            raise FormatError(f"{where}: chunk offsets do not start at 0 and never decrease; {fix}")
+        return cls(tag.rstrip(b"\0").decode("ascii", "replace"), rows, row_bytes, chunk_rows, offsets, crcs)

@@ -1,0 +1,218 @@
+"""The ``video`` codec: a chunk is one closed GOP of uint8 frames, coded with PyAV and no container.
+
+Chunk payload (little-endian)::
+
+    uint32 n_packets
+    uint32 sizes[n_packets]
+    bytes  packets            the encoder's packets, concatenated in decoding order
+
+Each chunk is encoded by a fresh encoder (so it starts with the stream
+headers and a key frame, and references no other chunk) with key frames every
+``gop`` frames, no scene-cut key frames and no B-frames: packet order is frame
+order. RGB frames are converted to ``pix_fmt`` with swscale's default BT.601
+limited-range matrix (``gbrp`` codes the RGB planes directly with libx264rgb);
+gray frames are coded as luma only and read back from the luma plane.
+
+Decoding uses one long-lived decoder per thread and process, reset with
+``flush_buffers()`` before each chunk and drained with ``decode(None)`` at its
+end, so every chunk yields exactly its frames in order.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from .options import Video
+
+__all__ = ["VideoCodec", "make_codec", "encoder_name", "decoder_name"]
+
+_LOCAL = threading.local()
+_AV1_ENCODERS = ("libsvtav1",)
+_AV1_DECODERS = ("libdav1d", "libaom-av1")
+
+
+def _available(name: str, mode: str) -> bool:
+    try:
+        av.codec.Codec(name, mode)
+    except Exception:  # noqa: BLE001 - PyAV raises several types for a missing codec
+        return False
+    return True
+
+
+def encoder_name(options: Video, gray: bool) -> str:
+    """The libavcodec encoder used for ``options`` (raises ValueError when PyAV has none)."""
+    if options.codec == "h264":
+        return "libx264rgb" if options.pix_fmt == "gbrp" and not gray else "libx264"
+    for name in _AV1_ENCODERS:
+        if _available(name, "w"):
+            return name
+    raise ValueError(
+        f"codec 'av1' needs a PyAV build with one of the encoders {_AV1_ENCODERS}; this PyAV "
+        f"{av.__version__} has none; use Video(codec='h264')"
+    )
+
+
+def decoder_name(codec: str) -> str:
+    """The libavcodec decoder used for ``codec`` (raises ValueError when PyAV has none)."""
+    if codec == "h264":
+        return "h264"
+    for name in _AV1_DECODERS:
+        if _available(name, "r"):
+            return name
+    raise ValueError(
+        f"codec 'av1' needs a PyAV build with one of the decoders {_AV1_DECODERS}; this PyAV "
+        f"{av.__version__} has none"
+    )
+
+
+def _thread_decoder(name: str) -> tuple[av.CodecContext, VideoReformatter]:
+    decoders = getattr(_LOCAL, "decoders", None)
+    if getattr(_LOCAL, "pid", None) != os.getpid() or decoders is None:
+        decoders = _LOCAL.decoders = {}
+        _LOCAL.pid = os.getpid()
+    if name not in decoders:
+        ctx = av.CodecContext.create(name, "r")
+        ctx.thread_count = 1
+        decoders[name] = (ctx, VideoReformatter())
+    return decoders[name]
+
+
+def _pack(packets: list[bytes]) -> bytes:
+    head = struct.pack(f"<I{len(packets)}I", len(packets), *(len(p) for p in packets))
+    return head + b"".join(packets)
+
+
+def _unpack(payload: object) -> list[memoryview]:
+    view = memoryview(payload).cast("B")
+    if len(view) < 4:
+        raise ValueError(f"chunk payload is {len(view)} bytes, expected at least 4")
+    (n,) = struct.unpack_from("<I", view, 0)
+    head = 4 + 4 * n
+    if head > len(view):
+        raise ValueError(f"chunk claims {n} packets but holds only {len(view)} bytes")
+    sizes = struct.unpack_from(f"<{n}I", view, 4)
+    if head + sum(sizes) != len(view):
+        raise ValueError(f"packet sizes add up to {head + sum(sizes)} bytes, the chunk holds {len(view)}")
+    packets, pos = [], head
+    for size in sizes:
+        packets.append(view[pos : pos + size])
+        pos += size
+    return packets
+
+
+class VideoCodec:
+    """Encodes and decodes GOP chunks of one frame column (``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]``)."""
+
+    def __init__(self, options: Video, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.options = options
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.height, self.width = self.shape[:2]
+        self.gray = len(self.shape) == 2 or self.shape[2] == 1
+        self.encoder = encoder_name(options, self.gray)
+        self.decoder = decoder_name(options.codec)
+
+    # -- encoding ---------------------------------------------------------------------------
+    def _encoder(self) -> av.CodecContext:
+        ctx = av.CodecContext.create(self.encoder, "w")
+        ctx.width, ctx.height = self.width, self.height
+        ctx.time_base = Fraction(1, 30)
+        ctx.framerate = Fraction(30, 1)
+        ctx.gop_size = self.options.gop
+        gop, crf, preset = self.options.gop, str(self.options.crf), str(self.options.preset)
+        if self.encoder.startswith("libx264"):
+            if self.encoder == "libx264rgb":
+                ctx.pix_fmt = "rgb24"
+            else:
+                ctx.pix_fmt = "gray" if self.gray else self.options.pix_fmt
+            params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"
+            ctx.options = {"crf": crf, "preset": preset, "x264-params": params}
+        else:
+            ctx.pix_fmt = "yuv420p"
+            ctx.options = {"crf": crf, "preset": preset, "svtav1-params": f"keyint={gop}:scd=0"}
+        return ctx
+
+    def _frame(self, row: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+        if self.gray:
+            y = row.reshape(self.height, self.width)
+            if pix_fmt == "gray":
+                return av.VideoFrame.from_ndarray(np.ascontiguousarray(y), format="gray")
+            planes = np.full((self.height * 3 // 2, self.width), 128, dtype=np.uint8)
+            planes[: self.height] = y
+            return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(row), format="rgb24")
+        return frame if pix_fmt == "rgb24" else frame.reformat(format=pix_fmt)
+
+    def encode(self, rows: np.ndarray) -> bytes:
+        """Encodes ``rows`` (``[n, *shape]`` uint8) as one closed GOP; returns the chunk payload."""
+        ctx = self._encoder()
+        pix_fmt = ctx.pix_fmt
+        packets: list[bytes] = []
+        for i, row in enumerate(rows):
+            frame = self._frame(row, pix_fmt)
+            frame.pts = i
+            packets.extend(bytes(p) for p in ctx.encode(frame))
+        packets.extend(bytes(p) for p in ctx.encode(None))
+        return _pack(packets)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _store(self, frame: av.VideoFrame, out: np.ndarray, i: int, reformatter: VideoReformatter) -> None:
+        if frame.width != self.width or frame.height != self.height:
+            raise ValueError(
+                f"decoded a {frame.height}x{frame.width} frame, expected {self.height}x{self.width}"
+            )
+        if self.gray:
+            plane = frame.planes[0]
+            y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: self.height, : self.width]
+            out[i].reshape(self.height, self.width)[...] = y
+        elif frame.format.name == "gbrp":
+            g, b, r = (
+                np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: self.height, : self.width]
+                for p in frame.planes
+            )
+            out[i, :, :, 0], out[i, :, :, 1], out[i, :, :, 2] = r, g, b
+        else:
+            out[i] = reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+    def decode(self, payload: object, n_rows: int, stop: int | None = None) -> np.ndarray:
+        """Decodes a chunk of ``n_rows`` frames; with ``stop``, only its first ``stop`` frames.
+
+        Raises:
+            ValueError: when the payload is damaged or yields a different number of frames.
+        """
+        want = n_rows if stop is None else max(0, min(stop, n_rows))
+        out = np.empty((want, *self.shape), dtype=np.uint8)
+        packets = _unpack(payload)
+        ctx, reformatter = _thread_decoder(self.decoder)
+        ctx.flush_buffers()
+        got = 0
+        try:
+            for pkt in [*packets, None]:
+                for frame in ctx.decode(None if pkt is None else av.Packet(pkt)):
+                    if got >= n_rows:
+                        raise ValueError(f"the chunk yields more than {n_rows} frames")
+                    if got < want:
+                        self._store(frame, out, got, reformatter)
+                    got += 1
+                if got >= want and want < n_rows:
+                    break
+        except av.error.FFmpegError as err:
+            raise ValueError(f"{self.decoder} could not decode the chunk ({err})") from err
+        if got < want:
+            raise ValueError(f"the chunk yields {got} frames, expected {n_rows}")
+        return out
+
+
+def make_codec(
+    options: Video, dtype: np.dtype, shape: tuple[int, ...], dictionary: bytes | None = None
+) -> VideoCodec:
+    if dictionary is not None:
+        raise ValueError("`dictionary` applies to the zstd encoding only; the video encoding takes none")
+    return VideoCodec(options, dtype, shape)
