@@ -90,9 +90,10 @@ class ChunkedColumnReader:
         try:
             with open(self.index_path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                if size > expected:
+                if size > index_size(self.rows):  # one-row chunks give the largest index
                     raise FormatError(
-                        f"{where}: index must be {expected} bytes for {self.rows} rows, found {size}; {_FIX}"
+                        f"{where}: index of {self.rows} rows must be at most {index_size(self.rows)} "
+                        f"bytes ({expected} for {self.chunk_rows} rows per chunk), found {size}; {_FIX}"
                     )
                 data = f.read()
         except FileNotFoundError:

@@ -95,7 +95,7 @@ def make_codec(
     return ZstdCodec(options, dtype, shape, dictionary)
 
 
-def train_dictionary(rows: np.ndarray, dict_size: int = 112 * 1024, level: int = 1) -> bytes:
+def train_dictionary(rows: np.ndarray, dict_size: int = 16 * 1024, level: int = 1) -> bytes:
     """Trains a zstandard dictionary on sample rows (one sample per row) for ``Zstd(dictionary=True)``.
 
     Args:
