@@ -79,8 +79,8 @@ def test_terminated_and_truncated_default_from_done(tmp_path):
          r"'observation',\) has dtype float32, the dataset expects uint8; cast it"),
         (lambda ep: ep.set("action", ep["action"][:, None].expand(3, 2).contiguous()), ValueError,
          r"'action',\) has per-step shape \(2,\), the dataset expects \(\)"),
-        (lambda ep: ep.set("extra", torch.zeros(3)), KeyError, r"has keys \[\('extra',\)\] that the dataset's schema does not"),
-        (lambda ep: ep.exclude("action"), KeyError, r"episode is missing \('action',\)"),
+        (lambda ep: ep.set("extra", torch.zeros(3)), ValueError, r"has keys \[\('extra',\)\] that the dataset's schema does not"),
+        (lambda ep: ep.exclude("action"), ValueError, r"episode is missing \('action',\)"),
     ],
 )
 def test_schema_mismatch_is_refused(tmp_path, mutate, error, match):
@@ -93,7 +93,7 @@ def test_schema_mismatch_is_refused(tmp_path, mutate, error, match):
 
 def test_missing_ted_keys(tmp_path):
     ep = make_episode(0, 3, (1,)).exclude(("next", "done"))
-    with ShardWriter.create(tmp_path / "ds") as w, pytest.raises(KeyError, match="missing \\('next', 'done'\\)"):
+    with ShardWriter.create(tmp_path / "ds") as w, pytest.raises(ValueError, match="missing \\('next', 'done'\\)"):
         w.add_episode(ep)
 
 
@@ -110,11 +110,29 @@ def test_bad_events(tmp_path, events, match):
         w.add_episode(make_episode(0, 3, (1,)), events=events)
 
 
-def test_bad_metadata_name(tmp_path):
+def test_bad_metadata_name_is_refused_at_add(tmp_path):
     with ShardWriter.create(tmp_path / "ds") as w:
-        w.add_episode(make_episode(0, 3, (1,)), metadata={"bad name": 1})
         with pytest.raises(ValueError, match="episode metadata key 'bad name' must be an identifier"):
-            w.close()
+            w.add_episode(make_episode(0, 3, (1,)), metadata={"bad name": 1})
+
+
+@pytest.mark.parametrize(
+    "first, second, match",
+    [
+        ({"tags": 1.0}, {"tags": ["a", "b"]}, "`tags` must be an int, float or str, got list"),
+        ({"q": 0.5}, {"q": "high"}, "`q` is text here but real in earlier episodes"),
+        ({"q": 1}, {"q": None}, "`q` must be an int, float or str, got NoneType"),
+    ],
+)
+def test_bad_metadata_costs_no_earlier_episode(tmp_path, first, second, match):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=100) as w:
+        w.add_episode(make_episode(0, 3, (1,)), metadata=first)
+        with pytest.raises(TypeError, match=match):
+            w.add_episode(make_episode(1, 3, (1,)), metadata=second)
+        w.add_episode(make_episode(2, 4, (1,)), metadata=first)
+    storage = ShardedStorage(tmp_path / "ds")
+    assert (len(storage), storage.num_episodes) == (7, 2)
+    assert storage.get(slice(3, 7))["observation"][:, 0].tolist() == make_episode(2, 4, (1,))["observation"][:, 0].tolist()
 
 
 def test_create_refuses_existing_dataset(tmp_path):

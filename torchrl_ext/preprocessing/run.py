@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import pickle
 import shutil
-import sqlite3
 from concurrent.futures import (
     Future,
     ProcessPoolExecutor,
@@ -33,21 +32,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..episodes import EpisodeTable
 from ..format import (
+    EPISODES_NAME,
+    INCOMPLETE_NAME,
     MANIFEST_NAME,
     Column,
     Key,
     Manifest,
     ShardInfo,
+    atomic_write_bytes,
+    atomic_write_json,
+    filter_event_log,
     fsync_dir,
     read_manifest,
     write_manifest,
 )
 from ..storages import ShardedStorage
-from ..writer import lock_dataset
-from .schema import flatten_output, infer_schema, next_candidates, rows_equal
-from .shard import WORK_DIR, ShardTask, atomic_write_json, run_task
+from ..writer import LOCK_NAME, EpisodeTable, lock_dataset, unlock_dataset
+from .schema import apply_encodings, flatten_output, infer_schema, next_candidates, rows_equal
+from .shard import WORK_DIR, ShardTask, run_task
 
 __all__ = ["preprocess"]
 
@@ -56,7 +59,9 @@ logger = logging.getLogger(__name__)
 EXECUTORS = ("process", "thread", "serial")
 DEFAULT_BATCH_BYTES = 8 << 20
 PROBE_ROWS = 256
-_OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", "episodes.sqlite", ".writer.lock"}
+_OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", EPISODES_NAME, LOCK_NAME, INCOMPLETE_NAME}
+_RESUME_HINT = ("an unfinished preprocess() run, not a dataset yet; call preprocess() again with the "
+                "same arguments to resume it")
 
 
 class _Cloudpickled:
@@ -97,6 +102,7 @@ def preprocess(
     mp_start_method: str | None = None,
     worker_threads: int = 1,
     pbar: bool = True,
+    encodings: dict | None = None,
 ) -> ShardedStorage:
     """Applies ``fn`` to every row of ``source`` and writes the result as a new dataset at ``dest``.
 
@@ -131,6 +137,10 @@ def preprocess(
         mp_start_method: start method of worker processes (default ``"fork"`` where available).
         worker_threads: torch threads per worker.
         pbar: show a progress bar.
+        encodings: ``{key: encoding}`` of output columns (see
+            :mod:`torchrl_ext.encodings`); by default an output column keeps the
+            source column's encoding when it has the same key, dtype and shape,
+            and is raw otherwise.
 
     Returns:
         A :class:`ShardedStorage` over ``dest``.
@@ -158,6 +168,7 @@ def preprocess(
         row_bytes = sum(c.row_bytes for c in m.schema) + sum(m.column(k).row_bytes for k in m.next_from_row)
         batch_rows = max(1, DEFAULT_BATCH_BYTES // max(row_bytes, 1))
     schema, next_keys = _probe(src, fn, min(batch_rows, limit, PROBE_ROWS), ends, next_from_row)
+    schema = apply_encodings(schema, m.schema, encodings)
     del src
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     # Pieces small enough to keep every worker busy; a big source shard becomes several output shards.
@@ -179,7 +190,7 @@ def preprocess(
         records = _run(tasks, executor, num_workers, mp_start_method, worker_threads, pbar, limit)
         _finish(root, dest, m, tasks, records, limit, num_eps, next_keys, fn)
     finally:
-        os.close(lock)
+        unlock_dataset(dest, lock)
     return ShardedStorage(dest)
 
 
@@ -255,7 +266,7 @@ def _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows,
 def _clear(dest: Path) -> None:
     (dest / MANIFEST_NAME).unlink(missing_ok=True)  # first: dest stops being a dataset at once
     fsync_dir(dest)
-    for name in _OURS - {".writer.lock", MANIFEST_NAME}:
+    for name in _OURS - {LOCK_NAME, MANIFEST_NAME}:
         p = dest / name
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -293,6 +304,7 @@ def _prepare_dest(dest: Path, plan: dict, overwrite: bool) -> bool:
         logger.info("%s: resuming an interrupted run", dest)
     work.mkdir(exist_ok=True)
     (dest / "shards").mkdir(exist_ok=True)
+    atomic_write_bytes(dest / INCOMPLETE_NAME, _RESUME_HINT.encode("utf-8"))
     atomic_write_json(work / "plan.json", plan)
     fsync_dir(dest)
     return False
@@ -347,24 +359,17 @@ def _run(tasks: list[ShardTask], executor: str, num_workers: int | None, start_m
 def _finish(root: Path, dest: Path, m: Manifest, tasks: list[ShardTask], records: list[dict],
             limit: int, num_eps: int, next_keys: list[Key], fn: Callable) -> None:
     """Copies the episode table and event logs, then commits the manifest."""
-    tmp = dest / WORK_DIR / "episodes.sqlite"
-    tmp.unlink(missing_ok=True)
-    src_conn = sqlite3.connect(f"file:{root / m.episodes}?mode=ro", uri=True)
-    out = sqlite3.connect(tmp)
+    tmp = dest / WORK_DIR / EPISODES_NAME
+    table = EpisodeTable.open(root / m.episodes)
     try:
-        src_conn.backup(out)
-        with out:
-            out.execute("DELETE FROM episodes WHERE episode >= ?", (num_eps,))
-            finals = [(e,) for r in records for e in r["final_episodes"]]
-            out.executemany("UPDATE episodes SET has_final = 1 WHERE episode = ?", finals)
+        table.copy_to(tmp, num_eps, has_final=[e for r in records for e in r["final_episodes"]])
     finally:
-        src_conn.close()
-        out.close()
-    os.replace(tmp, dest / "episodes.sqlite")
+        table.close()
+    os.replace(tmp, dest / EPISODES_NAME)
     (dest / "events").mkdir(exist_ok=True)
     logs = []
     for rel in m.event_logs:
-        if _copy_events(root / rel, dest / rel, limit):
+        if filter_event_log(root / rel, dest / rel, limit):
             logs.append(rel)
     fsync_dir(dest / "events")
     manifest = Manifest(
@@ -385,21 +390,4 @@ def _finish(root: Path, dest: Path, m: Manifest, tasks: list[ShardTask], records
         if Path(d.name) not in listed:
             shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(dest / WORK_DIR, ignore_errors=True)
-
-
-def _copy_events(src: Path, dst: Path, limit: int) -> bool:
-    """Copies an event log, keeping the events of rows below ``limit``; False if none is left."""
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    with np.load(src) as z:
-        data = {k: z[k] for k in z.files}
-    keep = data["row"] < limit
-    if not keep.any():
-        return False
-    for k in ("name_id", "episode", "step", "row", "value"):
-        data[k] = data[k][keep]
-    with open(tmp, "wb") as f:
-        np.savez(f, **data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)
-    return True
+    (dest / INCOMPLETE_NAME).unlink(missing_ok=True)

@@ -19,14 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..format import Column, Key
+from ..format import DTYPES, Column, Key
+from ..writer.schema import OWNED
 
-__all__ = ["flatten_output", "infer_schema", "conform", "next_candidates", "rows_equal"]
-
-SUPPORTED_DTYPES = (
-    "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
-)
-OWNED: tuple[Key, ...] = (("episode",), ("step",))
+__all__ = ["flatten_output", "infer_schema", "conform", "next_candidates", "rows_equal", "apply_encodings"]
 
 
 def _name(key: Key) -> str:
@@ -52,10 +48,10 @@ def flatten_output(out: Any, rows: int, where: str) -> dict[Key, np.ndarray]:
                 "fn must return one output row per input row"
             )
         arr = value.detach().cpu().contiguous().numpy()
-        if arr.dtype.name not in SUPPORTED_DTYPES:
+        if arr.dtype.name not in DTYPES:
             raise TypeError(
                 f"`fn` output {_name(key)} has dtype {value.dtype}; storable dtypes are "
-                f"{SUPPORTED_DTYPES}: cast it in fn"
+                f"{sorted(DTYPES)}: cast it in fn"
             )
         flat[key] = arr
     return flat
@@ -117,3 +113,38 @@ def rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     av = np.ascontiguousarray(a).reshape(n, -1).view(np.uint8)
     bv = np.ascontiguousarray(b).reshape(n, -1).view(np.uint8)
     return (av == bv).all(axis=1)
+
+
+def apply_encodings(schema: list[Column], source: list[Column], encodings: dict | None) -> list[Column]:
+    """Output columns with encodings: ``encodings`` first, else the source column's when it matches.
+
+    A source column's encoding carries over when the output has the same key,
+    dtype and per-row shape; other columns are raw.
+    """
+    from ..encodings import check_column, resolve_encoding
+
+    by_key = {c.key: c for c in source}
+    chosen: dict[Key, Any] = {}
+    for key, spec in (encodings or {}).items():
+        k = (key,) if isinstance(key, str) else tuple(key)
+        chosen[k] = resolve_encoding(spec)
+    names = {c.key for c in schema}
+    unknown = sorted(k for k in chosen if k not in names)
+    if unknown:
+        raise ValueError(f"`encodings` names {unknown}, which `fn` does not return; it returns {sorted(names)}")
+    out = []
+    for col in schema:
+        if col.key in chosen:
+            enc = chosen[col.key]
+            if enc.name == "raw":
+                out.append(col)
+                continue
+            check_column(enc, col.dtype, col.shape, col.key)
+            out.append(col.with_encoding(enc.name, enc.to_json()))
+            continue
+        src = by_key.get(col.key)
+        if src is not None and src.encoding != "raw" and src.dtype == col.dtype and src.shape == col.shape:
+            out.append(col.with_encoding(src.encoding, src.options_dict))
+        else:
+            out.append(col)
+    return out

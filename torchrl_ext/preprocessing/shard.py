@@ -10,22 +10,30 @@ and whose shard passes the size and checksum checks is not recomputed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..format import Column, FormatError, Key, Manifest, ShardInfo, column_path, validate_shards
-from ..pending import PendingShard
+from ..format import (
+    FINAL_ROW,
+    Column,
+    FormatError,
+    Key,
+    Manifest,
+    ShardInfo,
+    atomic_write_json,
+    validate_shards,
+    verify_shard,
+)
 from ..storages import ShardedStorage
-from .schema import OWNED, conform, flatten_output, rows_equal
+from ..writer import PendingShard
+from ..writer.schema import OWNED
+from .schema import conform, flatten_output, rows_equal
 
-__all__ = ["ShardTask", "run_task", "WORK_DIR", "atomic_write_json"]
+__all__ = ["ShardTask", "run_task", "WORK_DIR"]
 
 WORK_DIR = ".preprocess"
 
@@ -63,32 +71,12 @@ class ShardTask:
         if not self.next_keys:
             return []
         by_key = {c.key: c for c in self.schema}
-        return [Column(("row",), np.dtype(np.int64), ())] + [by_key[k] for k in self.next_keys]
+        return [Column(FINAL_ROW, np.dtype(np.int64), ())] + [
+            Column(k, by_key[k].dtype, by_key[k].shape) for k in self.next_keys]
 
     @property
     def record_path(self) -> Path:
         return Path(self.dest) / WORK_DIR / f"shard-{self.name}.json"
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def shard_checksum(shard_dir: Path, schema: list[Column]) -> str:
-    """The writer's checksum: crc32 over the per-column crc32s, in schema order."""
-    crcs = []
-    for col in schema:
-        crc = 0
-        with open(column_path(shard_dir, col.key), "rb") as f:
-            while chunk := f.read(16 << 20):
-                crc = zlib.crc32(chunk, crc)
-        crcs.append(crc)
-    return f"crc32:{zlib.crc32(struct.pack(f'>{len(crcs)}I', *crcs)):08x}"
 
 
 def _finished(task: ShardTask) -> dict | None:
@@ -100,12 +88,11 @@ def _finished(task: ShardTask) -> dict | None:
         return None
     if rec.get("start") != task.start or rec.get("stop") != task.stop:
         return None
-    probe = Manifest(schema=task.stored_schema, next_from_row=[], shards=[info])
+    probe = Manifest(schema=task.stored_schema, next_from_row=list(task.next_keys), shards=[info])
     try:
         validate_shards(task.dest, probe)
+        verify_shard(task.dest, probe, info)
     except FormatError:
-        return None
-    if shard_checksum(Path(task.dest) / info.dir, task.stored_schema) != info.checksum:
         return None
     return rec
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 
-from ..episodes import EpisodeTable
+from ..writer import EpisodeTable
 from ..events import EventIndex, WindowQuery, Windows, select_windows
 from ..format import read_manifest
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from ..episodes import EpisodeTable
+from ..writer import EpisodeTable
 from ..format import read_manifest
 from ..writer import ShardWriter
 from .npy_stream import DEFAULT_CHUNK_BYTES, copy_npy, load_npy_gz

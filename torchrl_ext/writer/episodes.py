@@ -16,22 +16,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["EpisodeTable"]
+from ..format import FormatError
+from .schema import sql_type as sql_type_of
 
-_FIXED = ("episode", "first_row", "length", "has_final")
+__all__ = ["EpisodeTable", "FIXED_COLUMNS"]
+
+FIXED_COLUMNS = ("episode", "first_row", "length", "has_final")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _sql_type(value: Any, name: str) -> str:
-    if isinstance(value, (bool, np.bool_, int, np.integer)):
-        return "INTEGER"
-    if isinstance(value, (float, np.floating)):
-        return "REAL"
-    if isinstance(value, str):
-        return "TEXT"
-    raise TypeError(
-        f"episode metadata `{name}` must be an int, float or str, got {type(value).__name__}"
-    )
 
 
 def _plain(value: Any) -> Any:
@@ -54,6 +45,14 @@ class EpisodeTable:
             raise FileNotFoundError(f"{path}: episode table is missing; the dataset is incomplete")
         uri = f"file:{path}" + ("" if create else "?mode=ro")
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise FormatError(
+                f"{path}: the episode table is not an SQLite database ({err}); restore it from a "
+                "copy or rewrite the dataset"
+            ) from err
         if create:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS episodes (episode INTEGER PRIMARY KEY, "
@@ -67,7 +66,7 @@ class EpisodeTable:
 
     def metadata_columns(self) -> dict[str, str]:
         rows = self._conn.execute("PRAGMA table_info(episodes)").fetchall()
-        return {r[1]: r[2] for r in rows if r[1] not in _FIXED}
+        return {r[1]: r[2] for r in rows if r[1] not in FIXED_COLUMNS}
 
     def insert(self, rows: Iterable[tuple[int, int, int, bool, Mapping[str, Any]]]) -> None:
         """Inserts (episode, first_row, length, has_final, metadata) rows in one transaction."""
@@ -78,12 +77,14 @@ class EpisodeTable:
                 for name, value in meta.items():
                     if name in known:
                         continue
-                    if not isinstance(name, str) or not _NAME_RE.match(name) or name in _FIXED:
+                    if not isinstance(name, str) or not _NAME_RE.match(name) or name in FIXED_COLUMNS:
                         raise ValueError(
                             f"episode metadata key {name!r} must be an identifier "
-                            f"([A-Za-z_][A-Za-z0-9_]*) other than {_FIXED}"
+                            f"([A-Za-z_][A-Za-z0-9_]*) other than {FIXED_COLUMNS}"
                         )
-                    sql_type = _sql_type(value, name)
+                    sql_type = sql_type_of(value)
+                    if sql_type is None:
+                        raise TypeError(f"episode metadata `{name}` must be an int, float or str, got {type(value).__name__}")
                     self._conn.execute(f'ALTER TABLE episodes ADD COLUMN "{name}" {sql_type}')
                     known[name] = sql_type
             for ep, first, length, has_final, meta in rows:
@@ -95,6 +96,19 @@ class EpisodeTable:
                     f"INSERT OR REPLACE INTO episodes ({cols}) VALUES ({marks})", values
                 )
 
+    def copy_to(self, path: Path, num_episodes: int, *, has_final: Iterable[int] = ()) -> None:
+        """Writes a copy with the first ``num_episodes`` episodes; marks ``has_final`` episodes."""
+        Path(path).unlink(missing_ok=True)
+        out = sqlite3.connect(path)
+        try:
+            self._conn.backup(out)
+            with out:
+                out.execute("DELETE FROM episodes WHERE episode >= ?", (num_episodes,))
+                out.executemany("UPDATE episodes SET has_final = 1 WHERE episode = ?",
+                                [(int(e),) for e in has_final])
+        finally:
+            out.close()
+
     def delete_from(self, episode: int) -> None:
         """Deletes rows of episodes ``>= episode`` (uncommitted leftovers)."""
         with self._conn:
@@ -102,12 +116,17 @@ class EpisodeTable:
 
     def bounds(self, num_episodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns ``first_row``, ``length`` and ``has_final`` arrays of the first episodes."""
-        rows = self._conn.execute(
-            "SELECT first_row, length, has_final FROM episodes WHERE episode < ? ORDER BY episode",
-            (num_episodes,),
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                "SELECT first_row, length, has_final FROM episodes WHERE episode < ? ORDER BY episode",
+                (num_episodes,),
+            ).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise FormatError(
+                f"{self.path}: the episode table cannot be read ({err}); restore it or rewrite the dataset"
+            ) from err
         if len(rows) != num_episodes:
-            raise ValueError(
+            raise FormatError(
                 f"{self.path}: expected {num_episodes} episodes, found {len(rows)}; "
                 "the episode table does not match the manifest"
             )
@@ -131,7 +150,7 @@ class EpisodeTable:
         except sqlite3.Error as err:
             raise ValueError(
                 f"episode filter {where!r} is not valid SQL over columns "
-                f"{list(_FIXED) + list(self.metadata_columns())}: {err}"
+                f"{list(FIXED_COLUMNS) + list(self.metadata_columns())}: {err}"
             ) from err
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 

@@ -1,0 +1,119 @@
+"""The on-disk dataset format: manifest, shards, episode table and event log.
+
+This docstring is the specification. Readers and writers of every on-disk
+artifact live in this package, in pairs; everything else goes through them:
+:mod:`.manifest` (``dataset.json``), :mod:`.columns` (column files and the
+dtype table), :mod:`.checksum` and :mod:`.shard` (shard checksums),
+:mod:`.event_log` (event logs), :mod:`.files` (atomic replacement). Encoded
+column files are specified in :mod:`torchrl_ext.encodings.chunked`.
+
+Layout of a dataset rooted at ``<root>``::
+
+    <root>/dataset.json          the manifest (below); replaced atomically
+    <root>/shards/<NNNNNN>/      one shard: a TensorDict memmap directory of rows
+    <root>/shards/<NNNNNN>/final/  optional: final observations of episodes that
+                                 end in this shard (TensorDict memmap, batch [K])
+    <root>/episodes.sqlite       the episode table (SQLite, standard library)
+    <root>/events/log-<NNNNNN>.npz  raw event rows, one file per commit
+
+Manifest (``dataset.json``, UTF-8 JSON object):
+
+``format_version``
+    Integer, currently ``2``. Independent of the package version. A reader
+    refuses values it does not know (this one reads ``1`` and ``2``). Version
+    2 adds encoded columns, ``options`` and the ``crc32-files`` checksum; a
+    writer appending to a version-1 dataset upgrades its manifest to 2.
+``schema``
+    List of ``{"key": [str, ...], "dtype": str, "shape": [int, ...],
+    "encoding": str, "options": {...}}``: one entry per stored column;
+    ``shape`` is the per-row shape (at most ``MAX_ROW_BYTES`` per row);
+    ``dtype`` a name from ``DTYPES``. ``encoding`` is ``raw`` (a C-contiguous
+    ``<leaf>.memmap`` file), ``zstd`` (lossless row chunks) or ``video`` (GOP
+    chunks); ``options`` (optional, flat JSON) holds the encoding's parameters.
+    Readers refuse encodings they do not know.
+``next_from_row``
+    List of keys (lists of str) whose ``("next", key)`` value is not stored:
+    it is the following row's value inside the same episode, the episode's
+    stored final value at its last step, or zeros when it has none.
+``shards``
+    List of ``{"dir": "shards/000000", "rows": int, "bytes": int,
+    "checksum": "<scheme>:<hex>", "finals": int}``, in global row order. Global
+    row ``g`` lives in the shard whose cumulative row range contains it.
+    ``finals`` (``0 <= finals <= rows``) counts the rows of ``final/``; the
+    checksum schemes are specified in :mod:`.checksum`. Every path the
+    manifest names must resolve (symlinks followed) inside the root.
+``num_rows``
+    Number of visible rows: the rows of complete, committed episodes. Rows of
+    the shards past ``num_rows`` belong to an episode that was being written
+    when the writer stopped; readers ignore them and a resuming writer
+    rewrites them.
+``num_episodes``
+    Number of complete episodes (rows ``0..num_episodes-1`` of the table).
+``episodes``
+    Relative path of the episode table: table ``episodes`` with columns
+    ``episode INTEGER PRIMARY KEY, first_row INTEGER, length INTEGER,
+    has_final INTEGER`` plus metadata columns (INTEGER, REAL or TEXT).
+    The table is specified and read in :mod:`torchrl_ext.writer.episodes`.
+    Rows with ``episode >= num_episodes`` are ignored by readers.
+``event_logs``
+    List of relative paths of event log files (specified in
+    :mod:`.event_log`).
+``next_shard_id``
+    Integer used to name the next shard directory.
+``shard_rows``
+    The writer's row budget per shard (a resuming writer keeps it).
+``source``
+    Free-form JSON object describing where the data came from.
+
+Shard directories follow TensorDict's memmap layout: ``meta.json`` at each
+nesting level and one ``<leaf>.memmap`` raw file per raw column, so
+``tensordict.TensorDict.load_memmap(shard_dir)`` opens the raw columns of a
+shard directly. ``final/`` holds the final values raw, with the local row of
+each in ``row.memmap``.
+
+A directory with no manifest but a ``.incomplete`` text file is an
+unfinished multi-step write; readers raise ``FileNotFoundError`` with its text.
+"""
+
+
+from .checksum import LEGACY_SCHEME, SCHEME, combine_crcs, files_checksum
+from .columns import DTYPES, TD_META_TYPE, Key, column_files, column_path, open_column, validate_shards, write_td_meta
+from .errors import FormatError
+from .event_log import EVENT_FIELDS, event_log_name, filter_event_log, read_event_log, write_event_log
+from .files import atomic_write_bytes, atomic_write_json, commit_dir, current_umask, fsync_dir, resolve_inside
+from .manifest import (
+    EPISODES_NAME,
+    FINAL_ROW,
+    FORMAT_VERSION,
+    INCOMPLETE_NAME,
+    KNOWN_ENCODINGS,
+    MANIFEST_NAME,
+    MAX_ROW_BYTES,
+    READABLE_VERSIONS,
+    Column,
+    Manifest,
+    ShardInfo,
+    final_columns,
+    read_manifest,
+    write_manifest,
+)
+from .shard import shard_files, verify_shard
+
+__all__ = [
+    # constants
+    "FORMAT_VERSION", "READABLE_VERSIONS", "MANIFEST_NAME", "EPISODES_NAME", "INCOMPLETE_NAME",
+    "KNOWN_ENCODINGS", "MAX_ROW_BYTES", "DTYPES", "TD_META_TYPE", "FINAL_ROW", "SCHEME", "LEGACY_SCHEME",
+    "EVENT_FIELDS",
+    # errors
+    "FormatError",
+    # manifest
+    "Key", "Column", "ShardInfo", "Manifest", "read_manifest", "write_manifest", "final_columns",
+    # column files
+    "column_path", "column_files", "open_column", "write_td_meta", "validate_shards",
+    # checksums
+    "combine_crcs", "files_checksum", "shard_files", "verify_shard",
+    # event logs
+    "event_log_name", "write_event_log", "read_event_log", "filter_event_log",
+    # files
+    "atomic_write_bytes", "atomic_write_json", "commit_dir", "fsync_dir", "current_umask", "resolve_inside",
+]

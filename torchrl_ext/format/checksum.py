@@ -1,0 +1,59 @@
+"""Shard checksums: computed while a shard is written, recomputed by ``verify``.
+
+A shard's ``checksum`` is ``"<scheme>:<8 hex digits>"``, the crc32 of the
+big-endian uint32 crc32s of its files, in order:
+
+``crc32``
+    (format version 1) the column files of the schema, in schema order.
+``crc32-files``
+    (format version 2) every file of the shard: each column's files
+    (:func:`~torchrl_ext.format.columns.column_files`) in schema order, then,
+    when the shard stores final values, the ``final/`` column files in the
+    order of :func:`~torchrl_ext.format.manifest.final_columns`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import FormatError
+
+__all__ = ["SCHEME", "LEGACY_SCHEME", "combine_crcs", "file_crc32", "files_checksum", "check_files"]
+
+SCHEME = "crc32-files"
+LEGACY_SCHEME = "crc32"
+_READ = 16 << 20
+
+
+def combine_crcs(crcs: Iterable[int], scheme: str = SCHEME) -> str:
+    """The checksum string of per-file crc32s."""
+    crcs = list(crcs)
+    return f"{scheme}:{zlib.crc32(struct.pack(f'>{len(crcs)}I', *crcs)):08x}"
+
+
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def files_checksum(paths: Iterable[Path], scheme: str = SCHEME) -> str:
+    return combine_crcs((file_crc32(p) for p in paths), scheme)
+
+
+def check_files(shard_dir: Path, paths: list[Path], expected: str, scheme: str) -> None:
+    """Raises ``FormatError`` when the files' checksum differs from the manifest's."""
+    try:
+        found = files_checksum(paths, scheme)
+    except FileNotFoundError as err:
+        raise FormatError(f"{shard_dir}: {err.filename} is missing; restore the shard") from err
+    if found != expected:
+        raise FormatError(
+            f"{shard_dir}: checksum {found} does not match the manifest's {expected}; the shard "
+            "is corrupt, restore it from a copy or rewrite it from its source"
+        )

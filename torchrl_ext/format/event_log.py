@@ -1,0 +1,97 @@
+"""Event log files (``events/log-<NNNNNN>.npz``): the raw events of the episodes of one commit.
+
+Each file is an uncompressed ``.npz`` (no pickles) with these arrays, one
+entry per event except ``names``:
+
+``names``    str      the file's name vocabulary
+``name_id``  int32    index into ``names``
+``episode``  int64    episode id
+``step``     int64    step inside the episode
+``row``      int64    global row of the step
+``value``    float64  the event's value
+
+A log is written once, atomically, and listed in the manifest after it is on
+disk; :func:`filter_event_log` rewrites a copy keeping a subset of events.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FormatError
+from .files import atomic_write_bytes
+
+__all__ = ["EVENT_FIELDS", "event_log_name", "write_event_log", "read_event_log", "filter_event_log"]
+
+EVENT_FIELDS: tuple[tuple[str, type], ...] = (
+    ("name_id", np.int32), ("episode", np.int64), ("step", np.int64),
+    ("row", np.int64), ("value", np.float64),
+)
+
+
+def event_log_name(shard_id: int) -> str:
+    """Relative path of the event log written with shard ``shard_id``."""
+    return f"events/log-{shard_id:06d}.npz"
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_event_log(path: str | os.PathLike, events: Sequence[tuple[int, int, int, str, float]]) -> None:
+    """Writes ``(episode, step, row, name, value)`` events into one log file."""
+    names = sorted({ev[3] for ev in events})
+    lookup = {n: i for i, n in enumerate(names)}
+    _write(Path(path), {
+        "names": np.asarray(names, dtype=str),
+        "name_id": np.asarray([lookup[ev[3]] for ev in events], dtype=np.int32),
+        "episode": np.asarray([ev[0] for ev in events], dtype=np.int64),
+        "step": np.asarray([ev[1] for ev in events], dtype=np.int64),
+        "row": np.asarray([ev[2] for ev in events], dtype=np.int64),
+        "value": np.asarray([ev[4] for ev in events], dtype=np.float64),
+    })
+
+
+def read_event_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads one log file; ``FormatError`` names the file when it is unreadable or inconsistent."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in ("names", *(f for f, _ in EVENT_FIELDS))}
+    except (OSError, KeyError, ValueError, EOFError) as err:
+        raise FormatError(
+            f"{path}: event log is unreadable ({err}); expected an npz with names, name_id, "
+            "episode, step, row, value; restore it or rewrite the dataset"
+        ) from err
+    n = data["name_id"].shape[0]
+    for name, dtype in EVENT_FIELDS:
+        a = data[name]
+        if a.shape != (n,) or not np.can_cast(a.dtype, dtype, "same_kind"):
+            raise FormatError(
+                f"{path}: event field {name!r} is {a.dtype} {list(a.shape)}, expected "
+                f"{np.dtype(dtype).name} [{n}]; restore it or rewrite the dataset"
+            )
+        data[name] = a.astype(dtype, copy=False)
+    if data["names"].ndim != 1 or (n and not 0 <= data["name_id"].min() <= data["name_id"].max()
+                                   < data["names"].shape[0]):
+        raise FormatError(f"{path}: event name ids fall outside the file's {data['names'].shape} names")
+    return data
+
+
+def filter_event_log(src: str | os.PathLike, dst: str | os.PathLike, max_row: int) -> bool:
+    """Copies a log keeping the events of rows below ``max_row``; False (nothing written) if none is left."""
+    data = read_event_log(src)
+    keep = data["row"] < max_row
+    if not keep.any():
+        return False
+    for name, _ in EVENT_FIELDS:
+        data[name] = data[name][keep]
+    _write(Path(dst), data)
+    return True

@@ -1,0 +1,312 @@
+"""The manifest (``dataset.json``): columns, shards and counts, read and validated, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .columns import DTYPES, Key
+from .errors import FormatError
+from .files import atomic_write_json
+
+__all__ = [
+    "FORMAT_VERSION",
+    "READABLE_VERSIONS",
+    "MANIFEST_NAME",
+    "INCOMPLETE_NAME",
+    "EPISODES_NAME",
+    "KNOWN_ENCODINGS",
+    "MAX_ROW_BYTES",
+    "Column",
+    "ShardInfo",
+    "Manifest",
+    "read_manifest",
+    "write_manifest",
+    "final_columns",
+    "FINAL_ROW",
+]
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST_NAME = "dataset.json"
+INCOMPLETE_NAME = ".incomplete"  # text hint left by an unfinished multi-step write
+EPISODES_NAME = "episodes.sqlite"
+KNOWN_ENCODINGS = ("raw", "zstd", "video")
+FINAL_ROW: Key = ("row",)
+_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_ROW_BYTES = 1 << 32  # 4 GiB per row and column
+_MAX_ROWS = 1 << 48
+
+
+def _plain_json(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One stored column: its nested key, numpy dtype, per-row shape and encoding.
+
+    ``options`` holds the encoding's parameters as sorted ``(name, value)``
+    pairs of plain JSON scalars (see :mod:`torchrl_ext.encodings`).
+    """
+
+    key: Key
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    encoding: str = "raw"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def with_encoding(self, encoding: str, options: dict[str, Any] | None = None) -> Column:
+        return Column(self.key, self.dtype, self.shape, encoding, tuple(sorted((options or {}).items())))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "key": list(self.key),
+            "dtype": self.dtype.name,
+            "shape": list(self.shape),
+            "encoding": self.encoding,
+        }
+        if self.options:
+            out["options"] = dict(self.options)
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any, where: str) -> Column:
+        if not isinstance(entry, dict) or not {"key", "dtype", "shape"} <= entry.keys():
+            raise FormatError(
+                f"{where}: expected a schema entry with key, dtype and shape, got {entry!r}"
+            )
+        key, shape, dtype_name = entry["key"], entry["shape"], entry["dtype"]
+        if (
+            not isinstance(key, list)
+            or not key
+            or not all(isinstance(k, str) and k and "/" not in k and k not in (".", "..") for k in key)
+        ):
+            raise FormatError(f"{where}: expected a key as a list of plain names, got {key!r}")
+        encoding = entry.get("encoding", "raw")
+        if encoding not in KNOWN_ENCODINGS:
+            raise FormatError(
+                f"{where}: column {key!r} uses encoding {encoding!r}, this reader "
+                f"knows {KNOWN_ENCODINGS}; upgrade torchrl-ext to read it"
+            )
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+            raise FormatError(
+                f"{where}: column {key!r} has dtype {dtype_name!r}, expected one of {sorted(DTYPES)}"
+            )
+        if not isinstance(shape, list) or not all(
+            type(s) is int and 0 <= s < _MAX_ROWS for s in shape
+        ) or len(shape) > 32:
+            raise FormatError(f"{where}: expected a shape as a list of ints >= 0, got {shape!r}")
+        dtype = np.dtype(dtype_name)
+        row_bytes = dtype.itemsize
+        for s in shape:
+            row_bytes *= s
+        if row_bytes > MAX_ROW_BYTES:
+            raise FormatError(
+                f"{where}: column {key!r} of shape {shape} is {row_bytes} bytes per row, more "
+                f"than the {MAX_ROW_BYTES} this format allows"
+            )
+        options = entry.get("options", {})
+        if not isinstance(options, dict) or not all(
+            isinstance(k, str) and _plain_json(v) for k, v in options.items()
+        ):
+            raise FormatError(f"{where}: column {key!r} has options {options!r}, expected a flat JSON object")
+        return cls(tuple(key), dtype, tuple(shape), encoding, tuple(sorted(options.items())))
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One committed shard."""
+
+    dir: str
+    rows: int
+    bytes: int
+    checksum: str
+    finals: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dir": self.dir,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "checksum": self.checksum,
+            "finals": self.finals,
+        }
+
+
+@dataclass
+class Manifest:
+    """The parsed ``dataset.json``."""
+
+    schema: list[Column]
+    next_from_row: list[Key]
+    shards: list[ShardInfo] = field(default_factory=list)
+    num_rows: int = 0
+    num_episodes: int = 0
+    episodes: str = EPISODES_NAME
+    event_logs: list[str] = field(default_factory=list)
+    next_shard_id: int = 0
+    shard_rows: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def stored_rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def column(self, key: Key) -> Column:
+        for col in self.schema:
+            if col.key == key:
+                return col
+        raise KeyError(key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "schema": [c.to_json() for c in self.schema],
+            "next_from_row": [list(k) for k in self.next_from_row],
+            "shards": [s.to_json() for s in self.shards],
+            "num_rows": self.num_rows,
+            "num_episodes": self.num_episodes,
+            "episodes": self.episodes,
+            "event_logs": list(self.event_logs),
+            "next_shard_id": self.next_shard_id,
+            "shard_rows": self.shard_rows,
+            "source": self.source,
+        }
+
+
+def _safe_relpath(root: Path, rel: Any, where: str) -> str:
+    """Checks that a path from the manifest stays inside ``root``."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or ".." in Path(rel).parts:
+        raise FormatError(
+            f"{where}: expected a relative path inside the dataset, got {rel!r}; "
+            "the manifest was edited or is not trusted"
+        )
+    return rel
+
+
+def _int(value: Any, name: str, where: str, low: int = 0, high: int = _MAX_ROWS) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise FormatError(f"{where}: expected `{name}` to be an int in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _read_shard(root: Path, s: Any, where: str) -> ShardInfo:
+    if not isinstance(s, dict):
+        raise FormatError(f"{where}: expected a shard entry as an object, got {s!r}")
+    rel = _safe_relpath(root, s.get("dir"), where)
+    rows = _int(s.get("rows"), f"rows` of shard `{rel}", where)
+    nbytes = _int(s.get("bytes"), f"bytes` of shard `{rel}", where, high=1 << 62)
+    finals = _int(s.get("finals", 0), f"finals` of shard `{rel}", where, high=rows)
+    checksum = s.get("checksum", "")
+    if not isinstance(checksum, str):
+        raise FormatError(f"{where}: expected the checksum of shard {rel!r} as a str, got {checksum!r}")
+    return ShardInfo(rel, rows, nbytes, checksum, finals)
+
+
+def _read_key(k: Any, where: str) -> Key:
+    if not isinstance(k, list) or not k or not all(isinstance(x, str) for x in k):
+        raise FormatError(f"{where}: expected a key as a list of str, got {k!r}")
+    return tuple(k)
+
+
+def read_manifest(root: str | os.PathLike) -> Manifest:
+    """Reads and validates ``<root>/dataset.json`` (not the shard files).
+
+    Raises:
+        FileNotFoundError: when there is no manifest.
+        FormatError: when the manifest is malformed or of an unknown version.
+    """
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        hint = root / INCOMPLETE_NAME
+        if hint.is_file():
+            raise FileNotFoundError(f"{root}: {hint.read_text(encoding='utf-8', errors='replace')[:500]}")
+        raise FileNotFoundError(
+            f"{path}: no dataset manifest found; expected a directory written by "
+            "torchrl_ext.ShardWriter"
+        )
+    size = path.stat().st_size
+    if size > _MAX_MANIFEST_BYTES:
+        raise FormatError(f"{path}: manifest is {size} bytes, expected at most {_MAX_MANIFEST_BYTES}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise FormatError(f"{path}: expected a JSON manifest, could not parse it ({err})") from err
+    if not isinstance(raw, dict):
+        raise FormatError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    version = raw.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise FormatError(
+            f"{path}: format_version {version!r} is not supported, this reader knows "
+            f"{READABLE_VERSIONS}; upgrade torchrl-ext or rewrite the dataset"
+        )
+    where = str(path)
+    try:
+        schema = [Column.from_json(e, where) for e in raw["schema"]]
+        next_from_row = [_read_key(k, where) for k in raw.get("next_from_row", [])]
+        shards = [_read_shard(root, s, where) for s in raw["shards"]]
+        source = raw.get("source", {})
+        if not isinstance(source, dict):
+            raise FormatError(f"{where}: expected `source` to be an object, got {source!r}")
+        manifest = Manifest(
+            schema=schema,
+            next_from_row=next_from_row,
+            shards=shards,
+            num_rows=_int(raw["num_rows"], "num_rows", where),
+            num_episodes=_int(raw["num_episodes"], "num_episodes", where),
+            episodes=_safe_relpath(root, raw.get("episodes", EPISODES_NAME), where),
+            event_logs=[_safe_relpath(root, p, where) for p in raw.get("event_logs", [])],
+            next_shard_id=_int(raw.get("next_shard_id", len(shards)), "next_shard_id", where),
+            shard_rows=_int(raw.get("shard_rows", 0), "shard_rows", where),
+            source=source,
+            format_version=version,
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise FormatError(f"{where}: manifest is missing or has a malformed field ({err!r})") from err
+    if not 0 <= manifest.num_rows <= manifest.stored_rows:
+        raise FormatError(
+            f"{where}: num_rows={manifest.num_rows} but the shards hold {manifest.stored_rows} rows"
+        )
+    keys = [c.key for c in schema]
+    if len(set(keys)) != len(keys):
+        raise FormatError(f"{where}: the schema lists a column twice: {keys}")
+    for k in next_from_row:
+        if k not in keys:
+            raise FormatError(f"{where}: next_from_row names {k!r}, which is not in the schema")
+    return manifest
+
+
+def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
+    """Replaces ``<root>/dataset.json`` atomically (write, fsync, rename)."""
+    manifest.format_version = FORMAT_VERSION
+    atomic_write_json(Path(root) / MANIFEST_NAME, manifest.to_json(), indent=1)
+
+
+def final_columns(manifest: Manifest) -> list[Column]:
+    """Columns of a shard's ``final/`` directory: the local row, then each ``next_from_row`` key.
+
+    Final values are stored raw whatever the column's encoding (one row per episode).
+    """
+    if not manifest.next_from_row:
+        return []
+    cols = [Column(FINAL_ROW, np.dtype(np.int64), ())]
+    for key in manifest.next_from_row:
+        c = manifest.column(key)
+        cols.append(Column(c.key, c.dtype, c.shape))
+    return cols

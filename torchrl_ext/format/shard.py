@@ -1,0 +1,42 @@
+"""One shard's files as a whole: the list the checksum covers, and its verification."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .checksum import LEGACY_SCHEME, check_files
+from .columns import column_files
+from .errors import FormatError
+from .files import resolve_inside
+from .manifest import MANIFEST_NAME, Column, Manifest, ShardInfo, final_columns
+
+__all__ = ["shard_files", "verify_shard"]
+
+
+def shard_files(shard_dir: Path, schema: list[Column], final_cols: list[Column], finals: int,
+                scheme: str) -> list[Path]:
+    """Files covered by a shard checksum of ``scheme``, in checksum order."""
+    if scheme == LEGACY_SCHEME:
+        return [p for col in schema for p in column_files(shard_dir, col)]
+    files = [p for col in schema for p in column_files(shard_dir, col)]
+    if finals:
+        files += [p for col in final_cols for p in column_files(shard_dir / "final", col)]
+    return files
+
+
+def verify_shard(root: str | os.PathLike, manifest: Manifest, shard: ShardInfo) -> None:
+    """Recomputes one shard's checksum; ``FormatError`` on a mismatch or an unknown scheme."""
+    d = resolve_inside(root, shard.dir, str(Path(root) / MANIFEST_NAME))
+    scheme, sep, _ = shard.checksum.partition(":")
+    if not sep:
+        raise FormatError(f"{d}: the manifest gives no checksum for this shard; it cannot be verified")
+    from .checksum import SCHEME
+
+    if scheme not in (SCHEME, LEGACY_SCHEME):
+        raise FormatError(
+            f"{d}: checksum scheme {scheme!r} is unknown, this reader knows {(SCHEME, LEGACY_SCHEME)}; "
+            "upgrade torchrl-ext"
+        )
+    files = shard_files(d, manifest.schema, final_columns(manifest), shard.finals, scheme)
+    check_files(d, files, shard.checksum, scheme)

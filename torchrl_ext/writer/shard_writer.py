@@ -1,0 +1,367 @@
+"""ShardWriter: episodes in, rolling memmap shards + episode table + event logs out.
+
+Crash safety: a shard is written into ``shards/.tmp-*`` and renamed into place;
+the episode table and event log of the episodes it completes are written next;
+the manifest is replaced atomically last. Only the manifest makes anything
+visible, so a process killed at any moment leaves a dataset that opens with
+every committed episode. ``ShardWriter.open`` removes leftovers and rewrites
+the rows of an episode that was cut by a crash, then appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..format import (
+    EPISODES_NAME,
+    MANIFEST_NAME,
+    Key,
+    Manifest,
+    event_log_name,
+    final_columns,
+    read_manifest,
+    validate_shards,
+    write_event_log,
+    write_manifest,
+)
+from .episodes import FIXED_COLUMNS, EpisodeTable
+from .lock import LOCK_NAME, lock_dataset, unlock_dataset
+from .pending import PendingShard
+from .recovery import copy_prefix, drop_leftovers, drop_partial_tail
+from .schema import OWNED, MetadataTypes, check_events, episode_length, flatten_episode, infer_schema, split_episode
+
+__all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+_OURS = {MANIFEST_NAME, EPISODES_NAME, LOCK_NAME, "shards", "events"}
+
+
+@dataclass
+class _Done:
+    """A complete episode waiting for its rows to be committed."""
+
+    episode: int
+    first_row: int
+    length: int
+    has_final: bool
+    metadata: dict[str, Any]
+    events: list[tuple[int, str, float]]
+
+
+class ShardWriter:
+    """Writes episodes into a sharded memmap dataset.
+
+    Use :meth:`create` for a new dataset and :meth:`open` to append to (or
+    resume) an existing one. Episodes are TensorDicts ``[T]`` in TorchRL's TED
+    layout. Observation-like keys (``observation``, ``pixels`` and any key
+    present both at the root and under ``"next"``) are stored once; their
+    ``"next"`` value at an episode's last step is kept as the final
+    observation. ``("next", "terminated")`` defaults to ``("next", "done")``
+    and ``("next", "truncated")`` to zeros when missing. The writer owns the
+    ``episode`` and ``step`` columns.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_ext import ShardWriter, ShardedStorage
+        >>> root = tempfile.mkdtemp() + "/ds"
+        >>> ep = TensorDict({"observation": torch.arange(3.0), "action": torch.zeros(3),
+        ...     "next": {"reward": torch.ones(3, 1), "done": torch.tensor([[False], [False], [True]])}}, [3])
+        >>> with ShardWriter.create(root, shard_rows=2) as w:
+        ...     episode_id = w.add_episode(ep, metadata={"game": "demo"})
+        >>> storage = ShardedStorage(root)
+        >>> len(storage), storage[1]["next", "observation"].item(), storage[2]["next", "observation"].item()
+        (3, 2.0, 0.0)
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, table: EpisodeTable, lock_fd: int) -> None:
+        self.root = root
+        self._manifest = manifest
+        self._table = table
+        self._lock_fd = lock_fd
+        self._pending: PendingShard | None = None
+        self._done: list[_Done] = []
+        self._superseded: list[str] = []
+        self._prefix = None
+        self._next_episode = manifest.num_episodes
+        self._written_rows = manifest.num_rows  # global rows appended so far
+        self._shard_bytes = DEFAULT_SHARD_BYTES
+        self._encodings: dict[Key, Any] = {}
+        self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
+        self._closed = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike,
+        *,
+        shard_rows: int | None = None,
+        shard_bytes: int | None = None,
+        source: Mapping[str, Any] | None = None,
+        encodings: Mapping[str | Sequence[str], Any] | None = None,
+    ) -> ShardWriter:
+        """Starts a new dataset at ``root`` (which must not hold one, nor unrelated files).
+
+        Args:
+            root: new dataset directory.
+            shard_rows: rows per shard (default: ``shard_bytes`` of raw rows).
+            shard_bytes: raw bytes per shard when ``shard_rows`` is not given (256 MiB).
+            source: free-form JSON description stored in the manifest.
+            encodings: ``{key: encoding}`` for stored columns, e.g.
+                ``{"observation": "zstd"}`` or ``{"pixels": Video(crf=20)}``
+                (see :mod:`torchrl_ext.encodings`); other columns are raw.
+        """
+        root = _as_path(root, "root")
+        for name, value in (("shard_rows", shard_rows), ("shard_bytes", shard_bytes)):
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        resolved = _resolve_encodings(encodings)
+        if (root / MANIFEST_NAME).exists():
+            raise FileExistsError(
+                f"{root}: a dataset already exists here; use ShardWriter.open(root) to append "
+                "or choose another directory"
+            )
+        if root.is_dir():
+            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS)
+            if unrelated:
+                raise FileExistsError(
+                    f"{root}: the directory holds other files ({', '.join(unrelated[:5])}); "
+                    "choose an empty or new directory for a dataset"
+                )
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+        (root / "events").mkdir(exist_ok=True)
+        lock_fd = cls._lock(root)
+        table_path = root / EPISODES_NAME
+        if table_path.exists():
+            table_path.unlink()
+        table = EpisodeTable.open(table_path, create=True)
+        manifest = Manifest(schema=[], next_from_row=[], shard_rows=shard_rows or 0,
+                            source=dict(source or {}))
+        write_manifest(root, manifest)
+        writer = cls(root, manifest, table, lock_fd)
+        writer._encodings = resolved
+        if shard_bytes is not None:
+            writer._shard_bytes = shard_bytes
+        return writer
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> ShardWriter:
+        """Reopens a dataset to append episodes, cleaning up after a crash.
+
+        Rows of an episode that was cut off by a crash are dropped; the caller
+        continues from :attr:`num_episodes`. Columns keep their encodings.
+        """
+        root = _as_path(root, "root")
+        manifest = read_manifest(root)
+        validate_shards(root, manifest)
+        lock_fd = cls._lock(root)
+        try:
+            table = EpisodeTable.open(root / manifest.episodes, create=True)
+            table.delete_from(manifest.num_episodes)
+        except BaseException:
+            unlock_dataset(root, lock_fd)
+            raise
+        writer = cls(root, manifest, table, lock_fd)
+        drop_leftovers(root, manifest)
+        writer._superseded, writer._prefix = drop_partial_tail(root, manifest)
+        return writer
+
+    @staticmethod
+    def _lock(root: Path) -> int:
+        return lock_dataset(root, "another ShardWriter holds this dataset; close it before writing")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_episodes(self) -> int:
+        """Episodes written so far (committed plus waiting for their shard to commit)."""
+        return self._next_episode
+
+    @property
+    def num_rows(self) -> int:
+        return self._written_rows
+
+    @property
+    def shard_rows(self) -> int:
+        return self._manifest.shard_rows
+
+    # ------------------------------------------------------------------ writing
+    def add_episode(
+        self,
+        td: Any,
+        metadata: Mapping[str, Any] | None = None,
+        events: Sequence[tuple[int, str, float]] | None = None,
+    ) -> int:
+        """Appends one episode; returns its id.
+
+        Everything is checked before anything is recorded: a refused episode
+        leaves the writer as it was.
+
+        Args:
+            td: TensorDict (or nested mapping of tensors / arrays) with leading
+                dimension ``T`` in TED layout.
+            metadata: per-episode values (int, float or str; one type per key
+                across episodes) for the episode table.
+            events: ``(step, name, value)`` triples with ``0 <= step < T``.
+        """
+        self._check_open()
+        cols = flatten_episode(td)
+        length = episode_length(cols)
+        m = self._manifest
+        schema, next_keys = (m.schema, m.next_from_row) if (m.schema or m.shards) else self._new_schema(cols)
+        rows, final = split_episode(cols, schema, next_keys, length)
+        events = check_events(events, length)
+        metadata = self._meta_types.check(metadata)
+        if not m.schema:
+            self._set_schema(schema, next_keys)
+        episode = self._next_episode
+        first_row = self._written_rows
+        rows[("episode",)] = np.full(length, episode, dtype=np.int64)
+        rows[("step",)] = np.arange(length, dtype=np.int64)
+        # Recorded first; a commit includes it once all its rows are in committed shards.
+        self._done.append(_Done(episode, first_row, length, final is not None, metadata, events))
+        self._next_episode = episode + 1
+        self._written_rows += length
+        written = 0
+        while written < length:
+            pending = self._ensure_pending()
+            take = min(length - written, m.shard_rows - pending.rows)
+            pending.append({k: v[written:written + take] for k, v in rows.items()})
+            written += take
+            if written == length and final is not None:
+                pending.append_final(pending.rows - 1, final)
+            if pending.rows >= m.shard_rows:
+                self._commit()
+        return episode
+
+    def _new_schema(self, cols: Mapping[Key, np.ndarray]):
+        schema, next_keys = infer_schema(cols)
+        keys = {c.key for c in schema}
+        unknown = sorted(k for k in self._encodings if k not in keys)
+        if unknown:
+            raise ValueError(
+                f"`encodings` names {unknown}, which the episode does not store; stored keys are "
+                f"{sorted(keys)}"
+            )
+        from ..encodings import check_column
+
+        out = []
+        for col in schema:
+            enc = self._encodings.get(col.key)
+            if enc is not None and enc.name != "raw":
+                check_column(enc, col.dtype, col.shape, col.key)
+                col = col.with_encoding(enc.name, enc.to_json())
+            out.append(col)
+        return out, next_keys
+
+    def _set_schema(self, schema, next_keys) -> None:
+        m = self._manifest
+        if not m.shard_rows:
+            row_bytes = sum(c.row_bytes for c in schema)
+            m.shard_rows = max(1, self._shard_bytes // max(row_bytes, 1))
+        m.schema = schema
+        m.next_from_row = next_keys
+
+    def _ensure_pending(self) -> PendingShard:
+        if self._pending is None:
+            m = self._manifest
+            self._pending = PendingShard(self.root, m.next_shard_id, m.schema, final_columns(m))
+            m.next_shard_id += 1
+            if self._prefix is not None:
+                copy_prefix(self.root, m, *self._prefix, self._pending)
+                self._prefix = None
+        return self._pending
+
+    # ------------------------------------------------------------------ committing
+    def flush(self) -> None:
+        """Commits the shard being written, even if it is not full."""
+        self._check_open()
+        if self._prefix is not None:
+            self._ensure_pending()
+        if self._pending is not None and self._pending.rows:
+            self._commit()
+        elif self._superseded:
+            write_manifest(self.root, self._manifest)
+            self._remove_superseded()
+
+    def _remove_superseded(self) -> None:
+        for d in self._superseded:
+            shutil.rmtree(self.root / d, ignore_errors=True)
+        self._superseded = []
+
+    def _commit(self) -> None:
+        m = self._manifest
+        pending, self._pending = self._pending, None
+        info = pending.seal(self.root, f"{pending.shard_id:06d}")
+        m.shards.append(info)
+        stored = m.stored_rows
+        ready = [d for d in self._done if d.first_row + d.length <= stored]
+        self._done = [d for d in self._done if d.first_row + d.length > stored]
+        if ready:
+            self._table.insert(
+                (d.episode, d.first_row, d.length, d.has_final, d.metadata) for d in ready
+            )
+            events = [(d.episode, step, d.first_row + step, name, value)
+                      for d in ready for step, name, value in d.events]
+            if events:
+                rel = event_log_name(pending.shard_id)
+                write_event_log(self.root / rel, events)
+                m.event_logs.append(rel)
+            m.num_episodes = ready[-1].episode + 1
+            m.num_rows = ready[-1].first_row + ready[-1].length
+        write_manifest(self.root, m)
+        self._remove_superseded()
+        logger.debug("committed %s (%d rows)", info.dir, info.rows)
+
+    def close(self) -> None:
+        """Commits what is pending and releases the dataset."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._table.close()
+            unlock_dataset(self.root, self._lock_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.root}: writer is closed; use ShardWriter.open(root) to append")
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_path(root: Any, name: str) -> Path:
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(root).__name__}")
+    return Path(root)
+
+
+def _resolve_encodings(encodings: Mapping[Any, Any] | None) -> dict[Key, Any]:
+    if not encodings:
+        return {}
+    if not isinstance(encodings, Mapping):
+        raise TypeError(f"`encodings` must be a mapping of key -> encoding, got {type(encodings).__name__}")
+    from ..encodings import resolve_encoding
+
+    out: dict[Key, Any] = {}
+    for key, spec in encodings.items():
+        k = (key,) if isinstance(key, str) else tuple(key)
+        if not k or not all(isinstance(x, str) for x in k):
+            raise TypeError(f"`encodings` keys must be str or tuples of str, got {key!r}")
+        out[k] = resolve_encoding(spec)
+    return out
