@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from torchrl_ext import ShardedStorage, read_manifest
+from torchrl_ext.format import read_event_log
 from torchrl_ext.synthetic import write_synthetic
 
 from synthetic_reference import check_rows, reference_rows
@@ -32,8 +33,9 @@ def hook(real):
     return wrapped
 os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
 from torchrl_ext.synthetic import write_synthetic
-write_synthetic(sys.argv[1], **%r)
+write_synthetic(sys.argv[1], **%r, encodings=eval(sys.argv[3]) if len(sys.argv) > 3 else None)
 """ % (ARGS,)
+ENCODED = {"observation": "zstd"}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +44,15 @@ def reference(tmp_path_factory):
     return ShardedStorage(root)
 
 
+@pytest.fixture(scope="module")
+def encoded_reference(tmp_path_factory):
+    root = write_synthetic(tmp_path_factory.mktemp("ref") / "ds", **ARGS, encodings=ENCODED)
+    return ShardedStorage(root)
+
+
 def _events(root):
     m = read_manifest(root)
-    logs = [np.load(root / p) for p in m.event_logs]
+    logs = [read_event_log(root / p) for p in m.event_logs]
     if not logs:
         return []
     return sorted(zip(*(np.concatenate([log[k] for log in logs]).tolist() for k in ("row", "step", "value")),
@@ -81,6 +89,22 @@ def test_killed_at_every_commit_stage_opens_and_resumes(tmp_path, reference, kil
     leftovers = [p.name for p in (root / "shards").iterdir()
                  if f"shards/{p.name}" not in {s.dir for s in read_manifest(root).shards}]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("kill_at", range(3, 160, 13))
+def test_killed_with_encoded_columns_opens_and_resumes(tmp_path, encoded_reference, kill_at):
+    root = tmp_path / "ds"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at), repr(ENCODED)],
+                          capture_output=True)
+    assert proc.returncode in (0, 17), proc.stderr.decode()[-2000:]
+    if not (root / "dataset.json").exists():
+        return
+    _check_committed_prefix(root)
+    write_synthetic(root, **ARGS, encodings=ENCODED)
+    resumed = ShardedStorage(root)
+    _assert_same(resumed, encoded_reference)
+    assert resumed.manifest.column(("observation",)).encoding == "zstd"
+    resumed.verify()
 
 
 @pytest.mark.parametrize("seed", range(3))

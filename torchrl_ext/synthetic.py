@@ -76,17 +76,19 @@ def write_synthetic(
     shard_rows: int | None = None,
     first_episode: int = 0,
     events_every: int = 0,
+    encodings: dict | None = None,
 ) -> Path:
     """Writes (or, if ``root`` exists, resumes) a synthetic dataset; returns ``root``.
 
     Episodes with an odd id provide no final observation (their last next
     observation reads as zeros). With ``events_every=k`` each episode gets an
     event ``"tick:<step % 3>"`` at every ``k``-th step and ``"episode_end"`` at
-    its last one.
+    its last one. ``encodings`` is passed to :meth:`ShardWriter.create`.
     """
     root = Path(root)
     writer = ShardWriter.open(root) if (root / "dataset.json").exists() else ShardWriter.create(
-        root, shard_rows=shard_rows, source={"kind": "synthetic", "obs_shape": list(obs_shape)}
+        root, shard_rows=shard_rows, source={"kind": "synthetic", "obs_shape": list(obs_shape)},
+        encodings=encodings,
     )
     with writer:
         for e in range(max(first_episode, writer.num_episodes), episodes):

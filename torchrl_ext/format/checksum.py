@@ -6,10 +6,12 @@ big-endian uint32 crc32s of its files, in order:
 ``crc32``
     (format version 1) the column files of the schema, in schema order.
 ``crc32-files``
-    (format version 2) every file of the shard: each column's files
-    (:func:`~torchrl_ext.format.columns.column_files`) in schema order, then,
-    when the shard stores final values, the ``final/`` column files in the
-    order of :func:`~torchrl_ext.format.manifest.final_columns`.
+    (format version 2) every file of the shard, one crc32 per column: of the
+    concatenated bytes of the column's files
+    (:func:`~torchrl_ext.format.columns.column_files`, e.g. ``.chunks`` then
+    ``.index``), columns in schema order, then, when the shard stores final
+    values, the ``final/`` columns in the order of
+    :func:`~torchrl_ext.format.manifest.final_columns`.
 """
 
 from __future__ import annotations
@@ -34,19 +36,26 @@ def combine_crcs(crcs: Iterable[int], scheme: str = SCHEME) -> str:
     return f"{scheme}:{zlib.crc32(struct.pack(f'>{len(crcs)}I', *crcs)):08x}"
 
 
-def file_crc32(path: Path) -> int:
-    crc = 0
+def file_crc32(path: Path, crc: int = 0) -> int:
+    """crc32 of a file's bytes, continuing from ``crc``."""
     with open(path, "rb") as f:
         while chunk := f.read(_READ):
             crc = zlib.crc32(chunk, crc)
     return crc
 
 
-def files_checksum(paths: Iterable[Path], scheme: str = SCHEME) -> str:
-    return combine_crcs((file_crc32(p) for p in paths), scheme)
+def files_checksum(groups: Iterable[list[Path]], scheme: str = SCHEME) -> str:
+    """Checksum of file groups: one crc32 per group over its files' concatenated bytes."""
+    crcs = []
+    for group in groups:
+        crc = 0
+        for p in group:
+            crc = file_crc32(p, crc)
+        crcs.append(crc)
+    return combine_crcs(crcs, scheme)
 
 
-def check_files(shard_dir: Path, paths: list[Path], expected: str, scheme: str) -> None:
+def check_files(shard_dir: Path, paths: list[list[Path]], expected: str, scheme: str) -> None:
     """Raises ``FormatError`` when the files' checksum differs from the manifest's."""
     try:
         found = files_checksum(paths, scheme)

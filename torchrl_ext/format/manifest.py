@@ -70,7 +70,9 @@ class Column:
         return dict(self.options)
 
     def with_encoding(self, encoding: str, options: dict[str, Any] | None = None) -> Column:
-        return Column(self.key, self.dtype, self.shape, encoding, tuple(sorted((options or {}).items())))
+        """This column with another encoding (``options`` may repeat the name; it is dropped)."""
+        opts = {k: v for k, v in (options or {}).items() if k != "name"}
+        return Column(self.key, self.dtype, self.shape, encoding, tuple(sorted(opts.items())))
 
     def to_json(self) -> dict[str, Any]:
         out = {

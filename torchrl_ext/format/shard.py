@@ -15,14 +15,12 @@ __all__ = ["shard_files", "verify_shard"]
 
 
 def shard_files(shard_dir: Path, schema: list[Column], final_cols: list[Column], finals: int,
-                scheme: str) -> list[Path]:
-    """Files covered by a shard checksum of ``scheme``, in checksum order."""
-    if scheme == LEGACY_SCHEME:
-        return [p for col in schema for p in column_files(shard_dir, col)]
-    files = [p for col in schema for p in column_files(shard_dir, col)]
-    if finals:
-        files += [p for col in final_cols for p in column_files(shard_dir / "final", col)]
-    return files
+                scheme: str) -> list[list[Path]]:
+    """Files covered by a shard checksum of ``scheme``: one group per column, in checksum order."""
+    groups = [column_files(shard_dir, col) for col in schema]
+    if scheme != LEGACY_SCHEME and finals:
+        groups += [column_files(shard_dir / "final", col) for col in final_cols]
+    return groups
 
 
 def verify_shard(root: str | os.PathLike, manifest: Manifest, shard: ShardInfo) -> None:

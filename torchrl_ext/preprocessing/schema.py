@@ -139,7 +139,10 @@ def apply_encodings(schema: list[Column], source: list[Column], encodings: dict 
             if enc.name == "raw":
                 out.append(col)
                 continue
-            check_column(enc, col.dtype, col.shape, col.key)
+            try:
+                check_column(enc, col.dtype, col.shape)
+            except ValueError as err:
+                raise ValueError(f"`encodings` for {col.key!r}: {err}") from None
             out.append(col.with_encoding(enc.name, enc.to_json()))
             continue
         src = by_key.get(col.key)

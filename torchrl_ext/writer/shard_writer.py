@@ -259,7 +259,10 @@ class ShardWriter:
         for col in schema:
             enc = self._encodings.get(col.key)
             if enc is not None and enc.name != "raw":
-                check_column(enc, col.dtype, col.shape, col.key)
+                try:
+                    check_column(enc, col.dtype, col.shape)
+                except ValueError as err:
+                    raise ValueError(f"`encodings` for {col.key!r}: {err}") from None
                 col = col.with_encoding(enc.name, enc.to_json())
             out.append(col)
         return out, next_keys
