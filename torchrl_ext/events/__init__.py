@@ -1,18 +1,32 @@
-"""Event index and window selection around events."""
+"""Event index and window selection around events.
+
+Data flow: the writer's event logs -> :class:`EventIndex` (built and saved
+explicitly, read by everyone else) -> :func:`select_windows` with a
+:class:`WindowQuery` -> :class:`Windows`, consumed by
+:class:`~torchrl_ext.samplers.EventSliceSampler` (replay buffers) and
+:class:`EventWindowDataset` (DataLoaders).
+"""
 
 from .dataset import EventWindowDataset, batchify
-from .index import INDEX_DIR, EventIndex
-from .windows import WindowQuery, Windows, concat_windows, episode_in_train, select_windows, split_windows
+from .index import BUILD_MISSING, INDEX_DIR, EventIndex
+from .index_file import IndexSource
+from .query import WindowQuery
+from .windows import Windows, concat_windows, episode_in_train, select_windows, split_windows
 
 __all__ = [
+    # index
     "EventIndex",
+    "IndexSource",
     "INDEX_DIR",
+    "BUILD_MISSING",
+    # windows
     "WindowQuery",
     "Windows",
     "select_windows",
     "split_windows",
     "concat_windows",
     "episode_in_train",
+    # DataLoader dataset
     "EventWindowDataset",
     "batchify",
 ]

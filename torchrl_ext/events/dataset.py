@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from ..storages import ShardedStorage
 from .index import EventIndex
-from .windows import WindowQuery, Windows, concat_windows, select_windows, split_windows
+from .query import WindowQuery, query_from
+from .windows import Windows, concat_windows, select_windows, split_windows
 
 __all__ = ["EventWindowDataset", "batchify"]
 
@@ -44,46 +45,42 @@ class EventWindowDataset(Dataset):
 
     Args:
         roots: a dataset directory or a list of them.
-        event_regex: ``re.match`` against event names.
-        win_len, bias, skip_frame, min_nearby, max_within, edge, min_step, split,
-        split_ratio, split_mode, max_within_mode, seed: see
-            :class:`~torchrl_ext.events.WindowQuery`.
-        compat: ``"minestudio"`` for MineStudio 1.1.6's item list (per-root
-            ``min_nearby``/``max_within``, per-name split over all roots).
+        query: the window rules; or pass them as keyword ``options``.
         where: SQL ``WHERE`` over each root's episode table.
+        build_missing: what to do when a root's event index is missing or
+            stale (see :meth:`EventIndex.open`); opening never writes.
+        **options: the keyword form of ``query``: any
+            :class:`~torchrl_ext.events.WindowQuery` field (``win_len`` is
+            required) and ``compat="minestudio"`` for MineStudio 1.1.6's item
+            list (per-root ``min_nearby``/``max_within``, per-name split over
+            all roots), through :meth:`WindowQuery.from_options`.
 
     Examples:
+        >>> from torchrl_ext.events import EventIndex
         >>> from torchrl_ext.synthetic import write_synthetic
         >>> import tempfile
         >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=2, length=20, obs_shape=(2,), events_every=5)
-        >>> ds = EventWindowDataset(root, event_regex="tick:1", win_len=4)
+        >>> _ = EventIndex.build(root)
+        >>> ds = EventWindowDataset(root, WindowQuery(event_regex="tick:1", win_len=4))
         >>> item = ds[0]
         >>> item["text"], item["timestamp"].tolist(), int(item["observation"].shape[0])
         ('tick:1', [6, 7, 8, 9], 4)
     """
 
-    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, event_regex: str = ".*",
-                 win_len: int, bias: int = 0, skip_frame: int = 1, min_nearby: int | None = None,
-                 max_within: int | None = None, edge: str | None = None, min_step: int | None = None,
-                 split: str | None = None, split_ratio: float = 0.8, split_mode: str | None = None,
-                 max_within_mode: str = "first", seed: int = 0, compat: str | None = None,
-                 where: str | None = None) -> None:
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], query: WindowQuery | None = None,
+                 *, where: str | None = None, build_missing: str = "memory", **options: Any) -> None:
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
         if not roots:
             raise ValueError("`roots` must name at least one dataset directory, got an empty list")
-        self.query = WindowQuery.from_options(
-            compat, event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
-            min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
-            split=split, split_ratio=split_ratio, seed=seed, edge=edge, min_step=min_step,
-            split_mode=split_mode)
+        self.query = query_from(query, options, owner="EventWindowDataset")
         self.storages = [ShardedStorage(r) for r in roots]
         parts = []
         for st in self.storages:
             eps = st.select_episodes(where)
             first, length = st.episode_bounds
-            parts.append(select_windows(EventIndex.open(st.root), first, length, self.query,
-                                        episodes=eps, split=False))
+            index = EventIndex.open(st.root, build_missing=build_missing)
+            parts.append(select_windows(index, first, length, self.query, episodes=eps, split=False))
         self.windows: Windows = split_windows(concat_windows(parts), self.query)
         self.texts = [str(n).replace("minecraft.", "") for n in self.windows.names]
 

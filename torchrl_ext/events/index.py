@@ -1,48 +1,51 @@
 """``EventIndex``: every event of a dataset as flat numpy arrays, grouped by name.
 
-On disk (``<root>/events/index/``, beside the shards, never inside them)::
-
-    meta.json     {"index_version": 1, "names": [...], "logs": [...], "num_events": N,
-                   "derived": [...]}   names sorted; logs = manifest.event_logs it was built from
-    name_id.npy   int32  [N]  index into ``names``
-    episode.npy   int64  [N]
-    step.npy      int64  [N]  step inside the episode
-    row.npy       int64  [N]  global row of the step
-    value.npy     float64[N]
-
 Events are sorted by ``(name_id, row)``, i.e. by name, then in dataset order
 (episode, step); events of one name are the contiguous range
-``offsets[k]:offsets[k + 1]``. The directory is written under a temporary name
-and renamed into place, so a reader sees the old index or the new one.
+``offsets[k]:offsets[k + 1]``.
 
-Besides the writer's event logs, events can be derived from the data after the
-fact (:meth:`EventIndex.from_column`, :meth:`EventIndex.from_counters`) and
-merged in (:meth:`EventIndex.merge`); the shards are never rewritten.
+Building and reading are separate steps. :meth:`EventIndex.build` reads the
+writer's event logs (through :func:`torchrl_ext.format.read_event_log`),
+optionally derives events from stored columns (:mod:`.derive`), and saves the
+result to ``<root>/events/index/`` (specified in :mod:`.index_file`); so does
+``torchrl-ext events ROOT --build``. :meth:`EventIndex.open`, used by the
+sampler and the dataset, only reads: a missing or stale index is built in
+memory with a warning naming the command that saves it, or refused with
+``build_missing="error"``. Many processes (DDP ranks, DataLoader workers) may
+open the same dataset at once; none of them writes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
-import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..format import fsync_dir, read_manifest
+from ..format import EVENT_FIELDS, FormatError, read_event_log, read_manifest
+from ..validation import one_of, regex
+from .derive import check_columns_exist, column_events, counter_events, derivation_flags, derivations
+from .index_file import (
+    INDEX_DIR,
+    INDEX_VERSION,
+    LEGACY_VERSION,
+    IndexMeta,
+    IndexSource,
+    build_command,
+    read_index,
+    write_index,
+)
 
-__all__ = ["EventIndex", "INDEX_DIR", "INDEX_VERSION"]
+__all__ = ["EventIndex", "INDEX_DIR", "BUILD_MISSING"]
 
 logger = logging.getLogger(__name__)
 
-INDEX_DIR = "events/index"
-INDEX_VERSION = 1
-_ARRAYS = (("name_id", np.int32), ("episode", np.int64), ("step", np.int64),
-           ("row", np.int64), ("value", np.float64))
+BUILD_MISSING = ("memory", "error")
+"""What :meth:`EventIndex.open` does with a missing or stale index."""
 
 
 def _key(key: str | Sequence[str]) -> tuple[str, ...]:
@@ -57,26 +60,34 @@ class EventIndex:
         name_id, episode, step, row, value: one entry per event.
         offsets: ``int64 [len(names) + 1]``; events of ``names[k]`` are
             ``offsets[k]:offsets[k + 1]``.
+        source: the dataset state it was built from (None if not built from a dataset).
+        derived: the derivations merged in (dicts, see :mod:`torchrl_ext.events.derive`).
     """
 
     def __init__(self, names: np.ndarray, name_id: np.ndarray, episode: np.ndarray, step: np.ndarray,
-                 row: np.ndarray, value: np.ndarray, *, logs: Sequence[str] = (),
-                 derived: Sequence[str] = ()) -> None:
+                 row: np.ndarray, value: np.ndarray, *, source: IndexSource | None = None,
+                 derived: Sequence[Mapping[str, Any]] = ()) -> None:
         self.names = np.asarray(names, dtype=str)
         self.name_id = name_id
         self.episode = episode
         self.step = step
         self.row = row
         self.value = value
-        self.logs = list(logs)
-        self.derived = list(derived)
+        self.source = source
+        self.derived = [dict(d) for d in derived]
         self.offsets = np.searchsorted(name_id, np.arange(len(self.names) + 1)).astype(np.int64)
+
+    @property
+    def logs(self) -> list[str]:
+        """The event logs (``manifest.event_logs``) it was built from."""
+        return [] if self.source is None else list(self.source.logs)
 
     # ------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, names: Sequence[str], name_id: np.ndarray, episode: np.ndarray,
                     step: np.ndarray, row: np.ndarray, value: np.ndarray | None = None, *,
-                    logs: Sequence[str] = (), derived: Sequence[str] = ()) -> EventIndex:
+                    source: IndexSource | None = None,
+                    derived: Sequence[Mapping[str, Any]] = ()) -> EventIndex:
         """Sorts arbitrary event arrays into an index (names need not be sorted or unique)."""
         names = np.asarray(names, dtype=str)
         name_id = np.asarray(name_id, dtype=np.int64)
@@ -87,29 +98,38 @@ class EventIndex:
             raise ValueError("event arrays must all be 1-D of the same length, got shapes "
                              f"{[a.shape for a in (name_id, episode, step, row, value)]}")
         if n and (name_id.min() < 0 or name_id.max() >= len(names)):
-            raise ValueError(f"`name_id` must be in [0, {len(names)}), got values up to {name_id.max()}")
+            raise ValueError(f"`name_id` must be in [0, {len(names)}), got values from {name_id.min()} to "
+                             f"{name_id.max()}")
+        if n and row.min() < 0:
+            raise ValueError(f"`row` must be >= 0, got {row.min()}")
         vocab, remap = np.unique(names, return_inverse=True)
         gid = remap.reshape(-1).astype(np.int64)[name_id] if n else name_id
         # (name, row) order == (name, episode, step) order; one int64 key sorts fastest
         span = int(row.max()) + 1 if n else 1
         order = np.argsort(gid * span + row, kind="stable")
         return cls(vocab, gid[order].astype(np.int32), episode[order], step[order], row[order],
-                   value[order], logs=logs, derived=derived)
+                   value[order], source=source, derived=derived)
 
     @classmethod
     def build(cls, root: str | os.PathLike, *, columns: Mapping[str, str | Sequence[str]] | None = None,
               counters: Sequence[str | Sequence[str]] = (), save: bool = True) -> EventIndex:
-        """Builds the index from the writer's event logs (``manifest.event_logs``).
+        """Builds the index from the writer's event logs (``manifest.event_logs``) and saves it.
 
         Args:
             root: dataset directory.
             columns: ``{prefix: key}``: also derive sign events ``<prefix>:+1`` /
-                ``<prefix>:-1`` from these columns (:meth:`from_column`), e.g.
-                ``{"reward": ("next", "reward")}``.
+                ``<prefix>:-1`` from these scalar columns (:meth:`from_column`),
+                e.g. ``{"reward": ("next", "reward")}``.
             counters: key prefixes of cumulative counter columns to turn into
                 events (:meth:`from_counters`), e.g. ``[("info", "stats")]``.
-            save: also write it to ``<root>/events/index/``. :meth:`open`
-                rebuilds a stale index with the same ``columns`` and ``counters``.
+            save: write it to ``<root>/events/index/`` (with ``columns`` and
+                ``counters``, so a rebuild reproduces it). Only this and the
+                command line write an index.
+
+        Raises:
+            TypeError, ValueError: ``columns`` or ``counters`` is malformed or
+                names no column of the dataset.
+            FormatError: an event log is corrupt.
 
         Examples:
             >>> from torchrl_ext.synthetic import write_synthetic
@@ -117,90 +137,115 @@ class EventIndex:
             >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=2, length=5, obs_shape=(1,))
             >>> EventIndex.build(root, columns={"reward": ("next", "reward")}).counts()
             {'reward:+1': 9, 'reward:-1': 0}
+            >>> EventIndex.load(root).derived
+            [{'kind': 'column', 'prefix': 'reward', 'key': ['next', 'reward']}]
         """
-        index = cls._from_logs(Path(root))
-        if columns or counters:
+        root = Path(root)
+        derived = derivations(columns, counters)
+        manifest = read_manifest(root)
+        check_columns_exist(derived, manifest)
+        index = cls._from_logs(root, manifest)
+        if derived:
             from ..storages import ShardedStorage  # the storage is needed only to derive events
 
             storage = ShardedStorage(root)
-            derived = [cls.from_column(storage, key, prefix=prefix) for prefix, key in (columns or {}).items()]
-            derived += [cls.from_counters(storage, _key(prefix)) for prefix in counters]
-            index = index.merge(*derived)
+            parts = []
+            for d in derived:
+                key = tuple(d["key"])
+                arrays = (column_events(storage, key, d["prefix"], num_rows=manifest.num_rows)
+                          if d["kind"] == "column" else counter_events(storage, key, num_rows=manifest.num_rows))
+                parts.append(cls._from_derived(arrays, d))
+            index = index.merge(*parts)
         if save:
-            index.save(root)
+            path = index.save(root)
+            logger.info("saved event index %s: %d events, %d names", path, len(index), len(index.names))
         return index
 
     @classmethod
-    def _from_logs(cls, root: Path) -> EventIndex:
-        root = Path(root)
-        manifest = read_manifest(root)
+    def _from_derived(cls, arrays: dict[str, Any], derivation: Mapping[str, Any]) -> EventIndex:
+        return cls.from_arrays(arrays["names"], arrays["name_id"], arrays["episode"], arrays["step"],
+                               arrays["row"], arrays["value"], derived=[derivation])
+
+    @classmethod
+    def _from_logs(cls, root: Path, manifest: Any) -> EventIndex:
         parts: list[dict[str, np.ndarray]] = []
         names: list[str] = []
         for rel in manifest.event_logs:
-            path = root / rel
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    part = {k: z[k] for k in ("names", "name_id", "episode", "step", "row", "value")}
-            except (OSError, KeyError, ValueError) as err:
-                raise ValueError(f"event log {path} is unreadable ({err}); expected an npz with names, "
-                                 "name_id, episode, step, row, value; rebuild the dataset's events") from err
+            part = read_event_log(root / rel)
             part["name_id"] = part["name_id"].astype(np.int64) + len(names)
             names.extend(str(s) for s in part["names"])
             parts.append(part)
-        cat = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dt))
-               for k, dt in _ARRAYS}
+        cat = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dt)) for k, dt in EVENT_FIELDS}
         keep = cat["episode"] < manifest.num_episodes
-        index = cls.from_arrays(names, *(cat[k][keep] for k, _ in _ARRAYS), logs=manifest.event_logs)
+        index = cls.from_arrays(names, *(cat[k][keep] for k, _ in EVENT_FIELDS), source=IndexSource.of(manifest))
         logger.info("built event index of %s: %d events, %d names", root, len(index), len(index.names))
         return index
 
     @classmethod
     def load(cls, root: str | os.PathLike, *, mmap: bool = True) -> EventIndex:
-        """Loads ``<root>/events/index/`` (arrays memory-mapped unless ``mmap=False``)."""
-        d = Path(root) / INDEX_DIR
+        """Loads ``<root>/events/index/`` as saved (arrays memory-mapped unless ``mmap=False``).
+
+        It does not compare the index with the dataset; :meth:`open` does.
+
+        Raises:
+            FileNotFoundError: there is no saved index (the message says how to build it).
+            FormatError: the saved index is corrupt.
+        """
         try:
-            meta = json.loads((d / "meta.json").read_text("utf-8"))
+            meta, arrays = read_index(root, use_mmap=mmap)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"no event index at {d}; build it with EventIndex.build({str(root)!r})"
-                                    ) from err
-        if not isinstance(meta, dict) or meta.get("index_version") != INDEX_VERSION:
-            raise ValueError(f"{d}/meta.json: expected index_version {INDEX_VERSION}, got "
-                             f"{meta.get('index_version') if isinstance(meta, dict) else meta!r}; "
-                             "rebuild with EventIndex.build(root)")
-        arrays = {}
-        for k, dt in _ARRAYS:
-            a = np.load(d / f"{k}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-            if a.dtype != dt or a.shape != (meta["num_events"],):
-                raise ValueError(f"{d}/{k}.npy: expected {np.dtype(dt).name} [{meta['num_events']}], "
-                                 f"got {a.dtype} {list(a.shape)}; rebuild with EventIndex.build(root)")
-            arrays[k] = a
-        return cls(np.asarray(meta["names"], dtype=str), **arrays, logs=meta.get("logs", []),
-                   derived=meta.get("derived", []))
+            raise FileNotFoundError(f"no event index at {Path(root) / INDEX_DIR}; build it with: "
+                                    f"{build_command(root)} (or EventIndex.build(root))") from err
+        return cls._from_saved(meta, arrays)
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> EventIndex:
-        """Loads the saved index, building (and saving) it first if missing or older than the logs."""
+    def _from_saved(cls, meta: IndexMeta, arrays: dict[str, np.ndarray]) -> EventIndex:
+        return cls(np.asarray(meta.names, dtype=str), **arrays, source=meta.source, derived=meta.derived)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, build_missing: str = "memory") -> EventIndex:
+        """The saved index of ``root`` if it is up to date; never writes.
+
+        Args:
+            root: dataset directory.
+            build_missing: for a missing or stale index (built from other event
+                logs or rows than the manifest lists, or by an older release):
+                ``"memory"`` builds it in memory with the saved derivations and
+                warns with the command that saves it; ``"error"`` raises.
+
+        Raises:
+            FileNotFoundError: ``build_missing="error"`` and no index is saved.
+            FormatError: ``build_missing="error"`` and the index is stale; or
+                the saved index is corrupt.
+        """
+        one_of(build_missing, "build_missing", BUILD_MISSING)
         root = Path(root)
+        manifest = read_manifest(root)
         try:
-            index = cls.load(root)
+            meta, arrays = read_index(root)
         except FileNotFoundError:
-            return cls.build(root)
-        if index.logs != read_manifest(root).event_logs:
-            logger.info("event index of %s is stale; rebuilding", root)
-            columns = {}
-            counters = []
-            for tag in index.derived:
-                kind, _, spec = tag.partition(":")
-                if kind == "column":
-                    prefix, _, key = spec.partition("=")
-                    columns[prefix] = tuple(key.split("/"))
-                elif kind == "counters":
-                    counters.append(tuple(spec.split("/")))
-            return cls.build(root, columns=columns, counters=counters)
-        return index
+            problem, derived = "missing", []
+        else:
+            current = IndexSource.of(manifest)
+            if meta.version == LEGACY_VERSION:
+                problem = f"stale (written by an older release, index_version {LEGACY_VERSION})"
+            elif meta.source != current:
+                problem = f"stale (built from {_describe(meta.source)}; the dataset now has {_describe(current)})"
+            else:
+                return cls._from_saved(meta, arrays)
+            derived = meta.derived
+        command = build_command(root, derivation_flags(derived))
+        if build_missing == "error":
+            error = FileNotFoundError if problem == "missing" else FormatError
+            raise error(f"event index of {root} is {problem}; build it with: {command}")
+        warnings.warn(f"event index of {root} is {problem}: built it in memory for this process (nothing is "
+                      f"written); save it once so readers load it: {command}", stacklevel=2)
+        columns = {d["prefix"]: tuple(d["key"]) for d in derived if d["kind"] == "column"}
+        counters = [tuple(d["key"]) for d in derived if d["kind"] == "counters"]
+        return cls.build(root, columns=columns, counters=counters, save=False)
 
     @classmethod
-    def from_column(cls, storage, key: str | tuple[str, ...] = ("next", "reward"), *,
+    def from_column(cls, storage: Any, key: str | tuple[str, ...] = ("next", "reward"), *,
                     prefix: str = "reward", chunk_rows: int = 1 << 20) -> EventIndex:
         """Events from the sign of a scalar column: ``<prefix>:+1`` / ``<prefix>:-1``.
 
@@ -210,29 +255,13 @@ class EventIndex:
             prefix: event name prefix.
             chunk_rows: rows read at a time.
         """
-        key = _key(key)
-        first, length = storage.episode_bounds
-        ep_of_row = np.repeat(np.arange(len(first), dtype=np.int64), length)
-        ids, rows, vals = [], [], []
-        for lo in range(0, len(storage), chunk_rows):
-            hi = min(lo + chunk_rows, len(storage))
-            col = storage.get(slice(lo, hi)).get(key).numpy().reshape(hi - lo, -1)
-            if col.shape[1] != 1:
-                raise ValueError(f"`key` {key} must hold one value per row, found per-row shape {col.shape[1:]}")
-            v = col[:, 0].astype(np.float64)
-            hit = np.flatnonzero(v != 0)
-            ids.append((v[hit] < 0).astype(np.int64))
-            rows.append(hit + lo)
-            vals.append(v[hit])
-        row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        episode = ep_of_row[row]
-        return cls.from_arrays([f"{prefix}:+1", f"{prefix}:-1"],
-                               np.concatenate(ids) if ids else np.zeros(0, np.int64),
-                               episode, row - first[episode], row, np.concatenate(vals) if vals else None,
-                               derived=[f"column:{prefix}={'/'.join(key)}"])
+        (d,) = derivations({prefix: key}, ())
+        check_columns_exist([d], storage.manifest)
+        return cls._from_derived(column_events(storage, _key(key), prefix, chunk_rows=chunk_rows), d)
 
     @classmethod
-    def from_counters(cls, storage, prefix: tuple[str, ...] = ("info", "stats")) -> EventIndex:
+    def from_counters(cls, storage: Any, prefix: str | tuple[str, ...] = ("info", "stats"), *,
+                      chunk_rows: int = 1 << 20) -> EventIndex:
         """Events from cumulative per-step counters (e.g. Minecraft contractor ``stats``).
 
         Every column under ``prefix`` is a counter named by its last key part. A
@@ -240,74 +269,29 @@ class EventIndex:
         name at step ``t`` whose value is the delta. Step 0 has no previous value
         and yields no event.
         """
-        prefix = _key(prefix)
-        keys = [c.key for c in storage.manifest.schema if c.key[: len(prefix)] == prefix]
-        if not keys:
-            raise ValueError(f"no column under {'/'.join(prefix)!r}; found columns "
-                             f"{['/'.join(c.key) for c in storage.manifest.schema]}")
-        first, length = storage.episode_bounds
-        ep_of_row = np.repeat(np.arange(len(first), dtype=np.int64), length)
-        is_first = np.zeros(len(storage), bool)
-        is_first[first[length > 0]] = True
-        data = storage.get(slice(0, len(storage)))
-        ids, rows, vals = [], [], []
-        for k, key in enumerate(keys):
-            c = data.get(key).numpy().reshape(len(storage)).astype(np.float64)
-            delta = np.diff(c, prepend=c[:1])
-            hit = np.flatnonzero((delta > 0) & ~is_first)
-            ids.append(np.full(len(hit), k, np.int64))
-            rows.append(hit)
-            vals.append(delta[hit])
-        row = np.concatenate(rows)
-        episode = ep_of_row[row]
-        return cls.from_arrays([key[-1] for key in keys], np.concatenate(ids), episode,
-                               row - first[episode], row, np.concatenate(vals),
-                               derived=[f"counters:{'/'.join(prefix)}"])
+        (d,) = derivations(None, [prefix])
+        check_columns_exist([d], storage.manifest)
+        return cls._from_derived(counter_events(storage, _key(prefix), chunk_rows=chunk_rows), d)
 
     def merge(self, *others: EventIndex) -> EventIndex:
-        """One index holding the events of ``self`` and ``others``."""
+        """One index holding the events of ``self`` and ``others`` (``self``'s source)."""
         parts = [self, *others]
         names = np.concatenate([p.names for p in parts])
         shift = np.cumsum([0] + [len(p.names) for p in parts[:-1]])
-        cat = {k: np.concatenate([np.asarray(getattr(p, k)) for p in parts]) for k, _ in _ARRAYS}
+        cat = {k: np.concatenate([np.asarray(getattr(p, k)) for p in parts]) for k, _ in EVENT_FIELDS}
         cat["name_id"] = np.concatenate([np.asarray(p.name_id, np.int64) + s for p, s in zip(parts, shift)])
-        return EventIndex.from_arrays(names, *(cat[k] for k, _ in _ARRAYS), logs=self.logs,
+        return EventIndex.from_arrays(names, *(cat[k] for k, _ in EVENT_FIELDS), source=self.source,
                                       derived=[d for p in parts for d in p.derived])
 
     # ------------------------------------------------------------ saving / querying
     def save(self, root: str | os.PathLike) -> Path:
-        """Writes ``<root>/events/index/`` atomically (temp dir + rename)."""
-        final = Path(root) / INDEX_DIR
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-index-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            for k, dt in _ARRAYS:
-                np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(self, k), dtype=dt))
-            meta = {"index_version": INDEX_VERSION, "names": [str(s) for s in self.names],
-                    "logs": self.logs, "derived": self.derived, "num_events": len(self)}
-            (tmp / "meta.json").write_text(json.dumps(meta), "utf-8")
-            fsync_dir(tmp)
-            old = None
-            if final.exists():
-                old = final.parent / f".old-index-{uuid.uuid4().hex[:8]}"
-                os.rename(final, old)
-            os.rename(tmp, final)
-            fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        """Writes ``<root>/events/index/`` atomically (see :mod:`.index_file`); returns its path."""
+        meta = IndexMeta(INDEX_VERSION, len(self), [str(s) for s in self.names], self.source, self.derived)
+        return write_index(root, meta, {k: getattr(self, k) for k, _ in EVENT_FIELDS})
 
     def match(self, event_regex: str) -> np.ndarray:
         """Ids of the names ``re.match(event_regex, name)`` accepts (anchored at the start only)."""
-        try:
-            pattern = re.compile(event_regex)
-        except (re.error, TypeError) as err:
-            raise ValueError(f"`event_regex` must be a valid Python regular expression, got "
-                             f"{event_regex!r} ({err})") from err
+        pattern = regex(event_regex, "event_regex")
         return np.asarray([i for i, n in enumerate(self.names) if pattern.match(str(n))], dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
@@ -319,3 +303,9 @@ class EventIndex:
 
     def __repr__(self) -> str:
         return f"EventIndex(events={len(self)}, names={len(self.names)})"
+
+
+def _describe(source: IndexSource | None) -> str:
+    if source is None:
+        return "an unrecorded dataset state"
+    return f"{len(source.logs)} event logs, {source.num_episodes} episodes, {source.num_rows} rows"

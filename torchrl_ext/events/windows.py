@@ -33,76 +33,18 @@ scale the start by ``skip_frame``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .index import EventIndex
+from .query import WindowQuery
 
-__all__ = ["WindowQuery", "Windows", "select_windows", "split_windows", "concat_windows",
-           "episode_in_train"]
+__all__ = ["Windows", "select_windows", "split_windows", "concat_windows", "episode_in_train",
+           "unmatched_message"]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-@dataclass(frozen=True)
-class WindowQuery:
-    """Validated window-selection parameters (see the module docstring)."""
-
-    event_regex: str = ".*"
-    win_len: int = 1
-    bias: int = 0
-    skip_frame: int = 1
-    min_nearby: int | None = None
-    max_within: int | None = None
-    max_within_mode: str = "first"
-    edge: str = "shift"
-    min_step: int = 0
-    split: str | None = None
-    split_ratio: float = 0.8
-    split_mode: str = "episode"
-    seed: int = 0
-    minestudio_start: bool = False
-
-    def __post_init__(self) -> None:
-        def _int(name: str, lo: int, none_ok: bool = False) -> None:
-            v = getattr(self, name)
-            if none_ok and v is None:
-                return
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}{' or None' if none_ok else ''}, got {v!r}")
-        _int("win_len", 1)
-        _int("skip_frame", 1)
-        _int("min_step", 0)
-        _int("min_nearby", 0, True)
-        _int("max_within", 0, True)
-        if isinstance(self.bias, bool) or not isinstance(self.bias, (int, np.integer)):
-            raise ValueError(f"`bias` must be an int, got {self.bias!r}")
-        if not isinstance(self.event_regex, str):
-            raise ValueError(f"`event_regex` must be a str, got {self.event_regex!r}")
-        for name, allowed in (("edge", ("shift", "pad")), ("max_within_mode", ("first", "random")),
-                              ("split", (None, "train", "val")), ("split_mode", ("episode", "minestudio"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.split_ratio) <= 1.0:
-            raise ValueError(f"`split_ratio` must be in [0, 1], got {self.split_ratio!r}")
-
-    @classmethod
-    def minestudio(cls, **kwargs) -> WindowQuery:
-        """MineStudio 1.1.6 ``EventDataset`` semantics; ``kwargs`` override."""
-        base = dict(edge="shift", min_step=128, max_within_mode="first", split_mode="minestudio",
-                    minestudio_start=True)
-        base.update(kwargs)
-        return cls(**base)
-
-    @classmethod
-    def from_options(cls, compat: str | None = None, **options) -> WindowQuery:
-        """Builds a query from sampler / dataset arguments; ``None`` options keep the defaults
-        (or MineStudio's with ``compat="minestudio"``)."""
-        if compat not in (None, "minestudio"):
-            raise ValueError(f"`compat` must be None or 'minestudio', got {compat!r}")
-        kw = {k: v for k, v in options.items() if v is not None or k not in ("edge", "min_step", "split_mode")}
-        return cls.minestudio(**kw) if compat else cls(**kw)
 
 
 @dataclass
@@ -218,6 +160,8 @@ def select_windows(index: EventIndex, first_row: np.ndarray, length: np.ndarray,
     first_row = np.asarray(first_row, np.int64)
     length = np.asarray(length, np.int64)
     ids = index.match(query.event_regex)
+    if ids.size == 0:
+        warnings.warn(unmatched_message(index, query.event_regex), stacklevel=2)
     pos = _ranges(index.offsets[ids], index.offsets[ids + 1])
     name_id = np.asarray(index.name_id[pos], np.int64)
     episode = np.asarray(index.episode[pos])
@@ -247,6 +191,17 @@ def select_windows(index: EventIndex, first_row: np.ndarray, length: np.ndarray,
                 first_row=first_row[episode], length=length[episode], win_len=query.win_len,
                 skip_frame=query.skip_frame, root_id=np.zeros(name_id.shape[0], np.int64))
     return split_windows(w, query) if split else w
+
+
+def unmatched_message(index: EventIndex, event_regex: str, top: int = 10) -> str:
+    """One line saying ``event_regex`` matches no name of ``index``, with the ``top`` most frequent names."""
+    counts = sorted(index.counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    if not counts:
+        return f"`event_regex` {event_regex!r} matches no event: the index holds no events"
+    listed = ", ".join(f"{name} ({n})" for name, n in counts[:top])
+    more = f" and {len(counts) - top} more" if len(counts) > top else ""
+    return (f"`event_regex` {event_regex!r} matches none of the {len(counts)} event names (re.match, anchored "
+            f"at the start); events per name: {listed}{more}")
 
 
 def _max_within(name_id, episode, step, start, query: WindowQuery):

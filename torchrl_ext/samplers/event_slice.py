@@ -28,46 +28,44 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchrl.data.replay_buffers.samplers import Sampler
 
-from ..writer import EpisodeTable
+from ..compat.torchrl_samplers import SamplerBase
 from ..events import EventIndex, WindowQuery, Windows, select_windows
-from ..format import read_manifest
+from ..events.query import query_from
+from ..storages import ShardedStorage
+from ..validation import int_in_range, nonnegative_int, one_of, positive_int
 
 __all__ = ["EventSliceSampler"]
 
 logger = logging.getLogger(__name__)
 
 
-class _KeepReplacement(type(Sampler)):
-    # TorchRL's sampler metaclass pops ``replacement=`` to dispatch to another
-    # class; this sampler implements both modes itself.
-    def __call__(cls, *args, **kwargs):
-        return type.__call__(cls, *args, **kwargs)
-
-
-class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
-    """Samples windows of ``win_len`` rows around events matching ``event_regex``.
+class EventSliceSampler(SamplerBase):
+    """Samples windows of ``query.win_len`` rows around events matching ``query.event_regex``.
 
     Args:
-        root_or_index: dataset directory (the index is loaded, or built and
-            saved if missing) or an :class:`~torchrl_ext.events.EventIndex`
-            (episode bounds then come from the storage at the first sample).
-        event_regex: ``re.match`` against event names.
-        win_len, bias, skip_frame, min_nearby, max_within, max_within_mode, edge,
-        min_step, split, split_ratio, split_mode: window rules, see
-            :class:`~torchrl_ext.events.WindowQuery`.
+        root_or_storage: a :class:`~torchrl_ext.storages.ShardedStorage` or its
+            dataset directory: windows are selected at once from its episode
+            bounds. Or an :class:`~torchrl_ext.events.EventIndex`: windows are
+            selected from the replay buffer's storage at the first sample.
+        query: the window rules; or pass them as keyword ``options``.
         where: SQL ``WHERE`` over the episode table restricting the episodes.
-        compat: ``"minestudio"`` applies ``WindowQuery.minestudio`` defaults.
         replacement: draw windows with replacement (default) or in epochs.
         balance: ``"windows"`` (uniform over windows) or ``"names"`` (uniform
             over event names, then over that name's windows; with replacement).
         drop_last: without replacement, start a new epoch instead of returning
             a short last batch.
-        seed: seed of the sampling order (None: from ``torch.initial_seed()``).
+        seed: seed of the sampling order (None: from ``torch.initial_seed()``);
+            in the keyword form also the query's seed (None: 0).
         rank, world_size: keep windows ``rank::world_size`` (disjoint DDP shares;
             their sizes differ by at most one window, so ranks sampling without
             replacement may see one batch more or less per epoch).
+        build_missing: what to do when the dataset's event index is missing or
+            stale (see :meth:`EventIndex.open`); the sampler never writes.
+        **options: the keyword form of ``query``: any
+            :class:`~torchrl_ext.events.WindowQuery` field (``win_len`` is
+            required) and ``compat="minestudio"``, through
+            :meth:`WindowQuery.from_options`.
 
     Examples:
         >>> from torchrl.data import TensorDictReplayBuffer
@@ -75,59 +73,51 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         >>> from torchrl_ext.synthetic import write_synthetic
         >>> import tempfile
         >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=4, length=30, obs_shape=(2,), events_every=7)
-        >>> sampler = EventSliceSampler(root, event_regex="tick:.*", win_len=4, bias=1)
-        >>> rb = TensorDictReplayBuffer(storage=ShardedStorage(root), sampler=sampler, batch_size=8)
+        >>> _ = EventIndex.build(root)
+        >>> storage = ShardedStorage(root)
+        >>> sampler = EventSliceSampler(storage, WindowQuery(event_regex="tick:.*", win_len=4, bias=1))
+        >>> rb = TensorDictReplayBuffer(storage=storage, sampler=sampler, batch_size=8)
         >>> batch = rb.sample().reshape(2, 4)
         >>> bool((batch["step"][:, -1] == batch["event", "step"][:, -1]).all())
         True
     """
 
-    def __init__(self, root_or_index: str | os.PathLike | EventIndex, *, event_regex: str = ".*",
-                 win_len: int, bias: int = 0, skip_frame: int = 1, min_nearby: int | None = None,
-                 max_within: int | None = None, max_within_mode: str = "first", edge: str | None = None,
-                 min_step: int | None = None, split: str | None = None, split_ratio: float = 0.8,
-                 split_mode: str | None = None, where: str | None = None, compat: str | None = None,
-                 replacement: bool = True, balance: str = "windows", drop_last: bool = False,
-                 seed: int | None = None, rank: int = 0, world_size: int = 1) -> None:
-        self.query = WindowQuery.from_options(
-            compat, event_regex=event_regex, win_len=win_len, bias=bias, skip_frame=skip_frame,
-            min_nearby=min_nearby, max_within=max_within, max_within_mode=max_within_mode,
-            split=split, split_ratio=split_ratio, seed=0 if seed is None else int(seed), edge=edge, min_step=min_step,
-            split_mode=split_mode)
-        if balance not in ("windows", "names"):
-            raise ValueError(f"`balance` must be 'windows' or 'names', got {balance!r}")
+    def __init__(self, root_or_storage: str | os.PathLike | ShardedStorage | EventIndex,
+                 query: WindowQuery | None = None, *, where: str | None = None, replacement: bool = True,
+                 balance: str = "windows", drop_last: bool = False, seed: int | None = None, rank: int = 0,
+                 world_size: int = 1, build_missing: str = "memory", **options: Any) -> None:
+        seed = nonnegative_int(seed, "seed", allow_none=True)
+        if query is None and options:
+            options.setdefault("seed", 0 if seed is None else seed)
+        self.query = query_from(query, options, owner="EventSliceSampler")
+        one_of(balance, "balance", ("windows", "names"))
         if balance == "names" and not replacement:
             raise ValueError("`balance='names'` needs `replacement=True`; an epoch without replacement "
                              "visits every window once, whatever its name")
-        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int)
-                and 0 <= rank < world_size):
-            raise ValueError(f"`rank` must be an int in [0, world_size) and `world_size` >= 1, got "
-                             f"rank={rank!r}, world_size={world_size!r}")
-        if isinstance(root_or_index, EventIndex):
-            self.root, self.index = None, root_or_index
-        elif isinstance(root_or_index, (str, os.PathLike)):
-            self.root = Path(root_or_index)
-            self.index = EventIndex.open(self.root)
+        self.world_size = positive_int(world_size, "world_size")
+        self.rank = int_in_range(rank, "rank", 0, self.world_size - 1)
+        if where is not None and not isinstance(where, str):
+            raise TypeError(f"`where` must be an SQL WHERE clause (str) or None, got {where!r}")
+        storage = None
+        if isinstance(root_or_storage, EventIndex):
+            self.root, self.index = None, root_or_storage
+        elif isinstance(root_or_storage, (str, os.PathLike, ShardedStorage)):
+            storage = (root_or_storage if isinstance(root_or_storage, ShardedStorage)
+                       else ShardedStorage(root_or_storage))
+            self.root = Path(storage.root)
+            self.index = EventIndex.open(self.root, build_missing=build_missing)
         else:
-            raise TypeError(f"`root_or_index` must be a dataset path or an EventIndex, got "
-                            f"{type(root_or_index).__name__}")
+            raise TypeError(f"`root_or_storage` must be a dataset path, a ShardedStorage or an EventIndex, got "
+                            f"{type(root_or_storage).__name__}")
         self.where = where
         self.replacement = bool(replacement)
         self.balance = balance
         self.drop_last = bool(drop_last)
-        self.seed = int(torch.initial_seed() % (2**63)) if seed is None else int(seed)
-        self.rank, self.world_size = rank, world_size
+        self.seed = int(torch.initial_seed() % (2**63)) if seed is None else seed
         self._windows: Windows | None = None
         self._reset_state()
-        if self.root is not None:
-            manifest = read_manifest(self.root)
-            table = EpisodeTable.open(self.root / manifest.episodes)
-            try:
-                first, length, _ = table.bounds(manifest.num_episodes)
-                eps = table.select(where, num_episodes=manifest.num_episodes) if where else None
-            finally:
-                table.close()
-            self._prepare(first, length, eps)
+        if storage is not None:
+            self._ensure(storage)
 
     # ------------------------------------------------------------ windows
     def _prepare(self, first: np.ndarray, length: np.ndarray, episodes: np.ndarray | None) -> None:
@@ -138,25 +128,18 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         self._name_groups = None
         logger.info("EventSliceSampler: %d windows over %d names", len(w), len(w.counts()))
 
-    def _ensure(self, storage) -> Windows:
+    def _ensure(self, storage: Any) -> Windows:
         if self._windows is None:
             first, length = storage.episode_bounds
-            eps = None
-            if self.where:
-                table = storage.episode_table()
-                try:
-                    eps = table.select(self.where, num_episodes=len(first))
-                finally:
-                    table.close()
-            self._prepare(first, length, eps)
+            self._prepare(first, length, storage.select_episodes(self.where))
         return self._windows
 
     @property
     def windows(self) -> Windows:
-        """The selected windows (this rank's share); needs a root or one ``sample`` call."""
+        """The selected windows (this rank's share); needs a storage or root, or one ``sample`` call."""
         if self._windows is None:
             raise RuntimeError("windows are selected at the first sample() when built from an EventIndex; "
-                               "call sample(storage, batch_size) first or pass the dataset root")
+                               "call sample(storage, batch_size) first or pass the storage or its root")
         return self._windows
 
     @property
@@ -236,7 +219,8 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
         }
         return torch.from_numpy(rows.reshape(-1)), info
 
-    def _sampleable_count(self, storage, batch_size: int) -> int:
+    def sampleable_count(self, storage: Any, batch_size: int) -> int:
+        """Number of windows (of this rank); 0 makes ``rb.can_sample()`` False."""
         return len(self._ensure(storage))
 
     @property
@@ -262,7 +246,8 @@ class EventSliceSampler(Sampler, metaclass=_KeepReplacement):
             self._rng_np.bit_generator.state = state_dict["rng"]
         self._order = None
 
-    def _empty(self) -> None:
+    def reset(self) -> None:
+        """Back to the first epoch and the seed's first draw (``rb.empty()`` calls it)."""
         self._reset_state()
 
     def dumps(self, path: str | os.PathLike) -> None:
