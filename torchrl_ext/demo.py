@@ -3,7 +3,7 @@
 Run as ``python -m torchrl_ext.demo --root DIR``. Needs no network: the Pong
 ROM ships in the ale-py wheel. Steps: play ``--episodes`` random-policy Pong
 episodes (84x84 grayscale, frame skip 4) in ``--workers`` processes straight
-into a sharded dataset; build the event index; sample windows of 32 steps
+into a sharded dataset, frames compressed losslessly (``zstd``); build the event index; sample windows of 32 steps
 around ``reward:.*`` events through a TorchRL replay buffer; print a summary
 and write a preview PNG of a few windows with the event frame marked.
 """
@@ -31,6 +31,15 @@ WIN_LEN, BIAS = 32, 4
 
 def _du(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def _saving(storage: ShardedStorage) -> str:
+    col = storage.manifest.column(("observation",))
+    raw = len(storage) * col.row_bytes
+    stored = sum(f.stat().st_size for s in storage.manifest.shards
+                 for f in (storage.root / s.dir).glob("observation.*"))
+    return (f"{col.encoding}: {stored / 2**20:.2f} MiB on disk vs {raw / 2**20:.1f} MiB raw "
+            f"({raw / max(stored, 1):.0f}x smaller)")
 
 
 def save_preview(batch, path: Path, windows: int = 4, every: int = 2) -> Path:
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=600, help="steps per episode (keeps the demo short)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoding", default="zstd", help="encoding of the observation frames")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     root = Path(args.root) / "pong"
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     stats = generate(functools.partial(make_atari_env, args.env), None, root, num_episodes=args.episodes,
-                     num_workers=args.workers, max_steps=args.max_steps, seed=args.seed)
+                     num_workers=args.workers, max_steps=args.max_steps, seed=args.seed,
+                     encodings={"observation": args.encoding})
     t_gen = time.perf_counter() - t0
     index = EventIndex.build(root)
     storage = ShardedStorage(root)
@@ -93,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ("rows", f"{len(storage)}"),
         ("generation", f"{t_gen:.1f} s, {stats.steps_per_second:.0f} steps/s"),
         ("bytes on disk", f"{_du(root)} ({_du(root) / 2**20:.1f} MiB), {storage.num_shards} shard(s)"),
+        ("frames", _saving(storage)),
     ]
     rows += [(f"events {name}", str(count)) for name, count in sorted(index.counts().items())]
     rows += [("windows reward:.*", f"{num_windows} (win_len={WIN_LEN}, bias={BIAS})")]

@@ -76,6 +76,7 @@ def generate(
     shard_bytes: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    encodings: dict | None = None,
 ) -> GenerateStats:
     """Plays ``num_episodes`` episodes in parallel and writes them into the dataset at ``root``.
 
@@ -114,6 +115,9 @@ def generate(
         shard_rows, shard_bytes: shard size for a new dataset (see ``ShardWriter.create``).
         ray_address: address of a running Ray cluster (``executor="ray"``).
         progress: show a tqdm bar.
+        encodings: ``{key: encoding}`` for a new dataset, e.g.
+            ``{"observation": "zstd"}`` (see :mod:`torchrl_ext.encodings`); a
+            resumed dataset keeps its own.
 
     Returns:
         :class:`GenerateStats` for this call.
@@ -146,7 +150,8 @@ def generate(
             )
         writer = ShardWriter.open(root)
     else:
-        writer = ShardWriter.create(root, shard_rows=shard_rows, shard_bytes=shard_bytes, source=source)
+        writer = ShardWriter.create(root, shard_rows=shard_rows, shard_bytes=shard_bytes, source=source,
+                                    encodings=encodings)
     start = writer.num_episodes
     t0 = time.perf_counter()
     stats = GenerateStats(generated=0, skipped=min(start, num_episodes), steps=0, seconds=0.0, restarts=0)
