@@ -20,6 +20,7 @@ from .options import (
     resolve_encoding,
 )
 from .quality import psnr
+from .shard_columns import column_options, encoded_column_reader, encoded_column_writer
 from .zstd_codec import train_dictionary
 
 __all__ = [
@@ -40,6 +41,10 @@ __all__ = [
     "ChunkStats",
     "ChunkedColumnReader",
     "DecodedChunkCache",
+    # shard columns
+    "encoded_column_writer",
+    "encoded_column_reader",
+    "column_options",
     # quality
     "psnr",
 ]

@@ -151,15 +151,26 @@ class ChunkedColumnReader:
             )
         return payload
 
-    def _decode(self, chunk: int, stop: int | None = None) -> np.ndarray:
+    def _decode(
+        self, chunk: int, stop: int | None = None, out: np.ndarray | None = None, first: int = 0
+    ) -> np.ndarray:
         payload = self._payload(chunk)
         try:
-            return self.codec.decode(payload, self._index.chunk_len(chunk), stop)
+            return self.codec.decode(payload, self._index.chunk_len(chunk), stop, out, first)
         except ValueError as err:
             raise FormatError(
                 f"{self.chunks_path} (column {self.key!r}): chunk {chunk} of {self.n_chunks} does not "
                 f"decode ({err}); {_FIX}"
             ) from err
+
+    def _run(self, jobs: list[tuple]) -> list[np.ndarray]:
+        """``_decode(*job)`` for each job, on the thread pool when there are several."""
+        if len(jobs) > 1 and self.threads > 1:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk-decode")
+                self._pool_pid = os.getpid()
+            return list(self._pool.map(lambda job: self._decode(*job), jobs))
+        return [self._decode(*job) for job in jobs]
 
     def _decoded(self, chunks: list[int], stops: list[int]) -> list[np.ndarray]:
         """Decoded rows of each chunk (at least its first ``stops[i]`` rows), via the cache."""
@@ -173,13 +184,7 @@ class ChunkedColumnReader:
                     out[i] = hit
                     continue
             misses.append(i)
-        if len(misses) > 1 and self.threads > 1:
-            if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk-decode")
-                self._pool_pid = os.getpid()
-            decoded = list(self._pool.map(self._decode, [chunks[i] for i in misses], [stops[i] for i in misses]))
-        else:
-            decoded = [self._decode(chunks[i], stops[i]) for i in misses]
+        decoded = self._run([(chunks[i], stops[i]) for i in misses])
         for i, arr in zip(misses, decoded):
             out[i] = arr
             if cache is not None:
@@ -189,6 +194,9 @@ class ChunkedColumnReader:
     # -- public reads -----------------------------------------------------------------------
     def gather(self, local_rows: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Fills ``out[i]`` with row ``local_rows[i]``, decoding each touched chunk once.
+
+        Without a cache, video rows that are consecutive in both ``local_rows``
+        and the shard are decoded straight into ``out``.
 
         Args:
             local_rows: int array ``[n]`` of row numbers inside this shard, any
@@ -216,7 +224,8 @@ class ChunkedColumnReader:
         cr = self.chunk_rows
         chunk = idx // cr
         within = idx - chunk * cr
-        if n == 1:
+        direct = self.cache is None and isinstance(self.options, Video)
+        if n == 1 and not direct:
             (arr,) = self._decoded([int(chunk[0])], [int(within[0]) + 1])
             out[0] = arr[within[0]]
             return out
@@ -224,9 +233,26 @@ class ChunkedColumnReader:
         sorted_chunk = chunk[order]
         starts = np.concatenate(([0], np.flatnonzero(sorted_chunk[1:] != sorted_chunk[:-1]) + 1))
         stops = np.maximum.reduceat(within[order], starts) + 1
-        ends = np.append(starts[1:], n).tolist()
-        arrays = self._decoded(sorted_chunk[starts].tolist(), stops.tolist())
-        for arr, s, e in zip(arrays, starts.tolist(), ends):
+        groups = zip(sorted_chunk[starts].tolist(), starts.tolist(), np.append(starts[1:], n).tolist(), stops.tolist())
+        if direct:
+            jobs, fills = [], []
+            for c, s, e, stop in groups:
+                sel = order[s:e]
+                w = within[sel]
+                k = e - s
+                if sel[-1] - sel[0] == k - 1 and w[-1] - w[0] == k - 1 and (k < 3 or bool((np.diff(w) == 1).all())):
+                    jobs.append((c, None, out[sel[0] : sel[-1] + 1], int(w[0])))
+                    fills.append(None)
+                else:
+                    jobs.append((c, stop))
+                    fills.append((sel, w))
+            for arr, fill in zip(self._run(jobs), fills):
+                if fill is not None:
+                    out[fill[0]] = arr[fill[1]]
+            return out
+        groups = list(groups)
+        arrays = self._decoded([g[0] for g in groups], [g[3] for g in groups])
+        for arr, (_, s, e, _) in zip(arrays, groups):
             if e - s == 1:
                 j = order[s]
                 out[j] = arr[within[j]]
@@ -247,6 +273,13 @@ class ChunkedColumnReader:
             return out
         cr = self.chunk_rows
         chunks = list(range(start // cr, (stop - 1) // cr + 1))
+        if self.cache is None:
+            jobs = []
+            for c in chunks:
+                a, b = max(start, c * cr), min(stop, (c + 1) * cr)
+                jobs.append((c, None, out[a - start : b - start], a - c * cr))
+            self._run(jobs)
+            return out
         stops = [min(stop - c * cr, self._index.chunk_len(c)) for c in chunks]
         for c, arr in zip(chunks, self._decoded(chunks, stops)):
             a = max(start, c * cr)

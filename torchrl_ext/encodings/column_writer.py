@@ -66,6 +66,7 @@ class ChunkedColumnWriter:
     >>> stats = w.close()
     >>> stats.rows, stats.chunks, stats.raw_bytes
     (40, 3, 160)
+    >>> import shutil; shutil.rmtree(d)
     """
 
     def __init__(

@@ -181,14 +181,26 @@ class VideoCodec:
         else:
             out[i] = reformatter.reformat(frame, format="rgb24").to_ndarray()
 
-    def decode(self, payload: object, n_rows: int, stop: int | None = None) -> np.ndarray:
-        """Decodes a chunk of ``n_rows`` frames; with ``stop``, only its first ``stop`` frames.
+    def decode(
+        self, payload: object, n_rows: int, stop: int | None = None, out: np.ndarray | None = None, first: int = 0
+    ) -> np.ndarray:
+        """Decodes a chunk of ``n_rows`` frames.
+
+        Without ``out``, returns frames ``[0, stop)`` (all by default). With
+        ``out``, stores frames ``[first, first + len(out))`` into it and returns it;
+        the frames before ``first`` are decoded only as references.
 
         Raises:
             ValueError: when the payload is damaged or yields a different number of frames.
         """
-        want = n_rows if stop is None else max(0, min(stop, n_rows))
-        out = np.empty((want, *self.shape), dtype=np.uint8)
+        if out is None:
+            stop = n_rows if stop is None else max(0, min(stop, n_rows))
+            out = np.empty((stop, *self.shape), dtype=np.uint8)
+            first = 0
+        else:
+            stop = first + len(out)
+            if not 0 <= first <= stop <= n_rows:
+                raise ValueError(f"frames [{first}, {stop}) are not in a chunk of {n_rows}")
         packets = _unpack(payload)
         ctx, reformatter = _thread_decoder(self.decoder)
         ctx.flush_buffers()
@@ -198,14 +210,14 @@ class VideoCodec:
                 for frame in ctx.decode(None if pkt is None else av.Packet(pkt)):
                     if got >= n_rows:
                         raise ValueError(f"the chunk yields more than {n_rows} frames")
-                    if got < want:
-                        self._store(frame, out, got, reformatter)
+                    if first <= got < stop:
+                        self._store(frame, out, got - first, reformatter)
                     got += 1
-                if got >= want and want < n_rows:
+                if got >= stop and stop < n_rows:
                     break
         except av.error.FFmpegError as err:
             raise ValueError(f"{self.decoder} could not decode the chunk ({err})") from err
-        if got < want:
+        if got < stop:
             raise ValueError(f"the chunk yields {got} frames, expected {n_rows}")
         return out
 

@@ -67,11 +67,15 @@ class ZstdCodec:
             local.pid = os.getpid()
         return local.dctx
 
-    def decode(self, payload: object, n_rows: int, stop: int | None = None) -> np.ndarray:
-        """Decompresses one chunk of ``n_rows`` rows into a read-only ``[n_rows, *shape]`` array.
+    def decode(
+        self, payload: object, n_rows: int, stop: int | None = None, out: np.ndarray | None = None, first: int = 0
+    ) -> np.ndarray:
+        """Decompresses one chunk of ``n_rows`` rows.
 
-        ``stop`` is accepted for interface parity with the video codec; the whole
-        chunk is always decoded.
+        Without ``out``, returns all rows as a read-only ``[n_rows, *shape]`` array
+        (``stop`` is accepted for parity with the video codec: a zstd frame is
+        always decoded whole). With ``out``, copies rows ``[first, first + len(out))``
+        into it and returns it.
 
         Raises:
             ValueError: when the frame is damaged or holds a different number of bytes.
@@ -86,7 +90,11 @@ class ZstdCodec:
             raise ValueError(f"zstd decompression failed ({err})") from err
         if len(data) != expected:
             raise ValueError(f"decompressed {len(data)} bytes, expected {expected}")
-        return np.frombuffer(data, dtype=self.dtype).reshape(n_rows, *self.shape)
+        rows = np.frombuffer(data, dtype=self.dtype).reshape(n_rows, *self.shape)
+        if out is None:
+            return rows
+        out[...] = rows[first : first + len(out)]
+        return out
 
 
 def make_codec(
