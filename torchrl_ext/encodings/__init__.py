@@ -21,7 +21,6 @@ from .options import (
 )
 from .quality import psnr
 from .shard_columns import column_options, encoded_column_reader, encoded_column_writer
-from .shard_columns import column_options, encoded_column_reader, encoded_column_writer
 from .zstd_codec import train_dictionary
 
 __all__ = [
@@ -46,10 +45,6 @@ __all__ = [
     "encoded_column_writer",
     "encoded_column_reader",
     "column_options",
-    # manifest columns
-    "column_options",
-    "encoded_column_writer",
-    "encoded_column_reader",
     # quality
     "psnr",
 ]
