@@ -8,17 +8,17 @@ import zlib
 import numpy as np
 import pytest
 
-from torchrl_ext.format import FormatError
 from torchrl_ext.encodings import (
-    ChunkIndex,
     ChunkedColumnReader,
     ChunkedColumnWriter,
+    ChunkIndex,
     DecodedChunkCache,
     Video,
     Zstd,
     chunk_file_paths,
 )
 from torchrl_ext.encodings.chunk_format import index_size
+from torchrl_ext.format import FormatError
 
 KEY = ("next", "obs")
 OPTIONS = Zstd(chunk_rows=4)
