@@ -64,6 +64,10 @@ Manifest (``dataset.json``, UTF-8 JSON object):
     The writer's row budget per shard (a resuming writer keeps it).
 ``source``
     Free-form JSON object describing where the data came from.
+``encodings``
+    Optional list of ``{"key", "encoding", "options"}``: encodings requested
+    when the dataset was created, applied to those keys when the first
+    episode fixes the schema (so a writer resumed before that keeps them).
 
 Shard directories follow TensorDict's memmap layout: ``meta.json`` at each
 nesting level and one ``<leaf>.memmap`` raw file per raw column, so

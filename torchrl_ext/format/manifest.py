@@ -164,6 +164,7 @@ class Manifest:
     shard_rows: int = 0
     source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    encodings: list[Column] = field(default_factory=list)
 
     @property
     def stored_rows(self) -> int:
@@ -188,6 +189,7 @@ class Manifest:
             "next_shard_id": self.next_shard_id,
             "shard_rows": self.shard_rows,
             "source": self.source,
+            **({"encodings": [c.to_json() for c in self.encodings]} if self.encodings else {}),
         }
 
 
@@ -278,6 +280,8 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
             shard_rows=_int(raw.get("shard_rows", 0), "shard_rows", where),
             source=source,
             format_version=version,
+            encodings=[Column.from_json({"dtype": "uint8", "shape": [], **e}, where)
+                       for e in raw.get("encodings", [])],
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise FormatError(f"{where}: manifest is missing or has a malformed field ({err!r})") from err

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..format import (
     EPISODES_NAME,
+    Column,
     MANIFEST_NAME,
     Key,
     Manifest,
@@ -147,7 +148,10 @@ class ShardWriter:
             table_path.unlink()
         table = EpisodeTable.open(table_path, create=True)
         manifest = Manifest(schema=[], next_from_row=[], shard_rows=shard_rows or 0,
-                            source=dict(source or {}))
+                            source=dict(source or {}),
+                            encodings=[Column(k, np.dtype(np.uint8), (), e.name, tuple(sorted(
+                                (n, v) for n, v in e.to_json().items() if n != "name")))
+                                for k, e in resolved.items()])
         write_manifest(root, manifest)
         writer = cls(root, manifest, table, lock_fd)
         writer._encodings = resolved
@@ -173,6 +177,9 @@ class ShardWriter:
             unlock_dataset(root, lock_fd)
             raise
         writer = cls(root, manifest, table, lock_fd)
+        if not manifest.schema and manifest.encodings:
+            writer._encodings = _resolve_encodings(
+                {c.key: {"name": c.encoding, **c.options_dict} for c in manifest.encodings})
         drop_leftovers(root, manifest)
         writer._superseded, writer._prefix = drop_partial_tail(root, manifest)
         return writer
@@ -274,6 +281,7 @@ class ShardWriter:
             m.shard_rows = max(1, self._shard_bytes // max(row_bytes, 1))
         m.schema = schema
         m.next_from_row = next_keys
+        m.encodings = []
 
     def _ensure_pending(self) -> PendingShard:
         if self._pending is None:
