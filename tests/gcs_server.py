@@ -2,13 +2,22 @@
 
 The server runs in-process on 127.0.0.1 with a free port, once per session;
 every test gets it wiped back to its empty buckets and ``STORAGE_EMULATOR_HOST``
-pointing at it. Register the fixtures with ``pytest_plugins = ["gcs_server"]``.
+pointing at it. ``fault_server`` starts a small loopback server speaking the
+same API that resets, truncates, corrupts or stalls media responses, or dies
+after the listing. Register the fixtures with ``pytest_plugins = ["gcs_server"]``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
+import json
 import socket
-from collections.abc import Iterator
+import struct
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,3 +98,153 @@ def gcs_server(gcs_emulator: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
     client = storage.Client.create_anonymous_client()
     return GCSServer(endpoint=endpoint, bucket=BUCKET, client=client, server=server)
+
+
+class FaultServer:
+    """A loopback GCS JSON API that lists objects truthfully and misbehaves on media.
+
+    Serves ``GET /storage/v1/b/<bucket>/o`` (one listing page) and
+    ``GET /download/storage/v1/b/<bucket>/o/<name>?alt=media`` (with ``Range:
+    bytes=N-``). ``media`` picks what a media response does:
+
+    ``"ok"``       the bytes asked for.
+    ``"reset"``    sends ``limit`` bytes of the body (after full headers), then a TCP reset
+                   (the client may drop the bytes it had not read yet).
+    ``"close"``    sends ``limit`` bytes of the body, then closes cleanly (short body).
+    ``"short"``    a complete response of only the first ``limit`` bytes.
+    ``"wrong"``    the right number of bytes, every one inverted.
+    ``"stall"``    sends ``limit`` bytes, then nothing until the server stops (the client
+                   keeps only the whole read chunks it received).
+
+    The listing leaves out the metadata keys in ``omit`` (e.g. ``"crc32c"``),
+    answers HTTP 503 to its first ``listing_errors`` requests, and with
+    ``die_after_listing`` the whole server stops right after its first listing.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``.
+        media_requests: number of media requests received.
+        listing_requests: number of listing requests received.
+        stopped: set once the server stops (stalled responses then end).
+    """
+
+    def __init__(self, objects: dict[str, bytes], bucket: str = BUCKET, *, media: str = "ok",
+                 limit: int = 0, omit: tuple[str, ...] = (), listing_errors: int = 0,
+                 die_after_listing: bool = False) -> None:
+        self.objects, self.bucket, self.media, self.limit = objects, bucket, media, limit
+        self.omit, self.listing_errors, self.die_after_listing = omit, listing_errors, die_after_listing
+        self.media_requests = 0
+        self.listing_requests = 0
+        self.stopped = threading.Event()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fault_handler(self))
+        self.httpd.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def metadata(self, name: str) -> dict[str, str]:
+        """The listing entry of ``name``, without the keys in ``omit``."""
+        import google_crc32c
+
+        data = self.objects[name]
+        item = {"kind": "storage#object", "name": name, "bucket": self.bucket, "size": str(len(data)),
+                "generation": "1", "metageneration": "1",
+                "crc32c": base64.b64encode(google_crc32c.Checksum(data).digest()).decode(),
+                "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode()}
+        return {k: v for k, v in item.items() if k not in self.omit}
+
+    def stop(self) -> None:
+        """Stops serving and closes the listening socket (new connections are refused)."""
+        self.stopped.set()
+
+        def close() -> None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+        closer = threading.Thread(target=close, daemon=True)  # safe from a request handler too
+        closer.start()
+        closer.join(timeout=5)
+
+
+def _fault_handler(fs: FaultServer) -> type:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            media = f"/download/storage/v1/b/{fs.bucket}/o/"
+            if url.path == f"/storage/v1/b/{fs.bucket}/o":
+                fs.listing_requests += 1
+                if fs.listing_requests <= fs.listing_errors:
+                    self._send(503, b'{"error": {"code": 503, "message": "try again"}}')
+                    return
+                prefix = urllib.parse.parse_qs(url.query).get("prefix", [""])[0]
+                items = [fs.metadata(n) for n in sorted(fs.objects) if n.startswith(prefix)]
+                if fs.die_after_listing:  # stop listening first: every later connection is refused
+                    self.close_connection = True
+                    fs.stop()
+                self._send(200, json.dumps({"kind": "storage#objects", "items": items}).encode())
+            elif url.path.startswith(media):
+                self._media(urllib.parse.unquote(url.path[len(media):]))
+            else:
+                self._send(404, b'{"error": {"code": 404, "message": "not found"}}')
+
+        def _media(self, name: str) -> None:
+            fs.media_requests += 1
+            data = fs.objects[name]
+            start = int(self.headers.get("Range", "bytes=0-")[len("bytes="):].split("-")[0] or 0)
+            body = data[start:fs.limit] if fs.media == "short" else data[start:]
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if fs.media in ("ok", "short"):
+                self.wfile.write(body)
+                return
+            if fs.media == "wrong":
+                self.wfile.write(bytes(b ^ 0xFF for b in body))
+                return
+            self.wfile.write(body[: fs.limit])
+            self.wfile.flush()
+            if fs.media == "stall":
+                fs.stopped.wait()
+            elif fs.media == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+
+        def finish(self) -> None:
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+    return Handler
+
+
+@pytest.fixture
+def fault_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FaultServer]]:
+    """``fault_server(objects, **options)`` starts a :class:`FaultServer` with
+    ``STORAGE_EMULATOR_HOST`` pointing at it; every server stops after the test."""
+    servers: list[FaultServer] = []
+
+    def start(objects: dict[str, bytes], **options: Any) -> FaultServer:
+        fs = FaultServer(objects, **options)
+        servers.append(fs)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", fs.endpoint)
+        return fs
+
+    yield start
+    for fs in servers:
+        fs.stop()

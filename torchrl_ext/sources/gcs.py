@@ -8,10 +8,18 @@ of ``storage.googleapis.com``.
 
 Each object is written to ``<name>.part`` first. An existing ``.part`` is
 resumed with a ranged request from its current size; the whole file is then
-checked against the object's crc32c (base64 of the big-endian CRC32C, as in
-GCS metadata) and fetched again from scratch on a mismatch. Only a verified
-file is renamed to its final name, so a final name always holds a complete,
-checked object; a final file that already matches is skipped.
+checked against the object's crc32c from the listing (base64 of the
+big-endian CRC32C, as in GCS metadata), else its md5Hash, else only its size
+(with a warning), and fetched again from scratch on a mismatch. Only a
+verified file is renamed to its final name, so a final name always holds a
+complete, checked object; a final file that already matches is skipped.
+
+Failures end the call within a bounded time (see :mod:`.gcs_retry`): a server
+that cannot be reached fails the listing at once with
+:class:`~.gcs_errors.SourceUnreachableError`; a reachable server's transient
+errors are retried, and an object that receives no data for ``deadline``
+seconds ends the call with :class:`~.gcs_errors.DownloadStalledError`, its
+``.part`` kept for the next run to resume.
 
 Object names are untrusted: a name that would land outside ``dest``
 (``..`` parts, absolute paths, backslashes, NUL) is refused before anything
@@ -20,25 +28,35 @@ is written.
 
 from __future__ import annotations
 
-import base64
 import fnmatch
 import importlib
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from .gcs_errors import ChecksumMismatchError, RemoteSourceError
+from .gcs_errors import RemoteSourceError, SourceUnreachableError
+from .gcs_fetch import Transfer, fetch_object, file_crc32c
+from .gcs_retry import (
+    Cancelled,
+    check_deadline,
+    describe_error,
+    endpoint_of,
+    make_retry,
+    request_timeouts,
+    unreachable_cause,
+)
 
 __all__ = [
     "ATARI_BUCKET",
     "ATARI_PREFIX",
+    "DEFAULT_DEADLINE",
     "anonymous_client",
     "atari_run_prefix",
     "download_atari_run",
@@ -52,9 +70,13 @@ logger = logging.getLogger(__name__)
 
 ATARI_BUCKET = "atari-replay-datasets"
 ATARI_PREFIX = "dqn"
+DEFAULT_DEADLINE = 600.0
 _EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-_CHUNK = 1 << 20
 _CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>\d+)\.gz$")
+_WAYS_OUT = (
+    "point at a reachable mirror with `bucket=` or STORAGE_EMULATOR_HOST=http://host:port, "
+    "or convert files already on disk with `local_dir=`"
+)
 
 
 def _storage() -> Any:
@@ -110,7 +132,8 @@ def _source_error(bucket: str, prefix: str, what: str) -> RemoteSourceError:
 
 
 def list_objects(
-    bucket: str, prefix: str, *, pattern: str | None = None, client: Any = None
+    bucket: str, prefix: str, *, pattern: str | None = None, client: Any = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> list[Any]:
     """List the objects under ``gs://bucket/prefix``, sorted by name.
 
@@ -119,21 +142,41 @@ def list_objects(
         prefix: object name prefix, e.g. ``"dqn/Pong/1/replay_logs/"``.
         pattern: optional ``fnmatch`` pattern on the name relative to ``prefix``.
         client: a storage client; an anonymous one by default.
+        deadline: seconds transient errors (resets, timeouts, 5xx) are retried for.
 
     Returns:
-        The matching ``Blob`` objects (with size and crc32c from the listing).
+        The matching ``Blob`` objects (with size and checksums from the listing).
 
     Raises:
+        SourceUnreachableError: the server cannot be reached (raised at the first
+            request, within about ``CONNECT_TIMEOUT`` seconds) or kept failing
+            for ``deadline`` seconds.
         RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
     """
+    deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
     exc = _api_exceptions()
+    where = _where(bucket, prefix)
     try:
-        blobs = list(client.list_blobs(bucket, prefix=prefix))
+        blobs = list(client.list_blobs(bucket, prefix=prefix, timeout=request_timeouts(deadline),
+                                       retry=make_retry(deadline, reached=False)))
     except exc.NotFound as err:
         raise _source_error(bucket, prefix, "bucket not found (HTTP 404)") from err
     except exc.Forbidden as err:
         raise _source_error(bucket, prefix, "access forbidden (HTTP 403)") from err
+    except exc.RetryError as err:
+        cause = err.cause if err.cause is not None else err
+        raise SourceUnreachableError(
+            f"{endpoint_of(client)} kept failing for {deadline:g} s while listing {where} "
+            f"({describe_error(cause)}); retry later, or {_WAYS_OUT}"
+        ) from cause
+    except Exception as err:
+        why = unreachable_cause(err)
+        if why is None:
+            raise
+        raise SourceUnreachableError(
+            f"cannot reach {endpoint_of(client)} ({why}) to list {where}; {_WAYS_OUT}"
+        ) from err
     blobs = [b for b in blobs if not b.name.endswith("/")]
     if pattern is not None:
         blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
@@ -164,100 +207,6 @@ def _relative_path(name: str, prefix: str, bucket: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _crc32c_update(checksum: Any, path: Path) -> Any:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            checksum.update(chunk)
-    return checksum
-
-
-def _encode(checksum: Any) -> str:
-    return base64.b64encode(checksum.digest()).decode("ascii")
-
-
-def file_crc32c(path: str | Path) -> str:
-    """CRC32C of a whole file, base64 of the big-endian digest (GCS style).
-
-    Args:
-        path: the file to hash.
-
-    Returns:
-        The checksum as GCS reports it in ``Blob.crc32c``.
-    """
-    import google_crc32c
-
-    return _encode(_crc32c_update(google_crc32c.Checksum(), Path(path)))
-
-
-class _HashingWriter:
-    """Append-only file wrapper: hashes and counts exactly the bytes it writes."""
-
-    def __init__(self, f: Any, checksum: Any, on_bytes: Callable[[int], None]) -> None:
-        self._f = f
-        self._checksum = checksum
-        self._on_bytes = on_bytes
-
-    def write(self, data: bytes) -> int:
-        n = self._f.write(data)
-        self._checksum.update(bytes(data))
-        self._on_bytes(len(data))
-        return n
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-
-def _fetch(blob: Any, final: Path, client: Any, retries: int, on_bytes: Callable[[int], None]) -> None:
-    """Bring ``final`` to a verified copy of ``blob``; resume any ``.part``.
-
-    The ``.part`` file is opened for appending only, so the checksum of the bytes
-    already there plus the bytes written through the wrapper is the whole file's.
-    """
-    import google_crc32c
-
-    if final.exists():
-        if final.stat().st_size == blob.size and blob.crc32c in (None, file_crc32c(final)):
-            on_bytes(blob.size)
-            logger.debug("%s is complete, skipping", final)
-            return
-        logger.warning("%s differs from gs://%s/%s; downloading again", final, blob.bucket.name, blob.name)
-    part = final.with_name(final.name + ".part")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(retries + 1):
-        have = part.stat().st_size if part.exists() else 0
-        if have > blob.size:
-            logger.warning("%s is larger than the object (%d > %d bytes); restarting", part, have, blob.size)
-            part.unlink()
-            have = 0
-        checksum = _crc32c_update(google_crc32c.Checksum(), part) if have else google_crc32c.Checksum()
-        on_bytes(have)
-        with open(part, "ab") as f:
-            if have < blob.size:
-                if have:
-                    logger.info("resuming %s from byte %d of %d", part, have, blob.size)
-                blob.download_to_file(
-                    _HashingWriter(f, checksum, on_bytes), client=client, start=have or None,
-                    raw_download=True, checksum=None,
-                )
-            f.flush()
-            os.fsync(f.fileno())
-            got = f.tell()
-        if got == blob.size and blob.crc32c in (None, _encode(checksum)):
-            os.replace(part, final)
-            return
-        logger.warning(
-            "crc32c mismatch for %s (attempt %d of %d, %d bytes, crc32c %s; expected %d bytes, %s); "
-            "downloading from scratch", part, attempt + 1, retries + 1, got, _encode(checksum),
-            blob.size, blob.crc32c,
-        )
-        on_bytes(-got)
-        part.unlink()
-    raise ChecksumMismatchError(
-        f"gs://{blob.bucket.name}/{blob.name} failed its crc32c check {retries + 1} times "
-        f"(expected {blob.crc32c}); check the network or the mirror and retry"
-    )
-
-
 def download_prefix(
     bucket: str,
     prefix: str,
@@ -269,11 +218,13 @@ def download_prefix(
     progress: bool = True,
     retries: int = 2,
     blobs: Iterable[Any] | None = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> list[Path]:
     """Download every object under ``gs://bucket/prefix`` into ``dest``.
 
     Files keep their names relative to ``prefix``. Interrupted downloads resume,
-    every file is verified against its crc32c, complete files are skipped.
+    every file is verified against its crc32c (else md5, else size), complete
+    files are skipped.
 
     Args:
         bucket: bucket name.
@@ -283,32 +234,43 @@ def download_prefix(
         threads: number of parallel downloads.
         client: a storage client; an anonymous one by default.
         progress: show a tqdm bar in bytes.
-        retries: fresh downloads allowed after a crc32c mismatch, per file.
+        retries: fresh downloads allowed after a checksum mismatch, per file.
         blobs: objects already listed under ``prefix`` (skips the listing;
             ``pattern`` still applies).
+        deadline: seconds an object may go without receiving data, transient
+            errors and their retries included, before the call fails; also the
+            listing's retry budget. Time spent receiving data does not count, so
+            large files on slow links are fine.
 
     Returns:
         The local paths, in object-name order.
 
     Raises:
+        SourceUnreachableError: the server cannot be reached (at the listing).
         RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
+        DownloadStalledError: an object got no data for ``deadline`` seconds; the
+            ``.part`` files are kept and a new call resumes them.
         ValueError: an object name would resolve outside ``dest``.
-        ChecksumMismatchError: a file kept failing its crc32c check.
+        ChecksumMismatchError: a file kept failing its checksum check.
     """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"`threads` must be a positive int, got {threads!r}")
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"`retries` must be a non-negative int, got {retries!r}")
+    deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
     if blobs is None:
-        blobs = list_objects(bucket, prefix, pattern=pattern, client=client)
+        blobs = list_objects(bucket, prefix, pattern=pattern, client=client, deadline=deadline)
     elif pattern is not None:
         blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
     blobs = list(blobs)
+    for b in blobs:
+        if not isinstance(b.size, int) or b.size < 0:
+            raise _source_error(bucket, b.name, f"the listing gives no valid size ({b.size!r})")
     dest = Path(dest)
     targets = [dest.joinpath(_relative_path(b.name, prefix, bucket)) for b in blobs]
     dest.mkdir(parents=True, exist_ok=True)
-    total = sum(b.size or 0 for b in blobs)
+    total = sum(b.size for b in blobs)
     logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, _where(bucket, prefix), dest)
     exc = _api_exceptions()
     lock = threading.Lock()
@@ -319,21 +281,28 @@ def download_prefix(
             with lock:
                 bar.update(n)
 
+        t = Transfer(client=client, retries=retries, deadline=deadline, on_bytes=on_bytes,
+                      cancel=threading.Event())
+
         def one(i: int) -> None:
             try:
-                _fetch(blobs[i], targets[i], client, retries, on_bytes)
+                fetch_object(blobs[i], targets[i], t)
             except (exc.NotFound, exc.Forbidden) as err:
                 raise _source_error(bucket, blobs[i].name, f"object unreadable ({err.code})") from err
 
         with ThreadPoolExecutor(max_workers=min(threads, max(len(blobs), 1))) as pool:
             futures = [pool.submit(one, i) for i in range(len(blobs))]
             try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()  # files already started finish; .part files resume later
-                raise
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:  # on a failure or an interrupt: stop the others; .part files resume later
+                if not all(f.done() and f.exception() is None for f in futures):
+                    t.cancel.set()
+                    for future in futures:
+                        future.cancel()
+        for future in futures:
+            err = None if future.cancelled() else future.exception()
+            if err is not None and not isinstance(err, Cancelled):
+                raise err
     return targets
 
 
@@ -352,7 +321,8 @@ def _checkpoint_of(name: str) -> int | None:
 
 
 def list_atari_checkpoints(
-    game: str, run: int, *, bucket: str = ATARI_BUCKET, prefix: str = ATARI_PREFIX, client: Any = None
+    game: str, run: int, *, bucket: str = ATARI_BUCKET, prefix: str = ATARI_PREFIX, client: Any = None,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> list[int]:
     """Checkpoint indices available for one Atari DQN replay run, sorted.
 
@@ -362,12 +332,17 @@ def list_atari_checkpoints(
         bucket: bucket to read (a mirror's name to use a mirror).
         prefix: top-level prefix inside the bucket.
         client: a storage client; an anonymous one by default.
+        deadline: seconds transient listing errors are retried for.
 
     Returns:
         Sorted checkpoint indices found in object names ``*_ckpt.<i>.gz``.
+
+    Raises:
+        SourceUnreachableError: the server cannot be reached.
+        RemoteSourceError: the run is missing, forbidden or empty.
     """
     run_prefix = atari_run_prefix(game, run, prefix)
-    blobs = list_objects(bucket, run_prefix, client=client)
+    blobs = list_objects(bucket, run_prefix, client=client, deadline=deadline)
     return sorted({c for c in map(_checkpoint_of, (b.name for b in blobs)) if c is not None})
 
 
@@ -383,6 +358,7 @@ def download_atari_run(
     client: Any = None,
     progress: bool = True,
     retries: int = 2,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> list[Path]:
     """Download one run of the Atari DQN Replay Dataset's ``replay_logs``.
 
@@ -398,18 +374,22 @@ def download_atari_run(
         threads: number of parallel downloads.
         client: a storage client; an anonymous one by default.
         progress: show a tqdm bar in bytes.
-        retries: fresh downloads allowed after a crc32c mismatch, per file.
+        retries: fresh downloads allowed after a checksum mismatch, per file.
+        deadline: seconds an object may go without data (see :func:`download_prefix`).
 
     Returns:
         The local paths, in object-name order.
 
     Raises:
+        SourceUnreachableError: the server cannot be reached.
         RemoteSourceError: the run is missing, forbidden or empty.
+        DownloadStalledError: a file got no data for ``deadline`` seconds (``.part`` kept).
         ValueError: a requested checkpoint does not exist, or a hostile object name.
     """
     run_prefix = atari_run_prefix(game, run, prefix)
+    deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
-    blobs = list_objects(bucket, run_prefix, client=client)
+    blobs = list_objects(bucket, run_prefix, client=client, deadline=deadline)
     if checkpoints is not None:
         wanted = set()
         for c in checkpoints:
@@ -426,5 +406,5 @@ def download_atari_run(
         blobs = [b for b in blobs if _checkpoint_of(b.name) in wanted]
     return download_prefix(
         bucket, run_prefix, dest, threads=threads, client=client,
-        progress=progress, retries=retries, blobs=blobs,
+        progress=progress, retries=retries, blobs=blobs, deadline=deadline,
     )

@@ -1,8 +1,12 @@
-"""Errors raised while fetching files from Google Cloud Storage."""
+"""Errors raised while fetching files from Google Cloud Storage.
+
+Every message is one line naming what was tried (host, bucket, object), what
+happened, and the way out.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ChecksumMismatchError", "RemoteSourceError"]
+__all__ = ["ChecksumMismatchError", "DownloadStalledError", "RemoteSourceError", "SourceUnreachableError"]
 
 
 class RemoteSourceError(FileNotFoundError):
@@ -13,5 +17,25 @@ class RemoteSourceError(FileNotFoundError):
     """
 
 
+class SourceUnreachableError(RemoteSourceError):
+    """The storage server could not be reached at all: name resolution failed,
+    the connection was refused or timed out.
+
+    Raised at the first request, without retrying. The message names the
+    endpoint tried and the two ways out: a reachable mirror (``bucket=`` or
+    ``STORAGE_EMULATOR_HOST``) or files already on disk (``local_dir=``).
+    """
+
+
+class DownloadStalledError(OSError):
+    """A reachable server stopped making progress for longer than the deadline.
+
+    Connection resets, refused reconnects, read timeouts and server errors were
+    retried until ``deadline`` seconds passed without a byte arriving. The
+    message names the object and the last cause; the partial ``.part`` files
+    are kept, so running the download again resumes them.
+    """
+
+
 class ChecksumMismatchError(OSError):
-    """A downloaded file kept failing its crc32c check after every retry."""
+    """A downloaded file kept failing its checksum check after every retry."""
