@@ -8,7 +8,7 @@ import pytest
 from tensordict import TensorDict
 
 from torchrl_ext import FormatError, ShardedStorage, read_manifest
-from torchrl_ext.format import MANIFEST_NAME
+from torchrl_ext.format import MANIFEST_NAME, manifest_crc
 from torchrl_ext.synthetic import obs_value, write_synthetic
 
 
@@ -17,11 +17,24 @@ def root(tmp_path):
     return write_synthetic(tmp_path / "ds", episodes=4, length=6, obs_shape=(3,), shard_rows=5)
 
 
+def _write(root, raw):
+    """Writes an edited manifest, re-signed as a careful hand edit would (see test_unsigned_edit)."""
+    raw["manifest_crc"] = manifest_crc(raw)
+    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+
+
 def _edit(root, **changes):
-    path = root / MANIFEST_NAME
-    raw = json.loads(path.read_text())
+    raw = json.loads((root / MANIFEST_NAME).read_text())
     raw.update(changes)
-    path.write_text(json.dumps(raw))
+    _write(root, raw)
+
+
+def test_unsigned_edit_is_refused(root):
+    raw = json.loads((root / MANIFEST_NAME).read_text())
+    raw["source"] = {"kind": "edited"}
+    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(FormatError, match="the manifest's checksum .* does not match its content"):
+        ShardedStorage(root)
 
 
 def test_manifest_round_trip(root):
@@ -50,7 +63,7 @@ def test_unknown_version_is_refused(root):
 def test_unknown_encoding_is_refused(root):
     raw = json.loads((root / MANIFEST_NAME).read_text())
     raw["schema"][0]["encoding"] = "h264"
-    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    _write(root, raw)
     with pytest.raises(FormatError, match="uses encoding 'h264', this reader knows"):
         ShardedStorage(root)
 
@@ -58,7 +71,7 @@ def test_unknown_encoding_is_refused(root):
 def test_hand_edited_rows_are_detected(root):
     raw = json.loads((root / MANIFEST_NAME).read_text())
     raw["shards"][0]["rows"] = 7
-    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    _write(root, raw)
     with pytest.raises(FormatError, match=r"observation.memmap: expected 21 bytes .* found 15"):
         ShardedStorage(root)
 
@@ -66,7 +79,7 @@ def test_hand_edited_rows_are_detected(root):
 def test_path_escaping_the_dataset_is_refused(root):
     raw = json.loads((root / MANIFEST_NAME).read_text())
     raw["shards"][0]["dir"] = "../elsewhere"
-    (root / MANIFEST_NAME).write_text(json.dumps(raw))
+    _write(root, raw)
     with pytest.raises(FormatError, match="expected a relative path inside the dataset"):
         ShardedStorage(root)
 

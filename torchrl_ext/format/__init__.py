@@ -5,7 +5,7 @@ artifact live in this package, in pairs; everything else goes through them:
 :mod:`.manifest` (``dataset.json``), :mod:`.columns` (column files and the
 dtype table), :mod:`.checksum` and :mod:`.shard` (shard checksums),
 :mod:`.event_log` (event logs), :mod:`.files` (atomic replacement). Encoded
-column files are specified in :mod:`torchrl_ext.encodings.chunked`.
+column files are specified in :mod:`torchrl_ext.encodings.chunk_format`.
 
 Layout of a dataset rooted at ``<root>``::
 
@@ -64,6 +64,10 @@ Manifest (``dataset.json``, UTF-8 JSON object):
     The writer's row budget per shard (a resuming writer keeps it).
 ``source``
     Free-form JSON object describing where the data came from.
+``manifest_crc``
+    (version 2) ``"crc32:<hex>"`` of the canonical JSON of every other field
+    (sorted keys, no spaces, ASCII): a manifest edited by hand or damaged is
+    refused instead of describing the files wrongly.
 ``encodings``
     Optional list of ``{"key", "encoding", "options"}``: encodings requested
     when the dataset was created, applied to those keys when the first
@@ -98,6 +102,7 @@ from .manifest import (
     Manifest,
     ShardInfo,
     final_columns,
+    manifest_crc,
     read_manifest,
     write_manifest,
 )
@@ -111,7 +116,7 @@ __all__ = [
     # errors
     "FormatError",
     # manifest
-    "Key", "Column", "ShardInfo", "Manifest", "read_manifest", "write_manifest", "final_columns",
+    "Key", "Column", "ShardInfo", "Manifest", "read_manifest", "write_manifest", "final_columns", "manifest_crc",
     # column files
     "column_path", "column_files", "open_column", "write_td_meta", "validate_shards",
     # checksums

@@ -2,7 +2,7 @@
 
 A ``raw`` column is one C-contiguous file ``<leaf>.memmap`` of ``rows`` rows;
 an encoded column is the pair ``<leaf>.chunks`` / ``<leaf>.index`` specified
-in :mod:`torchrl_ext.encodings.chunked`. Nested keys are subdirectories.
+in :mod:`torchrl_ext.encodings.chunk_format`. Nested keys are subdirectories.
 """
 
 from __future__ import annotations

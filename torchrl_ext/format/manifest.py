@@ -28,6 +28,7 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "final_columns",
+    "manifest_crc",
     "FINAL_ROW",
 ]
 
@@ -289,6 +290,11 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         raise FormatError(
             f"{where}: num_rows={manifest.num_rows} but the shards hold {manifest.stored_rows} rows"
         )
+    if version >= 2 and raw.get("manifest_crc") != manifest_crc(raw):
+        raise FormatError(
+            f"{where}: the manifest's checksum {raw.get('manifest_crc')!r} does not match its "
+            f"content ({manifest_crc(raw)}); it was edited or damaged: restore it from a copy"
+        )
     keys = [c.key for c in schema]
     if len(set(keys)) != len(keys):
         raise FormatError(f"{where}: the schema lists a column twice: {keys}")
@@ -298,10 +304,21 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     return manifest
 
 
+def manifest_crc(body: dict[str, Any]) -> str:
+    """Self-checksum of a manifest: crc32 of its canonical JSON without ``manifest_crc``."""
+    import zlib
+
+    fields = {k: v for k, v in body.items() if k != "manifest_crc"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"crc32:{zlib.crc32(canonical.encode('ascii')):08x}"
+
+
 def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
     """Replaces ``<root>/dataset.json`` atomically (write, fsync, rename)."""
     manifest.format_version = FORMAT_VERSION
-    atomic_write_json(Path(root) / MANIFEST_NAME, manifest.to_json(), indent=1)
+    body = manifest.to_json()
+    body["manifest_crc"] = manifest_crc(body)
+    atomic_write_json(Path(root) / MANIFEST_NAME, body, indent=1)
 
 
 def final_columns(manifest: Manifest) -> list[Column]:
