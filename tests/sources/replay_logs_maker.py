@@ -3,9 +3,15 @@
 ``make_replay_logs`` plays random episodes into a circular buffer exactly as
 Dopamine's ``OutOfGraphReplayBuffer`` + batch_rl's ``OutOfGraphLoggedReplayBuffer``
 do (``stack_size - 1`` zero transitions before every episode, row ``g % C``,
-a log after a real add when ``add_count % C == C - 1``, an optional final
-partial checkpoint) and returns its own record of every transition, so tests
-can compute the expected episodes independently of the converter.
+a log after a real add when ``add_count % C == C - 1``, and at the end of
+training ``log_final_buffer``, which stores the cursor ``add_count % C`` as the
+add count) and returns its own record of every transition, so tests can
+compute the expected episodes independently of the converter.
+
+``final="running_total"`` writes the last file with the true add count
+instead (the layout of Dopamine's own checkpoints); ``lose_laps`` skips the
+regular log of those laps, as happens when padding jumps over the log point;
+``stop_at`` ends training at the first add that reaches that many transitions.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Log:
+    index: int
+    stored: int  # what add_count_ckpt.<index>.gz holds
+    add_count: int  # the true number of transitions added when it was written
 
 
 @dataclass
@@ -27,13 +40,14 @@ class ReplayRecord:
     action: np.ndarray
     reward: np.ndarray
     terminal: np.ndarray
-    logs: list[tuple[int, int]]  # (checkpoint index, add_count)
+    logs: list[Log]
     capacity: int
 
     def expected_episodes(self, checkpoints: list[int] | None = None) -> list[dict]:
-        """The episodes a correct conversion of ``checkpoints`` must produce, in order."""
+        """The episodes a correct conversion of ``checkpoints`` must produce, in time order."""
         c = self.capacity
-        windows = sorted((max(0, n - c), n) for i, n in self.logs if checkpoints is None or i in checkpoints)
+        windows = sorted((max(0, g.add_count - c), g.add_count) for g in self.logs
+                         if checkpoints is None or g.index in checkpoints)
         segments: list[list[int]] = []
         for a, b in windows:
             if segments and a <= segments[-1][1]:
@@ -64,6 +78,12 @@ class ReplayRecord:
                 })
         return out
 
+    def episode_at(self, g: int) -> tuple[int, int]:
+        """``(first, stop)`` transitions of the episode holding transition ``g``."""
+        ep = self.episode[g]
+        idx = np.flatnonzero(self.episode == ep)
+        return int(idx[0]), int(idx[-1]) + 1
+
 
 def _save(path: Path, arr: np.ndarray) -> None:
     with gzip.open(path, "wb", compresslevel=1) as f:
@@ -79,11 +99,17 @@ def make_replay_logs(
     stack_size: int = 4,
     update_horizon: int = 1,
     obs_shape: tuple[int, ...] = (84, 84),
-    final_partial: bool = True,
+    final: str | None = "batch_rl",
     cut_last: bool = True,
+    stop_at: int | None = None,
+    lose_laps: tuple[int, ...] = (),
     seed: int = 0,
 ) -> ReplayRecord:
-    """Writes ``<dest>/replay_logs`` and returns the record of what was added."""
+    """Writes ``<dest>/replay_logs`` and returns the record of what was added.
+
+    With ``stop_at``, episodes are played until the add that reaches ``stop_at``
+    transitions (``num_episodes`` is then an upper bound, ``cut_last`` ignored).
+    """
     rng = np.random.default_rng(seed)
     d = Path(dest) / "replay_logs"
     d.mkdir(parents=True, exist_ok=True)
@@ -93,18 +119,18 @@ def make_replay_logs(
         "reward": np.zeros(c, np.float32), "terminal": np.zeros(c, np.uint8),
     }
     rec: dict[str, list] = {k: [] for k in ("episode", "step", "obs", "action", "reward", "terminal")}
-    logs: list[tuple[int, int]] = []
+    logs: list[Log] = []
     add_count = 0
 
-    def log() -> None:
+    def log(stored: int) -> None:
         i = len(logs)
         for name, arr in store.items():
             _save(d / f"$store$_{name}_ckpt.{i}.gz", arr)
-        _save(d / f"add_count_ckpt.{i}.gz", np.array(add_count, dtype=np.int64))
+        _save(d / f"add_count_ckpt.{i}.gz", np.array(stored, dtype=np.int64))
         cursor = add_count % c
         inv = np.array([(cursor - update_horizon + k) % c for k in range(stack_size + update_horizon)], np.int64)
         _save(d / f"invalid_range_ckpt.{i}.gz", inv)
-        logs.append((i, add_count))
+        logs.append(Log(i, stored, add_count))
 
     def put(ep: int, step: int, obs, action: int, reward: float, terminal: int) -> None:
         nonlocal add_count
@@ -118,9 +144,10 @@ def make_replay_logs(
         add_count += 1
 
     zero = np.zeros(obs_shape, np.uint8)
-    for ep in range(num_episodes):
+    done = False
+    for ep in range(num_episodes if stop_at is None else 1 << 30):
         length = int(rng.integers(1, 2 * mean_len))
-        last = ep == num_episodes - 1
+        last = stop_at is None and ep == num_episodes - 1
         for t in range(length):
             if add_count == 0 or store["terminal"][(add_count - 1) % c]:
                 for _ in range(stack_size - 1):
@@ -129,10 +156,19 @@ def make_replay_logs(
             reward = float(rng.choice([-1.0, 0.0, 0.0, 0.0, 1.0]))
             terminal = int(t == length - 1 and not (last and cut_last))
             put(ep, t, obs, int(rng.integers(0, 18)), reward, terminal)
-            if add_count % c == c - 1:
-                log()
-    if final_partial and add_count % c != c - 1:
-        log()
+            if add_count % c == c - 1 and add_count // c not in lose_laps:
+                log(add_count)
+            if stop_at is not None and add_count >= stop_at:
+                done = True
+                break
+        if done:
+            break
+    if final == "batch_rl":
+        log(add_count % c)
+    elif final == "running_total" and add_count % c != c - 1:
+        log(add_count)
+    elif final not in (None, "batch_rl", "running_total"):
+        raise ValueError(f"`final` must be 'batch_rl', 'running_total' or None, got {final!r}")
     return ReplayRecord(
         episode=np.asarray(rec["episode"], np.int64), step=np.asarray(rec["step"], np.int64),
         obs=np.stack(rec["obs"]), action=np.asarray(rec["action"], np.int32),

@@ -7,11 +7,13 @@ from .atari_dqn import (
     resolve_replay_dir,
 )
 from .frame_stack import FrameStackStorage
+from .multi_run import MultiRunStorage
 
 __all__ = [
     "ATARI_GAMES",
     "AtariDQNExperienceReplay",
     "FrameStackStorage",
+    "MultiRunStorage",
     "prepare_atari_dqn",
     "resolve_replay_dir",
 ]

@@ -1,4 +1,4 @@
-"""``AtariDQNExperienceReplay``: TorchRL's Atari DQN dataset constructor over a sharded dataset.
+"""``AtariDQNExperienceReplay``: TorchRL's Atari DQN dataset constructor over sharded datasets.
 
 Samples hold ``observation`` uint8 ``[84, 84]`` (``[stack, 84, 84]`` with
 ``stack``), ``action`` int32, ``done``/``terminated``/``truncated`` bool ``[1]``,
@@ -6,14 +6,23 @@ Samples hold ``observation`` uint8 ``[84, 84]`` (``[stack, 84, 84]`` with
 ``("next", "done"/"terminated"/"truncated")`` bool ``[1]``, plus ``episode``,
 ``step`` and ``index``. Unlike ``torchrl.data.datasets.AtariDQNExperienceReplay``
 it never samples padding rows, never mixes episodes across checkpoint
-boundaries, and reads each frame once per sample.
+boundaries, keeps the run's last (final) checkpoint, and reads each frame
+once per sample.
+
+Several runs or games at once: pass a list of ids (``["Pong/1", "Pong/2",
+"Breakout/1"]``). The buffer samples uniformly over the transitions of all of
+them (one :class:`MultiRunStorage`; episode ids are unique across runs, frame
+stacks and slices never cross a run). To weight games instead, build one buffer
+per id and combine them with TorchRL's ``ReplayBufferEnsemble(*buffers, p=...)``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +34,16 @@ from torchrl.data.replay_buffers import (
     TensorDictReplayBuffer,
 )
 
-from ..sources.atari_dqn import DONE_NAME, convert_replay_logs, list_checkpoints
 from ..preprocessing import preprocess_buffer
+from ..sources.atari_dqn import (
+    CONVERTER_VERSION,
+    DONE_NAME,
+    convert_atari_run,
+    convert_atari_runs,
+    resolve_replay_dir,
+)
 from .frame_stack import FrameStackStorage
+from .multi_run import MultiRunStorage
 
 __all__ = ["ATARI_GAMES", "AtariDQNExperienceReplay", "prepare_atari_dqn", "resolve_replay_dir"]
 
@@ -60,24 +76,29 @@ def _parse_id(dataset_id: Any) -> tuple[str, int]:
     return game, int(run)
 
 
-def resolve_replay_dir(local_dir: str | os.PathLike, game: str, run: int) -> Path:
-    """Finds the replay logs of ``game``/``run`` under ``local_dir``.
+def _ids(dataset_id: Any) -> list[str]:
+    ids = [dataset_id] if isinstance(dataset_id, str) else list(dataset_id) if isinstance(dataset_id, Sequence) else [dataset_id]
+    if not ids:
+        raise ValueError("`dataset_id` is an empty list; expected '<game>/<run>' ids such as ['Pong/1', 'Pong/2']")
+    for i in ids:
+        _parse_id(i)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"`dataset_id` must not repeat a run, got {ids!r}")
+    return ids
 
-    Accepts the bucket layout (``<local_dir>/<game>/<run>/replay_logs``), a run
-    directory, or the ``replay_logs`` directory itself.
-    """
-    base = Path(local_dir)
-    for cand in (base / game / str(run) / "replay_logs", base / game / str(run), base):
-        if cand.is_dir() and list_checkpoints(cand):
-            return cand
-    raise FileNotFoundError(
-        f"{base}: no replay logs for {game}/{run}; expected {base}/{game}/{run}/replay_logs/"
-        "$store$_observation_ckpt.<i>.gz or the files directly in it"
-    )
+
+def _is_done(path: Path) -> bool:
+    done = path / DONE_NAME
+    if not done.is_file():
+        return False
+    if json.loads(done.read_text(encoding="utf-8")).get("converter") != CONVERTER_VERSION:
+        logger.warning("%s was converted by an older version that dropped each run's final checkpoint; "
+                       "pass download='force' to convert it again", path)
+    return True
 
 
 def prepare_atari_dqn(
-    dataset_id: str,
+    dataset_id: str | Sequence[str],
     root: str | os.PathLike,
     *,
     download: bool | str = True,
@@ -87,45 +108,56 @@ def prepare_atari_dqn(
     checkpoints: list[int] | None = None,
     num_procs: int = 1,
     keep_download: bool = False,
-) -> Path:
-    """Downloads (or reads ``local_dir``) and converts one run; returns the dataset directory."""
-    game, run = _parse_id(dataset_id)
-    path = Path(root) / game / str(run)
-    if download == "force" and path.exists():
-        shutil.rmtree(path)
-    if (path / DONE_NAME).is_file():
-        return path
-    if not download and local_dir is None:
+    encodings: dict[str, Any] | None = None,
+    executor: str = "process",
+    address: str | None = None,
+) -> Path | list[Path]:
+    """Converts runs that are not converted yet; returns the dataset directory (a list for a list of ids).
+
+    Args:
+        dataset_id: ``"<game>/<run>"`` or a list of them.
+        root: directory of converted runs (``<root>/<game>/<run>``).
+        download: ``True`` (convert what is missing), ``False`` (require converted runs,
+            unless ``local_dir`` is given) or ``"force"`` (convert again).
+        local_dir: read replay logs from here instead of the bucket.
+        bucket, prefix: the bucket and top-level prefix (a mirror's, for example).
+        checkpoints: convert only these checkpoint indices.
+        num_procs: runs converted at once when several need converting.
+        keep_download: download the ``.gz`` files into ``<root>/.downloads`` and keep them
+            (default: stream them, nothing is stored but the datasets).
+        encodings: column encodings of new datasets, e.g. ``{"observation": "zstd"}``.
+        executor, address: as in :func:`~torchrl_ext.sources.convert_atari_runs`.
+    """
+    ids = _ids(dataset_id)
+    root = Path(root)
+    paths = [root / g / str(r) for g, r in map(_parse_id, ids)]
+    todo = [i for i, p in zip(ids, paths) if download == "force" or not _is_done(p)]
+    if todo and not download and local_dir is None:
         raise FileNotFoundError(
-            f"{path}: no converted dataset for {dataset_id}; pass download=True, or local_dir= "
+            f"{paths[ids.index(todo[0])]}: no converted dataset for {todo[0]}; pass download=True, or local_dir= "
             "with the replay logs"
         )
-    downloaded = None
-    if local_dir is not None:
-        src = resolve_replay_dir(local_dir, game, run)
+    kw = {"local_dir": local_dir, "bucket": bucket, "prefix": prefix, "checkpoints": checkpoints,
+          "keep_download": keep_download, "encodings": encodings, "force": download == "force"}
+    if len(todo) > 1 and (num_procs > 1 or executor == "ray"):
+        convert_atari_runs(todo, root, executor=executor, num_workers=max(1, int(num_procs)), address=address, **kw)
     else:
-        from ..sources.gcs import download_atari_run
-
-        downloaded = Path(root) / ".downloads" / game / str(run)
-        kw = {k: v for k, v in (("bucket", bucket), ("prefix", prefix)) if v is not None}
-        download_atari_run(game, run, downloaded / "replay_logs", checkpoints=checkpoints, **kw)
-        src = downloaded
-    convert_replay_logs(src, path, checkpoints=checkpoints, num_procs=max(1, int(num_procs)),
-                        game=game, run=run)
-    if downloaded is not None and not keep_download:
-        shutil.rmtree(downloaded, ignore_errors=True)
-    return path
+        for i in todo:
+            convert_atari_run(i, root, **kw)
+    return paths[0] if isinstance(dataset_id, str) else paths
 
 
 class AtariDQNExperienceReplay(TensorDictReplayBuffer):
-    """The Atari DQN Replay Dataset as a TorchRL replay buffer over a sharded dataset.
+    """The Atari DQN Replay Dataset as a TorchRL replay buffer over sharded datasets.
 
     Same constructor as ``torchrl.data.datasets.AtariDQNExperienceReplay``; the
-    logs come from the public bucket without gsutil (or from ``local_dir``) and
-    are converted once, streaming and resumably, into ``<root>/<game>/<run>``.
+    logs are streamed from the public bucket without gsutil (or read from
+    ``local_dir``) and converted once, in one pass and resumably, into
+    ``<root>/<game>/<run>``.
 
     Args:
-        dataset_id: ``"<game>/<run>"``, e.g. ``"Pong/5"`` (see :attr:`available_datasets`).
+        dataset_id: ``"<game>/<run>"``, e.g. ``"Pong/5"`` (see :attr:`available_datasets`),
+            or a list of them: one buffer sampling uniformly over all their transitions.
         batch_size: default sample size.
 
     Keyword Args:
@@ -133,7 +165,7 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         download: ``True`` (if missing), ``False`` or ``"force"`` (convert again).
         sampler, writer, transform: as in ``TensorDictReplayBuffer``; the writer
             defaults to ``ImmutableDatasetWriter``.
-        num_procs: processes decompressing checkpoints in parallel.
+        num_procs: runs converted at once (processes) when several need converting.
         num_slices, slice_len, strict_len, replacement: build a ``SliceSampler``
             (``SliceSamplerWithoutReplacement``) over episodes when no sampler is given.
         mp_start_method: accepted for compatibility (conversion uses ``spawn``).
@@ -142,6 +174,8 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         bucket, prefix: the GCS bucket and top-level prefix (a mirror's, for example).
         local_dir: read replay logs from here instead of downloading.
         checkpoints: convert only these checkpoint indices.
+        keep_download: keep the downloaded ``.gz`` files in ``<root>/.downloads`` (default: stream).
+        encodings: column encodings of new datasets, e.g. ``{"observation": "zstd"}``.
         **kwargs: passed to ``TensorDictReplayBuffer`` (``prefetch``, ``pin_memory``, ...).
     """
 
@@ -151,7 +185,7 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
 
     def __init__(
         self,
-        dataset_id: str,
+        dataset_id: str | Sequence[str],
         batch_size: int | None = None,
         *,
         root: str | Path | None = None,
@@ -171,6 +205,8 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         prefix: str | None = None,
         local_dir: str | Path | None = None,
         checkpoints: list[int] | None = None,
+        keep_download: bool = False,
+        encodings: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if download not in (True, False, "force"):
@@ -178,11 +214,18 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         self.dataset_id = dataset_id
         self.root = Path(root) if root is not None else Path.home() / ".cache" / "torchrl_ext" / "atari"
         self.mp_start_method = mp_start_method
-        self.dataset_path = prepare_atari_dqn(
-            dataset_id, self.root, download=download, local_dir=local_dir, bucket=bucket,
-            prefix=prefix, checkpoints=checkpoints, num_procs=num_procs,
+        paths = prepare_atari_dqn(
+            _ids(dataset_id), self.root, download=download, local_dir=local_dir, bucket=bucket,
+            prefix=prefix, checkpoints=checkpoints, num_procs=max(1, int(num_procs)),
+            keep_download=keep_download, encodings=encodings,
         )
-        storage = FrameStackStorage(self.dataset_path, stack=stack, pad=stack_pad)
+        parts = [FrameStackStorage(p, stack=stack, pad=stack_pad) for p in paths]
+        if isinstance(dataset_id, str):
+            self.dataset_path = paths[0]
+            storage = parts[0]
+        else:
+            self.dataset_path = paths
+            storage = MultiRunStorage(parts, names=list(dataset_id))
         if sampler is None:
             if num_slices is not None or slice_len is not None:
                 cls = SliceSampler if replacement else SliceSamplerWithoutReplacement
@@ -211,8 +254,11 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         """TorchRL's ``preprocess``: writes ``fn`` over every row into a new sharded dataset at ``dest``.
 
         Returns the new storage, as TorchRL does; pass ``swap=True`` to also make this
-        buffer sample from it. See :func:`torchrl_ext.preprocess`.
+        buffer sample from it. See :func:`torchrl_ext.preprocess`. One run at a time.
         """
+        if isinstance(self._storage, MultiRunStorage):
+            raise ValueError("preprocess works on one run; build one AtariDQNExperienceReplay per id and "
+                             "preprocess each")
         return preprocess_buffer(self, fn, dim, num_workers, dest=dest, chunksize=chunksize,
                                  num_chunks=num_chunks, pool=pool, generator=generator,
                                  max_tasks_per_child=max_tasks_per_child, worker_threads=worker_threads,

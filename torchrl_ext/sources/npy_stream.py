@@ -6,11 +6,17 @@ header length (``uint16`` in version 1.0, ``uint32`` in 2.0/3.0), then an ASCII
 (3.0: UTF-8) Python dict literal with ``descr``, ``fortran_order`` and
 ``shape``, padded with spaces and a newline; the raw payload follows.
 
-:func:`copy_npy` parses the header from the decompressed stream and copies the
-payload in bounded chunks straight into a destination file, so peak memory is
-one chunk whatever the array size. Object dtypes (pickles) are refused.
+:class:`NpyGzReader` parses the header from the decompressed stream and hands
+out the payload in caller-sized pieces (``readinto`` straight into the
+caller's array, ``skip``), so peak memory is whatever the caller asks for,
+whatever the array size; :meth:`NpyGzReader.finish` checks that the payload
+was complete and nothing follows it. The source is a path or any binary file
+object (a network stream, for example). :func:`copy_npy` and
+:func:`load_npy_gz` are built on it. Object dtypes (pickles) are refused.
 Decompression uses ``isal.igzip`` when installed (several times faster than
-``gzip``), else the standard library.
+``gzip``), else the standard library; ``threaded=True`` inflates in a
+background thread (``isal.igzip_threaded``) so decompression overlaps with
+whatever the caller does with the bytes.
 """
 
 from __future__ import annotations
@@ -27,14 +33,24 @@ import numpy as np
 
 try:  # optional: Intel ISA-L bindings, a much faster inflate
     from isal import igzip as _gzip_impl
+    from isal import igzip_threaded as _threaded_impl
     from isal import isal_zlib as _isal_zlib
 
     _EXTRA_ERRORS: tuple[type[BaseException], ...] = (_isal_zlib.error,)
 except ImportError:  # pragma: no cover - depends on the environment
     _gzip_impl = gzip
+    _threaded_impl = None
     _EXTRA_ERRORS = ()
 
-__all__ = ["GZIP_BACKEND", "NpyHeader", "copy_npy", "load_npy_gz", "open_gzip", "read_npy_header"]
+__all__ = [
+    "GZIP_BACKEND",
+    "NpyGzReader",
+    "NpyHeader",
+    "copy_npy",
+    "load_npy_gz",
+    "open_gzip",
+    "read_npy_header",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +74,18 @@ class NpyHeader:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
-def open_gzip(path: str | os.PathLike) -> IO[bytes]:
-    """Opens a gzip file for streaming reads with the fastest available backend."""
-    return _gzip_impl.open(os.fspath(path), "rb")
+def open_gzip(src: str | os.PathLike | IO[bytes], *, threaded: bool = False) -> IO[bytes]:
+    """Opens a gzip path or binary file object for streaming reads with the fastest backend.
+
+    Args:
+        src: a path, or a readable binary file object positioned at the gzip data.
+        threaded: inflate in a background thread (``isal`` only; ignored without it).
+    """
+    if threaded and _threaded_impl is not None:
+        return _threaded_impl.open(src if hasattr(src, "read") else os.fspath(src), "rb", threads=1)
+    if hasattr(src, "read"):
+        return _gzip_impl.GzipFile(fileobj=src, mode="rb")
+    return _gzip_impl.open(os.fspath(src), "rb")
 
 
 def _read_exact(stream: IO[bytes], n: int, name: str, what: str) -> bytes:
@@ -122,8 +147,120 @@ def _check(header: NpyHeader, name: str, dtype: Any, ndim: int | None, tail: tup
         raise ValueError(f"{name}: Fortran-ordered arrays are not supported; expected C order")
 
 
+class NpyGzReader:
+    """The payload of one gzip-wrapped ``.npy`` array, read front to back in caller-sized pieces.
+
+    Args:
+        src: a path or a readable binary file object holding the gzip data.
+        name: how errors name the source (default: the path).
+        dtype, ndim, tail: expected dtype, number of dimensions and per-row shape.
+        threaded: inflate in a background thread (see :func:`open_gzip`).
+
+    Every error is a ``ValueError`` naming the source: corrupt or truncated gzip,
+    bad header, unexpected dtype or shape, a short payload, trailing data.
+
+    Example:
+        >>> import gzip, io
+        >>> buf = io.BytesIO(); np.save(buf, np.arange(6, dtype=np.int32))
+        >>> with NpyGzReader(io.BytesIO(gzip.compress(buf.getvalue())), dtype=np.int32, ndim=1) as r:
+        ...     head = np.empty(2, np.int32); r.readinto(memoryview(head.view(np.uint8))); r.skip(8)
+        ...     rest = np.empty(2, np.int32); r.readinto(memoryview(rest.view(np.uint8))); r.finish()
+        >>> head.tolist(), rest.tolist(), r.header.shape
+        ([0, 1], [4, 5], (6,))
+    """
+
+    def __init__(self, src: str | os.PathLike | IO[bytes], *, name: str | None = None, dtype: Any = None,
+                 ndim: int | None = None, tail: tuple[int, ...] | None = None, threaded: bool = False) -> None:
+        self.name = name if name is not None else (os.fspath(src) if not hasattr(src, "read") else "<stream>")
+        self._stream: IO[bytes] | None = None
+        self._scratch: bytearray | None = None
+        try:
+            self._stream = open_gzip(src, threaded=threaded)
+            self.header = read_npy_header(self._stream, self.name)
+        except ValueError:
+            self.close()
+            raise
+        except _DECOMPRESS_ERRORS as err:
+            self.close()
+            raise self._gzip_error(err) from err
+        self.left = self.header.nbytes
+        try:
+            _check(self.header, self.name, dtype, ndim, tail)
+        except ValueError:
+            self.close()
+            raise
+
+    def _gzip_error(self, err: BaseException) -> ValueError:
+        return ValueError(f"{self.name}: not a valid gzip stream ({err}); download the file again")
+
+    def _truncated(self, got: int) -> ValueError:
+        h = self.header
+        return ValueError(
+            f"{self.name}: truncated npy payload: expected {h.nbytes} bytes for shape {h.shape}, "
+            f"found {got}; download the file again"
+        )
+
+    def readinto(self, view: memoryview) -> None:
+        """Fills ``view`` (a byte view) with the next ``len(view)`` payload bytes."""
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        n = view.nbytes
+        if n > self.left:
+            raise ValueError(f"{self.name}: asked for {n} bytes, only {self.left} of the npy payload are left")
+        at = 0
+        try:
+            while at < n:
+                k = self._stream.readinto(view[at:])
+                if not k:
+                    raise self._truncated(self.header.nbytes - self.left + at)
+                at += k
+        except ValueError:
+            raise
+        except _DECOMPRESS_ERRORS as err:
+            raise self._gzip_error(err) from err
+        self.left -= n
+
+    def skip(self, nbytes: int, chunk_bytes: int = 4 << 20) -> None:
+        """Reads and drops the next ``nbytes`` payload bytes."""
+        if self._scratch is None:
+            self._scratch = bytearray(min(chunk_bytes, max(nbytes, 1)))
+        view = memoryview(self._scratch)
+        while nbytes:
+            k = min(nbytes, len(view))
+            self.readinto(view[:k])
+            nbytes -= k
+
+    def finish(self) -> None:
+        """Checks the payload was read to its end and nothing follows it; closes the stream."""
+        try:
+            if self.left:
+                raise ValueError(f"{self.name}: {self.left} bytes of the npy payload were not read")
+            if self._stream.read(1):
+                raise ValueError(f"{self.name}: unexpected data after the npy payload of shape {self.header.shape}")
+        except ValueError:
+            raise
+        except _DECOMPRESS_ERRORS as err:
+            raise self._gzip_error(err) from err
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except _DECOMPRESS_ERRORS:  # a broken stream is reported by the read that found it
+                pass
+            self._stream = None
+
+    def __enter__(self) -> NpyGzReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def copy_npy(
-    src: str | os.PathLike,
+    src: str | os.PathLike | IO[bytes],
     dest: IO[bytes],
     *,
     dtype: Any = None,
@@ -136,7 +273,7 @@ def copy_npy(
     Writes exactly the raw C-order payload (no header). Peak memory is one chunk.
 
     Args:
-        src: gzip file holding one ``.npy`` array.
+        src: gzip file (path or binary file object) holding one ``.npy`` array.
         dest: writable binary file.
         dtype, ndim, tail: expected dtype, number of dimensions and per-row shape.
         chunk_bytes: size of each copy.
@@ -144,50 +281,30 @@ def copy_npy(
     Raises:
         ValueError: corrupt or truncated gzip, bad header, unexpected dtype/shape.
     """
-    name = os.fspath(src)
-    try:
-        with open_gzip(src) as stream:
-            header = read_npy_header(stream, name)
-            _check(header, name, dtype, ndim, tail)
-            left = header.nbytes
-            buf = bytearray(min(chunk_bytes, max(left, 1)))
-            view = memoryview(buf)
-            while left:
-                n = stream.readinto(view[: min(len(buf), left)])
-                if not n:
-                    raise ValueError(
-                        f"{name}: truncated npy payload: expected {header.nbytes} bytes for shape "
-                        f"{header.shape}, found {header.nbytes - left}; download the file again"
-                    )
-                dest.write(view[:n])
-                left -= n
-            if stream.read(1):
-                raise ValueError(f"{name}: unexpected data after the npy payload of shape {header.shape}")
-    except ValueError:
-        raise
-    except _DECOMPRESS_ERRORS as err:
-        raise ValueError(f"{name}: not a valid gzip stream ({err}); download the file again") from err
-    return header
+    with NpyGzReader(src, dtype=dtype, ndim=ndim, tail=tail) as reader:
+        buf = bytearray(min(chunk_bytes, max(reader.left, 1)))
+        view = memoryview(buf)
+        while reader.left:
+            n = min(len(buf), reader.left)
+            reader.readinto(view[:n])
+            dest.write(view[:n])
+        reader.finish()
+    return reader.header
 
 
 def load_npy_gz(
-    src: str | os.PathLike,
+    src: str | os.PathLike | IO[bytes],
     *,
+    name: str | None = None,
     dtype: Any = None,
     ndim: int | None = None,
     max_bytes: int = 256 << 20,
 ) -> np.ndarray:
     """Loads a small gzip-compressed ``.npy`` array into memory (refuses arrays over ``max_bytes``)."""
-    name = os.fspath(src)
-    try:
-        with open_gzip(src) as stream:
-            header = read_npy_header(stream, name)
-            _check(header, name, dtype, ndim, None)
-            if header.nbytes > max_bytes:
-                raise ValueError(f"{name}: array of {header.nbytes} bytes exceeds {max_bytes}; stream it with copy_npy")
-            data = _read_exact(stream, header.nbytes, name, "npy payload")
-    except ValueError:
-        raise
-    except _DECOMPRESS_ERRORS as err:
-        raise ValueError(f"{name}: not a valid gzip stream ({err}); download the file again") from err
-    return np.frombuffer(data, dtype=header.dtype).reshape(header.shape).copy()
+    with NpyGzReader(src, name=name, dtype=dtype, ndim=ndim) as reader:
+        if reader.left > max_bytes:
+            raise ValueError(f"{reader.name}: array of {reader.left} bytes exceeds {max_bytes}; stream it with NpyGzReader")
+        out = np.empty(reader.header.shape, dtype=reader.header.dtype)
+        reader.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+        reader.finish()
+    return out

@@ -1,0 +1,175 @@
+"""``MultiRunStorage``: several converted runs (or games) behind one read-only TorchRL storage.
+
+Global row ``i`` is row ``i - offset[k]`` of part ``k``, parts in the order
+given; episode ids are made unique by offsetting each part's ids by the
+episodes of the parts before it, so ``SliceSampler(trajectories=storage.episodes)``
+never joins two runs. Each part keeps its own behaviour (frame stacks never
+cross an episode, nor a run). Samples have the parts' keys, nothing more;
+:meth:`MultiRunStorage.part_of` maps rows back to their part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from torchrl.data.replay_buffers import Storage, TensorStorage
+
+__all__ = ["MultiRunStorage"]
+
+_READ_ONLY = "MultiRunStorage is read-only; convert more runs and build a new one"
+
+
+class MultiRunStorage(TensorStorage):
+    """Concatenation of read-only storages (e.g. one ``FrameStackStorage`` per run).
+
+    Args:
+        parts: storages with ``get``, ``len`` and ``episodes`` (int64 episode id per row).
+        names: one label per part (e.g. ``"Pong/1"``), for :attr:`names`.
+
+    Example:
+        >>> import tempfile
+        >>> from torchrl_ext import ShardedStorage
+        >>> from torchrl_ext.synthetic import write_synthetic
+        >>> a = ShardedStorage(write_synthetic(tempfile.mkdtemp() + "/a", episodes=2, length=3, obs_shape=(2,)))
+        >>> b = ShardedStorage(write_synthetic(tempfile.mkdtemp() + "/b", episodes=3, length=3, obs_shape=(2,)))
+        >>> s = MultiRunStorage([a, b], names=["a", "b"])
+        >>> len(s), s.episodes.unique().tolist(), s.part_of([0, 6]).tolist()
+        (15, [0, 1, 2, 3, 4], [0, 1])
+    """
+
+    def __init__(self, parts: Sequence[Any], *, names: Sequence[str] | None = None) -> None:
+        parts = list(parts)
+        if not parts:
+            raise ValueError("`parts` is empty; expected at least one storage")
+        if names is not None and len(names) != len(parts):
+            raise ValueError(f"`names` must have one entry per part ({len(parts)}), got {len(names)}")
+        self.parts = parts
+        self.names = list(names) if names is not None else [str(i) for i in range(len(parts))]
+        sizes = np.asarray([len(p) for p in parts], dtype=np.int64)
+        self._offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        episodes = [p.episodes for p in parts]
+        counts = [int(e.max()) + 1 if e.numel() else 0 for e in episodes]
+        self._ep_offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        self._episodes = torch.cat([e + int(o) for e, o in zip(episodes, self._ep_offsets)])
+        self._rows = int(self._offsets[-1])
+        Storage.__init__(self, max_size=self._rows)
+
+    @property
+    def episodes(self) -> torch.Tensor:
+        """Episode id of every row, unique across parts."""
+        return self._episodes
+
+    def part_of(self, index: Any) -> torch.Tensor:
+        """Part number of each row in ``index``."""
+        idx = self._index_array(index)
+        return torch.from_numpy(np.searchsorted(self._offsets, idx, side="right") - 1)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    # TensorStorage's derived properties, answered from the parts.
+    @property
+    def _len(self) -> int:
+        return self._rows
+
+    @property
+    def _total_shape(self) -> torch.Size:
+        return torch.Size([self._rows])
+
+    shape = _total_shape
+
+    @property
+    def _len_along_dim0(self) -> int:
+        return self._rows
+
+    @property
+    def _is_full(self) -> bool:
+        return True
+
+    @property
+    def _storage_keys(self) -> list:
+        return list(self.parts[0]._storage_keys)
+
+    def _max_size_along_dim0(self, *, single_data=None, batched_data=None) -> int:
+        return self._rows
+
+    def _rand_given_ndim(self, batch_size: int) -> torch.Tensor:
+        if self._rows == 0:
+            raise RuntimeError("MultiRunStorage: the runs hold no rows to sample")
+        return torch.randint(0, self._rows, (batch_size,), generator=self._rng)
+
+    def flatten(self) -> MultiRunStorage:
+        return self
+
+    def _index_array(self, index: Any) -> np.ndarray:
+        n = self._rows
+        if isinstance(index, tuple) and len(index) == 1:
+            index = index[0]
+        if isinstance(index, slice):
+            return np.arange(*index.indices(n), dtype=np.int64)
+        idx = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        if idx.dtype == np.bool_:
+            if idx.shape != (n,):
+                raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
+            return np.flatnonzero(idx)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"MultiRunStorage index must be integers, got dtype {idx.dtype}")
+        idx = idx.astype(np.int64, copy=True)
+        idx[idx < 0] += n
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"index out of range for a storage of {n} rows (valid: [-{n}, {n}))")
+        return idx
+
+    def get(self, index: Any) -> TensorDict:
+        idx = self._index_array(index)
+        flat = idx.reshape(-1)
+        part = np.searchsorted(self._offsets, flat, side="right") - 1
+        order = np.argsort(part, kind="stable")
+        pieces, positions = [], []
+        for k in np.unique(part):
+            sel = order[part[order] == k]
+            td = self.parts[k].get(torch.from_numpy(flat[sel] - self._offsets[k]))
+            if "episode" in td.keys():
+                td.set("episode", td.get("episode") + int(self._ep_offsets[k]))
+            pieces.append(td)
+            positions.append(sel)
+        if not pieces:
+            return self.parts[0].get(torch.zeros(0, dtype=torch.int64)).reshape(idx.shape)
+        out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        back = np.argsort(np.concatenate(positions), kind="stable")
+        if len(pieces) > 1 or not np.array_equal(back, np.arange(len(back))):
+            out = out[torch.from_numpy(back)]
+        return out.reshape(idx.shape)
+
+    def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
+        raise RuntimeError(_READ_ONLY)
+
+    def _empty(self):
+        raise RuntimeError(_READ_ONLY)
+
+    def contains(self, item: Any) -> bool:
+        if isinstance(item, int):
+            return -self._rows <= item < self._rows
+        raise NotImplementedError(f"contains() takes an int, got {type(item).__name__}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parts": [p.state_dict() for p in self.parts], "names": self.names}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if len(state_dict["parts"]) != len(self.parts):
+            raise ValueError(f"state_dict has {len(state_dict['parts'])} parts, this storage {len(self.parts)}")
+        for part, state in zip(self.parts, state_dict["parts"]):
+            part.load_state_dict(state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return Storage.__getstate__(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Storage.__setstate__(self, state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(parts={self.names}, rows={self._rows})"
