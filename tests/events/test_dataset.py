@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from events.naive_events import naive_minestudio_split, naive_windows
-from torchrl_ext.events import EventWindowDataset, batchify
+from torchrl_ext.events import EventIndex, EventWindowDataset, WindowQuery, batchify
 from torchrl_ext.synthetic import make_episode, obs_value, write_synthetic
 from torchrl_ext.writer import ShardWriter
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("ds") / "ds", episodes=6, length=30, obs_shape=(2,),
+    root = write_synthetic(tmp_path_factory.mktemp("ds") / "ds", episodes=6, length=30, obs_shape=(2,),
                            shard_rows=40, events_every=7)
+    EventIndex.build(root)
+    return root
 
 
 def test_item_fields(root):
-    ds = EventWindowDataset(root, event_regex="tick:1", win_len=4, bias=1)
+    ds = EventWindowDataset(root, WindowQuery(event_regex="tick:1", win_len=4, bias=1))
     item = ds[0]  # tick:1 first at episode 0 step 7
     assert (item["text"], item["episode"], item["event_step"]) == ("tick:1", 0, 7)
     assert item["timestamp"].tolist() == [4, 5, 6, 7] and item["mask"].all()
@@ -32,7 +31,7 @@ def test_item_fields(root):
 
 
 def test_dataloader_workers_shuffle(root):
-    ds = EventWindowDataset(root, event_regex="tick:.*", win_len=4)
+    ds = EventWindowDataset(root, WindowQuery(event_regex="tick:.*", win_len=4))
     loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=2, collate_fn=batchify,
                         generator=torch.Generator().manual_seed(0))
     seen = []
@@ -45,7 +44,7 @@ def test_dataloader_workers_shuffle(root):
 
 
 def test_distributed_sampler_shares_are_disjoint(root):
-    ds = EventWindowDataset(root, event_regex="tick:.*", win_len=4)
+    ds = EventWindowDataset(root, WindowQuery(event_regex="tick:.*", win_len=4))
     shares = [set(DistributedSampler(ds, num_replicas=3, rank=r, shuffle=True, seed=1)) for r in range(3)]
     assert sum(map(len, shares)) == 30 and len(set().union(*shares)) == 30
 
@@ -59,6 +58,7 @@ def test_several_roots_minestudio_compat(tmp_path):
                 evs = [(s, f"minecraft.kill_entity:{k}", 1.0) for k in ("cow", "pig") for s in
                        (100 + 10 * e, 130, 140 + r, 160, 190)]
                 w.add_episode(make_episode(e, 200, (1,)), events=evs)
+        EventIndex.build(tmp_path / f"r{r}")
         roots.append(tmp_path / f"r{r}")
         events.append([(n, e, s) for e in range(3) for s, n, _ in
                        [(s, f"minecraft.kill_entity:{k}", 1.0) for k in ("cow", "pig")
@@ -77,15 +77,24 @@ def test_several_roots_minestudio_compat(tmp_path):
     assert ds[0]["text"] == "kill_entity:cow"
 
 
-def test_cli_prints_counts(root):
-    out = subprocess.run([sys.executable, "-m", "torchrl_ext.cli", "events", str(root), "--regex", "tick",
-                          "--win-len", "4", "--min-nearby", "7"], capture_output=True, text=True, check=True)
-    lines = out.stdout.splitlines()
-    assert lines[1].split() == ["tick:0", "12", "12"]
-    assert lines[-1].split() == ["total", "30", "30"]
+def test_keyword_form_selects_the_same_windows(root):
+    by_query = EventWindowDataset(root, WindowQuery(event_regex="tick:.*", win_len=4, bias=2, min_nearby=7))
+    by_keywords = EventWindowDataset(root, event_regex="tick:.*", win_len=4, bias=2, min_nearby=7)
+    assert by_keywords.query == by_query.query
+    assert by_keywords.windows.start.tolist() == by_query.windows.start.tolist()
 
 
-def test_cli_bad_regex_exits_2(root):
-    out = subprocess.run([sys.executable, "-m", "torchrl_ext.cli", "events", str(root), "--regex", "("],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "`event_regex` must be a valid Python regular expression" in out.stderr
+def test_where_restricts_episodes(root):
+    ds = EventWindowDataset(root, WindowQuery(event_regex="tick:.*", win_len=4), where="game = 'pong'")
+    assert sorted(set(ds.windows.episode.tolist())) == [0, 2, 4]
+
+
+def test_both_query_forms_at_once_are_refused(root):
+    with pytest.raises(TypeError, match=r"EventWindowDataset: pass the window rules either as `query=` or as "
+                                        r"keyword options, not both; got `query` and \['bias'\]"):
+        EventWindowDataset(root, WindowQuery(win_len=4), bias=1)
+
+
+def test_no_root_is_refused():
+    with pytest.raises(ValueError, match="`roots` must name at least one dataset directory"):
+        EventWindowDataset([], WindowQuery(win_len=4))

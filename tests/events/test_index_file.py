@@ -71,7 +71,8 @@ def test_rebuild_replaces_the_index(root):
 
 
 def test_load_without_index_says_how_to_build(root):
-    with pytest.raises(FileNotFoundError, match=r"no event index at .*torchrl-ext events .* --build .*EventIndex.build"):
+    with pytest.raises(FileNotFoundError, match=r"no event index at .*: torchrl-ext events \S+ --build "
+                                                r"\(or EventIndex.build\(root\)\)$"):
         EventIndex.load(root)
 
 

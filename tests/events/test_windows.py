@@ -136,21 +136,19 @@ def test_regex_is_anchored_at_start_only():
     assert as_tuples(w) == [("minecraft.mine_block:oak", 0, 1, 0)]
 
 
-def test_bad_regex_names_it():
-    index, first, length = make_index([("a", 0, 1)], [10])
-    with pytest.raises(ValueError, match=r"`event_regex` must be a valid Python regular expression, got 'a\('"):
-        select_windows(index, first, length, WindowQuery(event_regex="a("))
+def test_regex_matching_nothing_warns_with_the_names_that_exist():
+    index, first, length = make_index([("a", 0, 1), ("b", 0, 2), ("b", 0, 3)], [10])
+    with pytest.warns(UserWarning, match=r"`event_regex` 'c' matches none of the 2 event names \(re.match, anchored "
+                                         r"at the start\); events per name: b \(2\), a \(1\)$"):
+        w = select_windows(index, first, length, WindowQuery(event_regex="c"))
+    assert len(w) == 0
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"win_len": 0}, "`win_len` must be an int >= 1"),
-    ({"edge": "wrap"}, "`edge` must be one of"),
-    ({"split_ratio": 1.5}, r"`split_ratio` must be in \[0, 1\]"),
-    ({"min_nearby": -1}, "`min_nearby` must be an int >= 0 or None"),
-])
-def test_query_validation(kw, msg):
-    with pytest.raises(ValueError, match=msg):
-        WindowQuery(**kw)
+def test_unmatched_warning_lists_the_ten_most_frequent_names():
+    events = [(f"n{k:02d}", 0, s) for k in range(12) for s in range(k + 1)]
+    index, first, length = make_index(events, [20])
+    with pytest.warns(UserWarning, match=r"events per name: n11 \(12\), n10 \(11\), .*, n02 \(3\) and 2 more$"):
+        select_windows(index, first, length, WindowQuery(event_regex="zzz"))
 
 
 def test_episode_filter_restricts_windows():
@@ -176,6 +174,7 @@ NAMES = ["a:1", "a:2", "b"]
 event_st = st.tuples(st.sampled_from(NAMES), st.integers(0, 3), st.integers(0, 60))
 
 
+@pytest.mark.filterwarnings("ignore:`event_regex`")
 @settings(max_examples=150, deadline=None)
 @given(events=st.lists(event_st, max_size=40), lengths=st.lists(st.integers(1, 60), min_size=4, max_size=4),
        regex=st.sampled_from([".*", "a", "a:2", "b|a:1"]), win_len=st.integers(1, 8),

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("events", help="build the event index; count events and windows matching a regex",
-                       description=__doc__.splitlines()[0])
+                       description="Count events and windows per event name. With --build, first build the "
+                                   "event index from the event logs and save it; otherwise only read it.")
     p.add_argument("root", help="dataset directory")
     p.add_argument("--build", "--rebuild", dest="build", action="store_true",
                    help="build the event index from the event logs and save it to ROOT/events/index "
-                        "(default: %(default)s: only read it)")
+                        "(default: off, only read it)")
     p.add_argument("--column", nargs=2, action="append", default=[], metavar=("PREFIX", "KEY"),
                    help="with --build: also derive events PREFIX:+1 / PREFIX:-1 from the sign of the scalar "
                         "column KEY (parts joined by '/', e.g. next/reward); repeatable (default: none)")

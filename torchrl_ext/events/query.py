@@ -99,11 +99,15 @@ class WindowQuery:
             128
         """
         one_of(compat, "compat", COMPAT_MODES)
-        unknown = sorted(set(options) - set(option_names()))
-        if unknown:
-            raise TypeError(f"unknown window option(s) {unknown}; window options are {sorted(option_names())}")
+        _check_names(options)
         kw = {k: v for k, v in options.items() if v is not None or k not in _PRESET_DEFAULTS}
         return cls.minestudio(**kw) if compat else cls(**kw)
+
+
+def _check_names(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(option_names()))
+    if unknown:
+        raise TypeError(f"unknown window option(s) {unknown}; window options are {sorted(option_names())}")
 
 
 def _at_most(value: int | None, name: str) -> None:
@@ -135,8 +139,9 @@ def query_from(query: WindowQuery | None, options: dict[str, Any], *, owner: str
             raise TypeError(f"{owner}: pass the window rules either as `query=` or as keyword options, not "
                             f"both; got `query` and {sorted(options)}")
         return query
-    if "win_len" not in options:
-        raise TypeError(f"{owner} needs `query=WindowQuery(...)` or window options with at least `win_len=`")
     options = dict(options)
     compat = options.pop("compat", None)
+    _check_names(options)
+    if "win_len" not in options:
+        raise TypeError(f"{owner} needs `query=WindowQuery(...)` or window options with at least `win_len=`")
     return WindowQuery.from_options(compat, **options)

@@ -1,0 +1,87 @@
+"""torchrl_ext.validation: values returned normalised, one-line errors naming the argument."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from torchrl_ext.validation import int_in_range, nonnegative_int, one_of, positive_int, probability, regex
+
+
+@pytest.mark.parametrize("value", [1, 7, np.int64(3), np.uint8(2)])
+def test_positive_int_returns_a_python_int(value):
+    out = positive_int(value, "n")
+    assert out == int(value) and type(out) is int
+
+
+@pytest.mark.parametrize("value, error, match", [
+    (0, ValueError, r"^`n` must be an int >= 1, got 0$"),
+    (-2, ValueError, r"^`n` must be an int >= 1, got -2$"),
+    (1.0, TypeError, r"^`n` must be an int >= 1, got 1.0 \(float\)$"),
+    (True, TypeError, r"^`n` must be an int >= 1, got True \(bool\)$"),
+    ("3", TypeError, r"^`n` must be an int >= 1, got '3' \(str\)$"),
+    (None, TypeError, r"^`n` must be an int >= 1, got None \(NoneType\)$"),
+])
+def test_positive_int_errors(value, error, match):
+    with pytest.raises(error, match=match):
+        positive_int(value, "n")
+
+
+def test_allow_none_accepts_none_and_says_so():
+    assert nonnegative_int(None, "k", allow_none=True) is None
+    with pytest.raises(ValueError, match=r"^`k` must be an int >= 0 or None, got -1$"):
+        nonnegative_int(-1, "k", allow_none=True)
+
+
+@pytest.mark.parametrize("lo, hi, value, match", [
+    (0, 3, 4, r"^`r` must be an int in \[0, 3\], got 4$"),
+    (None, 3, 4, r"^`r` must be an int <= 3, got 4$"),
+    (-(2**40), 2**40, 10**20, r"^`r` must be an int in \[-1099511627776, 1099511627776\], got 100000000000000000000$"),
+])
+def test_int_in_range_bounds(lo, hi, value, match):
+    with pytest.raises(ValueError, match=match):
+        int_in_range(value, "r", lo, hi)
+
+
+def test_int_in_range_accepts_the_bounds():
+    assert (int_in_range(0, "r", 0, 3), int_in_range(3, "r", 0, 3)) == (0, 3)
+
+
+@pytest.mark.parametrize("value, error, match", [
+    (1.5, ValueError, r"^`p` must be in \[0, 1\], got 1.5$"),
+    (float("nan"), ValueError, r"^`p` must be in \[0, 1\], got nan$"),
+    ("0.5", TypeError, r"^`p` must be in \[0, 1\] \(a float\), got '0.5' \(str\)$"),
+])
+def test_probability_errors(value, error, match):
+    with pytest.raises(error, match=match):
+        probability(value, "p")
+
+
+def test_probability_returns_a_float():
+    assert probability(1, "p") == 1.0 and type(probability(np.float32(0.5), "p")) is float
+
+
+def test_one_of_lists_the_choices():
+    assert one_of(None, "split", (None, "train")) is None
+    with pytest.raises(ValueError, match=r"^`split` must be one of \(None, 'train'\), got 'test'$"):
+        one_of("test", "split", (None, "train"))
+
+
+def test_one_of_refuses_unhashable_values_against_a_set():
+    with pytest.raises(ValueError, match=r"^`mode` must be one of"):
+        one_of([], "mode", {"a", "b"})
+
+
+def test_regex_compiles():
+    assert regex("a.c", "pattern").match("abc")
+
+
+@pytest.mark.parametrize("pattern, error, match", [
+    ("a(", ValueError, r"^`pattern` must be a valid Python regular expression, got 'a\(' \(missing \), "),
+    (re.compile("a"), TypeError, r"^`pattern` must be a str holding a Python regular expression"),
+])
+def test_regex_errors(pattern, error, match):
+    with pytest.raises(error, match=match):
+        regex(pattern, "pattern")
