@@ -1,35 +1,62 @@
-"""torchrl_ext: sharded memmap datasets, storages and event-aware samplers for TorchRL."""
+"""torchrl_ext: sharded memmap datasets, storages and event-aware samplers for TorchRL.
 
-from .datasets import AtariDQNExperienceReplay
-from .episodes import EpisodeTable
-from .format import FORMAT_VERSION, FormatError, Manifest, read_manifest
-from .storages import ShardedStorage
-from .writer import ShardWriter
-from .preprocessing import preprocess, preprocess_buffer
-from .events import EventIndex, EventWindowDataset, WindowQuery
-from .samplers import EventSliceSampler
+The public names below load on first use (PEP 562): ``import torchrl_ext``
+alone imports neither torch nor TorchRL, so the command line and the format
+tools start at once. ``from torchrl_ext import ShardedStorage`` imports what
+that name needs and nothing else.
+
+Example:
+    >>> import torchrl_ext
+    >>> "ShardedStorage" in dir(torchrl_ext) and "ShardedStorage" in torchrl_ext.__all__
+    True
+    >>> torchrl_ext.FormatError.__name__
+    'FormatError'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+# Public name -> the subpackage that defines it (relative to this package).
+# A new public name is one line here; ``__all__`` follows this table.
+_LAZY: dict[str, str] = {
     # format
-    "FORMAT_VERSION",
-    "FormatError",
-    "Manifest",
-    "read_manifest",
+    "FORMAT_VERSION": ".format",
+    "FormatError": ".format",
+    "Manifest": ".format",
+    "read_manifest": ".format",
     # writing
-    "ShardWriter",
-    "EpisodeTable",
+    "ShardWriter": ".writer",
+    "EpisodeTable": ".writer",
     # reading
-    "ShardedStorage",
+    "ShardedStorage": ".storages",
     # events
-    "EventIndex",
-    "WindowQuery",
-    "EventSliceSampler",
-    "EventWindowDataset",
+    "EventIndex": ".events",
+    "WindowQuery": ".events",
+    "EventSliceSampler": ".samplers",
+    "EventWindowDataset": ".events",
     # preprocessing
-    "preprocess",
-    "preprocess_buffer",
+    "preprocess": ".preprocessing",
+    "preprocess_buffer": ".preprocessing",
     # ready-made datasets
-    "AtariDQNExperienceReplay",
-]
+    "AtariDQNExperienceReplay": ".datasets",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the subpackage that defines ``name`` and caches the value here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

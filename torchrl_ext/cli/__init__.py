@@ -2,7 +2,14 @@
 
 Each subcommand lives in its own module with ``add_parser(subparsers)``, which
 registers the parser and sets ``func`` to a callable ``(args) -> int``.
-Modules are listed in ``COMMANDS`` and imported on use.
+``COMMANDS`` maps each name to its module and one-line help; only the module
+of the command being run is imported, and each module imports torch, TorchRL
+or the cloud client inside its ``run`` only, so ``--help`` answers at once.
+
+Exit status: 0 success; 1 the data or the remote source failed (a corrupt
+dataset, an unreachable bucket, a stalled download, a checksum mismatch, a
+crashed worker); 2 a usage error (bad arguments, a missing file or directory,
+a missing optional package).
 """
 
 from __future__ import annotations
@@ -11,36 +18,180 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
+import traceback
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["COMMANDS", "HelpFormatter", "build_parser", "exit_code", "main", "version"]
 
-# subcommand name -> module (relative to this package)
-COMMANDS: dict[str, str] = {
-    "info": ".info",
-    "download": ".download",
-    "events": ".events",
-    "generate": ".generate",
+PROG = "torchrl-ext"
+DESCRIPTION = (
+    "Sharded memory-mapped datasets for TorchRL replay buffers: summarise, verify, "
+    "download, generate and preprocess datasets, and count events."
+)
+EPILOG = (
+    "exit status: 0 success; 1 the data or the remote source failed (corrupt dataset, "
+    "unreachable bucket, stalled download, checksum mismatch); 2 usage error (bad "
+    "arguments, missing file, missing optional package). "
+    f"Run '{PROG} COMMAND --help' for the options of a command."
+)
+
+# subcommand name -> (module relative to this package, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": (".info", "summarise a dataset: shards, rows, episodes, bytes, schema"),
+    "verify": (".verify", "check every shard of a dataset against its checksum"),
+    "download": (".download", "download and convert a dataset"),
+    "events": (".events", "count events and windows matching a regex"),
+    "generate": (".generate", "generate Atari episodes (random policy) into a dataset"),
+    "preprocess": (".preprocess", "write a preprocessed copy of a dataset (resize, grayscale, ...)"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchrl-ext", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in COMMANDS.values():
-        importlib.import_module(module, __name__).add_parser(sub)
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps each line of a description on its own (line breaks stay) and shows every option's default.
+
+    ``(default: ...)`` is appended to an option's help unless the help already
+    names its default, the default is ``None`` (the help says what happens when
+    the option is left out) or the option is a flag taking no value; a required
+    option says ``(required)``.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent,
+                                       break_on_hyphens=False) if line.strip() else ""
+                         for line in text.splitlines())
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "(default" in text or "(required)" in text:
+            return text
+        if action.required:
+            return f"{text} (required)".strip()
+        if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            return f"{text} (default: %(default)s)".strip()
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` using :class:`HelpFormatter`; subparsers inherit the class.
+
+    An option declared without help still gets a help line, so its default shows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if not action.help and action.option_strings and action.nargs != 0:
+            action.help = "(default: %(default)s)"
+        return action
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("torchrl-ext")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"{PROG} {version()}")
+        parser.exit()
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if known."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``torchrl-ext`` parser, with the full options of ``command`` only.
+
+    Args:
+        command: the subcommand whose module is imported to add its options;
+            the others are listed with their one-line help only.
+
+    Returns:
+        The parser.
+    """
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level and print tracebacks of errors")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+    for name, (module, help_) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module, __name__).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def exit_code(err: BaseException) -> int | None:
+    """The exit status for an error a command raised, or None for a bug (re-raised).
+
+    Args:
+        err: the exception.
+
+    Returns:
+        1 for corrupt data or a failed remote source, 2 for a usage error, None otherwise.
+    """
+    from ..format import FormatError
+    from ..sources.gcs_errors import (
+        ChecksumMismatchError,
+        DownloadStalledError,
+        RemoteSourceError,
+    )
+
+    if isinstance(err, (FormatError, RemoteSourceError, DownloadStalledError, ChecksumMismatchError,
+                        RuntimeError)):
+        return 1
+    if isinstance(err, (ValueError, FileNotFoundError, FileExistsError, ImportError)):
+        return 2
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``torchrl-ext`` with ``argv`` (default: the process arguments); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        print(f"torchrl-ext {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - classified by exit_code, the rest re-raised
+        code = exit_code(err)
+        if code is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

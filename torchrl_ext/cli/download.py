@@ -4,27 +4,42 @@ from __future__ import annotations
 
 import argparse
 
-from ..datasets.atari_dqn import prepare_atari_dqn
+__all__ = ["add_parser", "parse_checkpoints", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="download and convert a dataset")
-    kinds = p.add_subparsers(dest="kind", required=True)
-    a = kinds.add_parser("atari-dqn", help="one run of the Atari DQN Replay Dataset, e.g. Pong/1")
+    p = sub.add_parser(
+        "download",
+        description="Download a dataset from its public bucket and convert it to a sharded dataset. "
+                    "Interrupted downloads resume from their .part files when run again.",
+    )
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND", title="datasets")
+    a = kinds.add_parser(
+        "atari-dqn", help="one run of the Atari DQN Replay Dataset, e.g. Pong/1",
+        description="Download one run of the Atari DQN Replay Dataset (gs://atari-replay-datasets/dqn) "
+                    "and convert it into ROOT/<game>/<run>. Set STORAGE_EMULATOR_HOST=http://host:port "
+                    "to read from a mirror server.",
+    )
     a.add_argument("dataset_id", help="<game>/<run>, e.g. Pong/1")
     a.add_argument("--root", required=True, help="directory holding converted datasets")
     a.add_argument("--bucket", default=None, help="GCS bucket (default: atari-replay-datasets)")
     a.add_argument("--prefix", default=None, help="top-level prefix in the bucket (default: dqn)")
-    a.add_argument("--local-dir", default=None, help="read replay logs from here instead of GCS")
+    a.add_argument("--local-dir", default=None,
+                   help="read replay logs from this directory instead of downloading (default: download)")
     a.add_argument("--checkpoints", default=None,
-                   help="comma-separated checkpoint indices or ranges, e.g. 0-4,49")
+                   help="comma-separated checkpoint indices or ranges, e.g. 0-4,49 (default: all)")
     a.add_argument("--num-procs", type=int, default=1, help="parallel decompression processes")
     a.add_argument("--force", action="store_true", help="convert again even if done")
     p.set_defaults(func=run)
 
 
 def parse_checkpoints(text: str | None) -> list[int] | None:
-    """``"0-2,7"`` -> ``[0, 1, 2, 7]``."""
+    """``"0-2,7"`` -> ``[0, 1, 2, 7]``.
+
+    Example:
+        >>> parse_checkpoints("0-2,7")
+        [0, 1, 2, 7]
+    """
     if text is None:
         return None
     out: list[int] = []
@@ -38,6 +53,8 @@ def parse_checkpoints(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..datasets import prepare_atari_dqn
+
     path = prepare_atari_dqn(
         args.dataset_id, args.root, download="force" if args.force else True,
         local_dir=args.local_dir, bucket=args.bucket, prefix=args.prefix,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ..storages import ShardedStorage
+if TYPE_CHECKING:
+    from ..storages import ShardedStorage
+
+__all__ = ["add_parser", "format_info", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarise a dataset")
+    p = sub.add_parser(
+        "info",
+        description="Summarise a dataset: format version, shards, rows, episodes, bytes on disk, "
+                    "event logs and the schema of every column.",
+    )
     p.add_argument("root", help="dataset directory")
     p.set_defaults(func=run)
 
@@ -37,5 +45,7 @@ def format_info(storage: ShardedStorage) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..storages import ShardedStorage
+
     print(format_info(ShardedStorage(args.root)))
     return 0

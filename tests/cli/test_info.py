@@ -1,4 +1,4 @@
-"""The torchrl-ext command line, run as a user would."""
+"""``torchrl-ext info ROOT``, run as a user would."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from torchrl_ext.synthetic import write_synthetic
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "torchrl_ext.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "torchrl_ext.cli", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_info_prints_summary_and_schema(tmp_path):
