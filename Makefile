@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.torchrl_ext-installed
 
-.PHONY: test demo bench install clean
+.PHONY: test test-fast demo bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests torchrl_ext
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests torchrl_ext -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python -m torchrl_ext.demo --root demo_data

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from PIL import Image
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.demo import main
+
+pytestmark = pytest.mark.slow  # plays Atari in worker processes
 
 
 def test_demo_summary_and_preview(tmp_path, capsys):
@@ -18,6 +21,9 @@ def test_demo_summary_and_preview(tmp_path, capsys):
     losses = int(re.search(r"^events reward:-1\s+(\d+)$", out, re.M).group(1))
     rewards = storage[list(range(len(storage)))]["next", "reward"]
     assert losses == int((rewards < 0).sum()) > 0
+    saving = re.search(r"^frames\s+zstd: .* MiB on disk vs .* MiB raw \((\d+)x smaller\)$", out, re.M)
+    assert saving and int(saving.group(1)) >= 20
+    assert storage.manifest.column(("observation",)).encoding == "zstd"
     assert "sampled batch (8, 32): observation (8, 32, 84, 84) torch.uint8" in out
     preview = Image.open(tmp_path / "preview.png")
     assert preview.size == (16 * 88 + 4, 4 * 88 + 4)

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.slow
 from generate_test_envs import AlwaysCrashEnv, CountingEnv
 
 from torchrl_ext import ShardedStorage

@@ -120,18 +120,23 @@ def test_pickles_by_path(ds):
     check_rows(clone[np.arange(len(clone))], np.arange(len(clone)), ref)
 
 
-def test_state_dict_round_trip(ds):
-    storage, ref = ds
-    sd = storage.state_dict()
-    fresh = ShardedStorage(storage.root)
+def test_state_dict_pins_the_row_count_of_a_growing_dataset(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=2, length=3, obs_shape=(1,))
+    sd = ShardedStorage(root).state_dict()
+    write_synthetic(root, episodes=4, length=3, obs_shape=(1,))  # two more episodes appended
+    fresh = ShardedStorage(root)
+    assert len(fresh) == 12
     fresh.load_state_dict(sd)
-    assert len(fresh) == len(storage) and sd["root"] == str(storage.root)
+    assert (len(fresh), sd["root"]) == (6, str(root))
+    with pytest.raises(ValueError, match="state_dict expects 99 rows"):
+        fresh.load_state_dict({**sd, "num_rows": 99})
 
 
-def test_device_argument(tmp_path):
+def test_device_argument_moves_every_tensor(tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=1, length=3, obs_shape=(1,))
-    td = ShardedStorage(root, device="cpu")[[0, 1]]
-    assert td["observation"].device == torch.device("cpu")
+    td = ShardedStorage(root, device="meta")[[0, 1]]
+    devices = {v.device.type for v in td.values(include_nested=True, leaves_only=True)}
+    assert devices == {"meta"} and td["observation"].shape == (2, 1)
 
 
 def test_small_column_cache_gives_the_same_rows(ds):
