@@ -58,7 +58,8 @@ MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10_000
 DEFAULT_CHUNK_BYTES = 16 << 20
 GZIP_BACKEND = _gzip_impl.__name__
-_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, *_EXTRA_ERRORS)
+# Errors of the gzip layer only; an OSError of the source itself (disk, network) passes through.
+_DECOMPRESS_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, *_EXTRA_ERRORS)
 
 
 @dataclass(frozen=True)
