@@ -174,3 +174,74 @@ def test_preprocess_method_writes_and_swaps_storage(root, tmp_path):
     torch.manual_seed(0)
     batch = rb.sample()
     assert int(batch["observation"].max()) <= 127
+
+
+# ---------------------------------------------------------------------- several runs
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    make_replay_logs(base / "Pong" / "1", capacity=250, num_episodes=10, mean_len=45, seed=8)
+    make_replay_logs(base / "Breakout" / "2", capacity=250, num_episodes=12, mean_len=45, seed=9)
+    root = tmp_path_factory.mktemp("root2")
+    AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 4, root=root, local_dir=base)
+    return root, ShardedStorage(root / "Pong" / "1"), ShardedStorage(root / "Breakout" / "2"), base
+
+
+def test_several_runs_sample_uniformly_from_one_buffer(two_runs):
+    root, a, b, _ = two_runs
+    rb = AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 256, root=root, download=False)
+    assert len(rb) == len(a) + len(b) and rb.dataset_path == [root / "Pong" / "1", root / "Breakout" / "2"]
+    torch.manual_seed(0)
+    s = rb.sample()
+    single = AtariDQNExperienceReplay("Pong/1", 4, root=root, download=False).sample()
+    assert set(s.keys(True, True)) == set(single.keys(True, True))
+    idx = s["index"].numpy()
+    in_b = idx >= len(a)
+    assert 0 < in_b.sum() < len(idx)
+    for i in range(len(idx)):
+        part, local = (b, idx[i] - len(a)) if in_b[i] else (a, idx[i])
+        ref = part.get(int(local))
+        np.testing.assert_array_equal(s["observation"][i].numpy(), ref["observation"].numpy())
+        np.testing.assert_array_equal(s["next", "observation"][i].numpy(), ref["next", "observation"].numpy())
+        assert int(s["action"][i]) == int(ref["action"]) and int(s["step"][i]) == int(ref["step"])
+        assert int(s["episode"][i]) == int(ref["episode"]) + (a.num_episodes if in_b[i] else 0)
+
+
+def test_several_runs_slices_and_stacks_never_cross_runs(two_runs):
+    root, a, b, _ = two_runs
+    rb = AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 64, root=root, download=False, stack=4, slice_len=8)
+    assert rb.episodes.unique().numel() == a.num_episodes + b.num_episodes
+    torch.manual_seed(1)
+    s = rb.sample().reshape(8, 8)
+    parts = rb.storage.part_of(s["index"].reshape(-1)).reshape(8, 8)
+    assert (parts == parts[:, :1]).all() and (s["episode"] == s["episode"][:, :1]).all()
+    first = s[:, 0]
+    for k in range(8):
+        part = rb.storage.parts[int(parts[k, 0])]
+        local = int(first["index"][k]) - (len(a) if int(parts[k, 0]) else 0)
+        np.testing.assert_array_equal(first["observation"][k].numpy(), part.get(local)["observation"].numpy())
+
+
+def test_preprocess_of_several_runs_is_refused(two_runs, tmp_path):
+    root, _, _, _ = two_runs
+    rb = AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 4, root=root, download=False)
+    with pytest.raises(ValueError, match="preprocess works on one run"):
+        rb.preprocess(_halve_frames, dest=tmp_path / "x")
+
+
+@pytest.mark.parametrize("bad", [[], ["Pong/1", "Pong/1"], ["Pong/1", "Tetris/2"]])
+def test_bad_lists_of_ids(tmp_path, bad):
+    with pytest.raises(ValueError, match=r"empty list|must not repeat a run|`dataset_id` must be '<game>/<run>'"):
+        AtariDQNExperienceReplay(bad, root=tmp_path, download=False)
+
+
+def test_cli_converts_several_runs(two_runs, tmp_path, capsys):
+    from torchrl_ext.cli import main
+
+    _, a, b, base = two_runs
+    code = main(["download", "atari-dqn", "Pong/1", "Breakout/2", "--root", str(tmp_path), "--local-dir", str(base),
+                 "--num-procs", "1"])
+    assert code == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "Pong" / "1"), str(tmp_path / "Breakout" / "2")]
+    assert len(ShardedStorage(tmp_path / "Pong" / "1")) == len(a)
+    assert len(ShardedStorage(tmp_path / "Breakout" / "2")) == len(b)

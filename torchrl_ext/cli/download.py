@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "and convert it into ROOT/<game>/<run>. Set STORAGE_EMULATOR_HOST=http://host:port "
                     "to read from a mirror server.",
     )
-    a.add_argument("dataset_id", help="<game>/<run>, e.g. Pong/1")
+    a.add_argument("dataset_id", nargs="+", help="<game>/<run>, e.g. Pong/1 (several: converted as one task each)")
     a.add_argument("--root", required=True, help="directory holding converted datasets")
     a.add_argument("--bucket", default=None, help="GCS bucket (default: atari-replay-datasets)")
     a.add_argument("--prefix", default=None, help="top-level prefix in the bucket (default: dqn)")
@@ -28,7 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="read replay logs from this directory instead of downloading (default: download)")
     a.add_argument("--checkpoints", default=None,
                    help="comma-separated checkpoint indices or ranges, e.g. 0-4,49 (default: all)")
-    a.add_argument("--num-procs", type=int, default=1, help="parallel decompression processes")
+    a.add_argument("--num-procs", type=int, default=1, help="runs converted at once (default: 1)")
+    a.add_argument("--executor", choices=("process", "ray"), default="process",
+                   help="where runs are converted (default: process)")
+    a.add_argument("--address", default=None, help="Ray cluster address (default: a private local cluster)")
+    a.add_argument("--keep-download", action="store_true",
+                   help="keep the .gz files in ROOT/.downloads (default: stream them, store nothing)")
     a.add_argument("--force", action="store_true", help="convert again even if done")
     p.set_defaults(func=run)
 
@@ -55,10 +60,12 @@ def parse_checkpoints(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     from ..datasets import prepare_atari_dqn
 
-    path = prepare_atari_dqn(
+    paths = prepare_atari_dqn(
         args.dataset_id, args.root, download="force" if args.force else True,
         local_dir=args.local_dir, bucket=args.bucket, prefix=args.prefix,
         checkpoints=parse_checkpoints(args.checkpoints), num_procs=args.num_procs,
+        keep_download=args.keep_download, executor=args.executor, address=args.address,
     )
-    print(path)
+    for path in paths:
+        print(path)
     return 0
