@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import read_events
+
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
 from torchrl_ext.synthetic import make_episode, obs_value, write_synthetic
 
@@ -54,12 +56,9 @@ def test_metadata_goes_to_the_episode_table(tmp_path):
 
 def test_events_are_logged_with_global_rows(tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=2, length=5, obs_shape=(1,), events_every=2, shard_rows=4)
-    m = read_manifest(root)
-    logs = [np.load(root / p) for p in m.event_logs]
-    rows = np.concatenate([log["row"] for log in logs])
-    names = np.concatenate([log["names"][log["name_id"]] for log in logs])
-    assert rows.tolist() == [0, 2, 4, 4, 5, 7, 9, 9]
-    assert names.tolist() == ["tick:0", "tick:2", "tick:1", "episode_end"] * 2
+    events = read_events(root)
+    assert [row for _, _, row, _, _ in events] == [0, 2, 4, 4, 5, 7, 9, 9]
+    assert [name for _, _, _, name, _ in events] == ["tick:0", "tick:2", "tick:1", "episode_end"] * 2
 
 
 def test_terminated_and_truncated_default_from_done(tmp_path):
@@ -112,8 +111,16 @@ def test_bad_events(tmp_path, events, match):
 
 def test_bad_metadata_name_is_refused_at_add(tmp_path):
     with ShardWriter.create(tmp_path / "ds") as w:
-        with pytest.raises(ValueError, match="episode metadata key 'bad name' must be an identifier"):
-            w.add_episode(make_episode(0, 3, (1,)), metadata={"bad name": 1})
+        with pytest.raises(ValueError, match="""episode metadata key 'bad"name' must be a str of 1 to 128"""):
+            w.add_episode(make_episode(0, 3, (1,)), metadata={'bad"name': 1})
+
+
+def test_metadata_names_as_other_datasets_write_them(tmp_path):
+    with ShardWriter.create(tmp_path / "ds") as w:
+        w.add_episode(make_episode(0, 3, (1,)), metadata={"Active playtime": 12.5, "env:game": "pong"})
+        w.add_episode(make_episode(1, 3, (1,)), metadata={"Active playtime": 3.0, "env:game": "qbert"})
+    table = ShardedStorage(tmp_path / "ds").episode_table()
+    assert table.select('"Active playtime" > 5 AND "env:game" = ?', ("pong",)).tolist() == [0]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..compat.ray_cluster import loopback_only, restore
 from .events import EventsFn
 from .rollout import Episode, make_agent, rollout
 from .workers import WorkerFailed
@@ -28,7 +29,6 @@ __all__ = ["RayExecutor", "EpisodeActor", "import_ray"]
 
 logger = logging.getLogger(__name__)
 
-_CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def import_ray():
@@ -94,19 +94,8 @@ class RayExecutor:
         self._pings: dict[Any, int] = {}  # ref -> worker waiting to come back after a restart
 
     def _local_only(self) -> None:
-        """Makes the private cluster listen on loopback only.
-
-        Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is first
-        imported (``torchrl.data`` imports it early), and binds its servers to
-        the machine's routable address unless it is ``0``. The cluster's own
-        processes read the variable afresh; this process's copy is set too and
-        both are restored by :meth:`close`.
-        """
-        constants = sys.modules.get("ray._private.ray_constants")
-        self._restore = (os.environ.get(_CLUSTER_VAR), getattr(constants, "ENABLE_RAY_CLUSTER", None))
-        os.environ[_CLUSTER_VAR] = "0"
-        if constants is not None:
-            constants.ENABLE_RAY_CLUSTER = False
+        """Makes the private cluster listen on loopback only (undone by :meth:`close`)."""
+        self._restore = loopback_only()
 
     @property
     def in_flight(self) -> int:
@@ -186,12 +175,5 @@ class RayExecutor:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
         if self._restore is not None:
-            env, constant = self._restore
-            if env is None:
-                os.environ.pop(_CLUSTER_VAR, None)
-            else:
-                os.environ[_CLUSTER_VAR] = env
-            constants = sys.modules.get("ray._private.ray_constants")
-            if constants is not None and constant is not None:
-                constants.ENABLE_RAY_CLUSTER = constant
+            restore(self._restore)
             self._restore = None

@@ -17,12 +17,12 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..format import FormatError
+from .schema import check_metadata_name
 from .schema import sql_type as sql_type_of
 
 __all__ = ["EpisodeTable", "FIXED_COLUMNS"]
 
 FIXED_COLUMNS = ("episode", "first_row", "length", "has_final")
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _plain(value: Any) -> Any:
@@ -77,11 +77,7 @@ class EpisodeTable:
                 for name, value in meta.items():
                     if name in known:
                         continue
-                    if not isinstance(name, str) or not _NAME_RE.match(name) or name in FIXED_COLUMNS:
-                        raise ValueError(
-                            f"episode metadata key {name!r} must be an identifier "
-                            f"([A-Za-z_][A-Za-z0-9_]*) other than {FIXED_COLUMNS}"
-                        )
+                    check_metadata_name(name, FIXED_COLUMNS)
                     sql_type = sql_type_of(value)
                     if sql_type is None:
                         raise TypeError(f"episode metadata `{name}` must be an int, float or str, got {type(value).__name__}")

@@ -28,6 +28,7 @@ __all__ = [
     "check_events",
     "MetadataTypes",
     "sql_type",
+    "check_metadata_name",
 ]
 
 OWNED: tuple[Key, ...] = (("episode",), ("step",))  # written by the dataset, not the caller
@@ -177,6 +178,19 @@ def check_events(events: Sequence[tuple[int, str, float]] | None, length: int) -
     return out
 
 
+MAX_NAME_CHARS = 128
+
+
+def check_metadata_name(name: Any, reserved: Sequence[str]) -> None:
+    """A metadata key is any short str without ``"`` or NUL (``"Active playtime"``, ``env:game``)."""
+    if (not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or '"' in name
+            or "\x00" in name or name.lower() in {r.lower() for r in reserved}):
+        raise ValueError(
+            f"episode metadata key {name!r} must be a str of 1 to {MAX_NAME_CHARS} characters without "
+            f"'\"' or NUL, other than {tuple(reserved)}; rename it"
+        )
+
+
 def sql_type(value: Any) -> str | None:
     """SQLite type of a metadata value (None: not storable)."""
     if isinstance(value, (bool, np.bool_, int, np.integer)):
@@ -202,17 +216,10 @@ class MetadataTypes:
 
     def check(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         """Returns the metadata as plain Python values, or raises before anything is recorded."""
-        import re
-
         out: dict[str, Any] = {}
         new: dict[str, str] = {}
         for name, value in (metadata or {}).items():
-            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) \
-                    or name in self.reserved:
-                raise ValueError(
-                    f"episode metadata key {name!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*) "
-                    f"other than {self.reserved}"
-                )
+            check_metadata_name(name, self.reserved)
             sql = sql_type(value)
             if sql is None:
                 raise TypeError(
