@@ -9,7 +9,6 @@ SQLite keeps the table queryable with plain SQL for metadata filters, e.g.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping
