@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+from helpers import read_events
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.cli import main
@@ -63,11 +64,7 @@ def test_pong_layout_and_truncation(pong):
 def test_reward_events_match_rewards(pong):
     td = pong[np.arange(len(pong))]
     reward = td["next", "reward"].numpy()[:, 0]
-    rows = []
-    for rel in pong.manifest.event_logs:
-        z = np.load(pong.root / rel)
-        names = z["names"][z["name_id"]]
-        rows += z["row"][names == "reward:-1"].tolist() + z["row"][names == "reward:+1"].tolist()
+    rows = [row for _, _, row, name, _ in read_events(pong.root) if name in ("reward:-1", "reward:+1")]
     assert sorted(rows) == np.flatnonzero(reward).tolist()
 
 

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import pytest
 from generate_test_envs import AlwaysCrashEnv, CounterAgent, CountingEnv, make_plain_policy, t_events
+from helpers import read_events
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.generate import WorkerFailed, generate
@@ -29,13 +30,7 @@ def _episodes(root) -> list[dict]:
 
 
 def _events(root) -> list[tuple[int, int, str, float]]:
-    s = ShardedStorage(root)
-    out = []
-    for rel in s.manifest.event_logs:
-        z = np.load(s.root / rel)
-        out += [(int(e), int(t), str(z["names"][i]), float(v))
-                for e, t, i, v in zip(z["episode"], z["step"], z["name_id"], z["value"])]
-    return sorted(out)
+    return sorted((e, t, name, v) for e, t, _, name, v in read_events(root))
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])

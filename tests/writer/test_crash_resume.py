@@ -13,9 +13,9 @@ import pytest
 pytestmark = pytest.mark.slow  # subprocesses
 
 from torchrl_ext import ShardedStorage, read_manifest
-from torchrl_ext.format import read_event_log
 from torchrl_ext.synthetic import write_synthetic
 
+from helpers import read_events
 from synthetic_reference import check_rows, reference_rows
 
 EPISODES, LENGTH, SHARD_ROWS = 8, (2, 9), 5
@@ -52,12 +52,7 @@ def encoded_reference(tmp_path_factory):
 
 
 def _events(root):
-    m = read_manifest(root)
-    logs = [read_event_log(root / p) for p in m.event_logs]
-    if not logs:
-        return []
-    return sorted(zip(*(np.concatenate([log[k] for log in logs]).tolist() for k in ("row", "step", "value")),
-                      np.concatenate([log["names"][log["name_id"]] for log in logs]).tolist()))
+    return sorted((row, step, value, name) for _, step, row, name, value in read_events(root))
 
 
 def _assert_same(a: ShardedStorage, b: ShardedStorage):
