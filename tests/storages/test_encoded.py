@@ -188,3 +188,25 @@ def test_mixed_encodings_in_one_dataset(tmp_path):
 def test_bad_encodings_are_refused(tmp_path, spec, match):
     with pytest.raises(ValueError, match=match):
         _write(tmp_path / "ds", spec)
+
+
+def test_dictionary_mode_round_trip_and_stored_dictionary(tmp_path, pair):
+    raw, _ = pair
+    root = _write(tmp_path / "ds", {"observation": Zstd(chunk_rows=1, dictionary=True)})
+    storage = ShardedStorage(root)
+    opts = storage.manifest.column(("observation",)).options_dict
+    assert opts["dictionary_file"] == "dicts/observation.zdict" and (root / opts["dictionary_file"]).is_file()
+    assert torch.equal(storage[:]["observation"], raw[:]["observation"])
+    with ShardWriter.open(root) as w:  # appending reuses the stored dictionary
+        w.add_episode(_episode(7, 5, (12, 10), final=True))
+    assert np.array_equal(ShardedStorage(root)[-5:]["observation"].numpy(), _frames(7, 6, (12, 10))[:5])
+
+
+def test_corrupt_dictionary_is_refused(tmp_path):
+    root = _write(tmp_path / "ds", {"observation": Zstd(chunk_rows=1, dictionary=True)})
+    path = root / "dicts" / "observation.zdict"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"observation.zdict: checksum .* the dictionary is corrupt"):
+        ShardedStorage(root)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..format import Column
+from ..format import DICTIONARY_OPTIONS, Column
 from .cache import DecodedChunkCache
 from .column_reader import ChunkedColumnReader
 from .column_writer import ChunkedColumnWriter
@@ -24,7 +24,8 @@ __all__ = ["encoded_column_writer", "encoded_column_reader", "column_options"]
 
 def column_options(col: Column) -> Any:
     """The encoding option object of a manifest column."""
-    return resolve_encoding({"name": col.encoding, **col.options_dict})
+    opts = {k: v for k, v in col.options_dict.items() if k not in DICTIONARY_OPTIONS}
+    return resolve_encoding({"name": col.encoding, **opts})
 
 
 class _Writer:

@@ -4,7 +4,8 @@ This docstring is the specification. Readers and writers of every on-disk
 artifact live in this package, in pairs; everything else goes through them:
 :mod:`.manifest` (``dataset.json``), :mod:`.columns` (column files and the
 dtype table), :mod:`.checksum` and :mod:`.shard` (shard checksums),
-:mod:`.event_log` (event logs), :mod:`.files` (atomic replacement). Encoded
+:mod:`.event_log` (event logs), :mod:`.dictionaries` (compression
+dictionaries), :mod:`.files` (atomic replacement). Encoded
 column files are specified in :mod:`torchrl_ext.encodings.chunk_format`.
 
 Layout of a dataset rooted at ``<root>``::
@@ -86,6 +87,14 @@ unfinished multi-step write; readers raise ``FileNotFoundError`` with its text.
 
 from .checksum import LEGACY_SCHEME, SCHEME, combine_crcs, files_checksum
 from .columns import DTYPES, TD_META_TYPE, Key, column_files, column_path, open_column, validate_shards, write_td_meta
+from .dictionaries import (
+    DICT_DIR,
+    DICTIONARY_OPTIONS,
+    dictionary_name,
+    load_dictionaries,
+    read_dictionary,
+    write_dictionary,
+)
 from .errors import FormatError
 from .event_log import EVENT_FIELDS, event_log_name, filter_event_log, read_event_log, write_event_log
 from .files import atomic_write_bytes, atomic_write_json, commit_dir, current_umask, fsync_dir, resolve_inside
@@ -121,6 +130,8 @@ __all__ = [
     "column_path", "column_files", "open_column", "write_td_meta", "validate_shards",
     # checksums
     "combine_crcs", "files_checksum", "shard_files", "verify_shard",
+    # compression dictionaries
+    "DICT_DIR", "DICTIONARY_OPTIONS", "dictionary_name", "read_dictionary", "write_dictionary", "load_dictionaries",
     # event logs
     "event_log_name", "write_event_log", "read_event_log", "filter_event_log",
     # files

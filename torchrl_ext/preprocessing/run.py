@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import zlib
 from concurrent.futures import (
     Future,
     ProcessPoolExecutor,
@@ -33,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..format import (
+    DICT_DIR,
     EPISODES_NAME,
     INCOMPLETE_NAME,
     MANIFEST_NAME,
@@ -42,9 +44,12 @@ from ..format import (
     ShardInfo,
     atomic_write_bytes,
     atomic_write_json,
+    dictionary_name,
     filter_event_log,
     fsync_dir,
+    read_dictionary,
     read_manifest,
+    write_dictionary,
     write_manifest,
 )
 from ..storages import ShardedStorage
@@ -59,7 +64,7 @@ logger = logging.getLogger(__name__)
 EXECUTORS = ("process", "thread", "serial")
 DEFAULT_BATCH_BYTES = 8 << 20
 PROBE_ROWS = 256
-_OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", EPISODES_NAME, LOCK_NAME, INCOMPLETE_NAME}
+_OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", EPISODES_NAME, LOCK_NAME, INCOMPLETE_NAME, DICT_DIR}
 _RESUME_HINT = ("an unfinished preprocess() run, not a dataset yet; call preprocess() again with the "
                 "same arguments to resume it")
 
@@ -169,6 +174,7 @@ def preprocess(
         batch_rows = max(1, DEFAULT_BATCH_BYTES // max(row_bytes, 1))
     schema, next_keys = _probe(src, fn, min(batch_rows, limit, PROBE_ROWS), ends, next_from_row)
     schema = apply_encodings(schema, m.schema, encodings)
+    schema, dictionaries = _dictionaries(src, fn, min(batch_rows, limit, PROBE_ROWS), schema, root, dest)
     del src
     workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
     # Pieces small enough to keep every worker busy; a big source shard becomes several output shards.
@@ -187,6 +193,8 @@ def preprocess(
         if _prepare_dest(dest, plan, overwrite):
             logger.info("%s: complete and matching the source, reused", dest)
             return ShardedStorage(dest)
+        for key, data in dictionaries.items():
+            write_dictionary(dest, key, data)
         records = _run(tasks, executor, num_workers, mp_start_method, worker_threads, pbar, limit)
         _finish(root, dest, m, tasks, records, limit, num_eps, next_keys, fn)
     finally:
@@ -240,6 +248,36 @@ def _probe(src: ShardedStorage, fn: Callable, n: int, ends: np.ndarray,
         else:
             logger.info("storing %r as a column: it is not the next row's %r", ("next", *k), k)
     return schema, keys
+
+
+def _dictionaries(src: ShardedStorage, fn: Callable, n: int, schema: list[Column], root: Path,
+                  dest: Path) -> tuple[list[Column], dict[Key, bytes]]:
+    """Dictionaries of the output's zstd columns: the source's when inherited, else trained on the first batch.
+
+    A run resumed over an interrupted one reuses the dictionary it trained, so the plan still matches.
+    """
+    where = str(root / MANIFEST_NAME)
+    out, data = [], {}
+    flat = None
+    for col in schema:
+        opts = col.options_dict
+        if "dictionary_file" in opts:
+            data[col.key] = read_dictionary(root, opts, where)
+        elif col.encoding == "zstd" and opts.get("dictionary"):
+            earlier = dest / dictionary_name(col.key)
+            if (dest / WORK_DIR / "plan.json").exists() and earlier.is_file():
+                data[col.key] = earlier.read_bytes()
+            else:
+                from ..encodings import train_dictionary
+
+                if flat is None:
+                    flat = flatten_output(fn(src.get(slice(0, n))), n, "rows [0, n) (dictionary sample)")
+                data[col.key] = train_dictionary(flat[col.key])
+            col = col.with_encoding(col.encoding, {
+                **opts, "dictionary_file": dictionary_name(col.key),
+                "dictionary_crc": f"crc32:{zlib.crc32(data[col.key]):08x}"})
+        out.append(col)
+    return out, data
 
 
 def _tasks(root, dest, m, limit, ends, has_final, schema, next_keys, batch_rows, fn,

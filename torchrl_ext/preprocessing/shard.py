@@ -25,6 +25,7 @@ from ..format import (
     Manifest,
     ShardInfo,
     atomic_write_json,
+    load_dictionaries,
     validate_shards,
     verify_shard,
 )
@@ -107,7 +108,8 @@ def run_task(task: ShardTask) -> dict:
     task.record_path.unlink(missing_ok=True)
     shutil.rmtree(dest / "shards" / task.name, ignore_errors=True)
     storage = ShardedStorage(task.source, cache_bytes=0)
-    pending = PendingShard(dest, task.shard_id, task.stored_schema, task.final_cols)
+    pending = PendingShard(dest, task.shard_id, task.stored_schema, task.final_cols,
+                           load_dictionaries(dest, task.stored_schema))
     try:
         final_episodes = _stream(task, storage, pending)
         info = pending.seal(dest, task.name)

@@ -28,6 +28,7 @@ from ..format import (
     Manifest,
     column_path,
     final_columns,
+    load_dictionaries,
     open_column,
     read_manifest,
     resolve_inside,
@@ -56,7 +57,8 @@ class ShardReader:
             time a read touches it; ``"open"`` checks every shard when opening.
         decode_cache_bytes: byte budget of decoded chunks of encoded columns
             kept for reuse (windows and frame stacks reread neighbours).
-        decode_threads: threads that decode chunks of one read in parallel.
+        decode_threads: threads that decode chunks of one read in parallel (None: the
+            encoding's default, 1 for zstd and 2 for video).
 
     Example:
         >>> import tempfile
@@ -69,14 +71,14 @@ class ShardReader:
     """
 
     def __init__(self, root: str | os.PathLike, *, cache_bytes: int = 128 << 20, verify: str = "off",
-                 decode_cache_bytes: int = 64 << 20, decode_threads: int = 1) -> None:
+                 decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"`root` must be a path (str or os.PathLike), got {type(root).__name__}")
         for name, value in (("cache_bytes", cache_bytes), ("decode_cache_bytes", decode_cache_bytes)):
             if type(value) is not int or value < 0:
                 raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
-        if type(decode_threads) is not int or decode_threads < 1:
-            raise ValueError(f"`decode_threads` must be a positive int, got {decode_threads!r}")
+        if decode_threads is not None and (type(decode_threads) is not int or decode_threads < 1):
+            raise ValueError(f"`decode_threads` must be a positive int or None, got {decode_threads!r}")
         if verify not in VERIFY_MODES:
             raise ValueError(f"`verify` must be one of {VERIFY_MODES}, got {verify!r}")
         self.root = Path(root)
@@ -94,6 +96,7 @@ class ShardReader:
         self.columns: list[Column] = list(manifest.schema)
         self.next_keys: list[Key] = list(manifest.next_from_row)
         self._decoded = None
+        self._dicts = load_dictionaries(self.root, self.columns)
         if any(c.encoding != "raw" for c in self.columns):
             from ..encodings import DecodedChunkCache
 
@@ -115,7 +118,8 @@ class ShardReader:
             return open_column(column_path(d, col.key), col.dtype, col.shape, rows)
         from ..encodings import encoded_column_reader
 
-        return encoded_column_reader(d, col, rows, None, cache=self._decoded, threads=self.decode_threads)
+        return encoded_column_reader(d, col, rows, self._dicts.get(col.key), cache=self._decoded,
+                                     threads=self.decode_threads)
 
     def _add_shards(self, manifest: Manifest) -> None:
         known = len(self._shards)

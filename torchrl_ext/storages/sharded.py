@@ -71,7 +71,7 @@ class ShardedStorage(TensorStorage):
 
     def __init__(self, root: str | os.PathLike, *, device: torch.device | str = "cpu",
                  cache_bytes: int = 128 << 20, verify: str = "off", decode_cache_bytes: int = 64 << 20,
-                 decode_threads: int = 1,
+                 decode_threads: int | None = None,
                  rows_view: Callable[[ShardReader, np.ndarray, dict], dict] | None = None) -> None:
         self.reader = ShardReader(root, cache_bytes=cache_bytes, verify=verify,
                                   decode_cache_bytes=decode_cache_bytes, decode_threads=decode_threads)

@@ -89,6 +89,7 @@ class PendingShard:
         self.final_cols = final_cols
         self.rows = 0
         self.finals = 0
+        self.dictionaries = dict(dictionaries or {})
         self._writers = {c.key: _column_writer(self.dir, c, dictionaries or {}) for c in schema}
         self._final = {c.key: _RawFile(column_path(self.dir / "final", c.key)) for c in final_cols}
 

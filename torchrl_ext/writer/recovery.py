@@ -62,7 +62,7 @@ def drop_partial_tail(root: Path, manifest: Manifest) -> tuple[list[str], tuple[
 def copy_prefix(root: Path, manifest: Manifest, shard: ShardInfo, rows: int, pending: PendingShard,
                 chunk_bytes: int = 64 << 20) -> None:
     """Copies the first ``rows`` rows (and their final values) of ``shard`` into ``pending``."""
-    src = ShardColumns(root / shard.dir, manifest.schema, shard.rows)
+    src = ShardColumns(root / shard.dir, manifest.schema, shard.rows, pending.dictionaries)
     row_bytes = max(sum(c.row_bytes for c in manifest.schema), 1)
     step = max(1, chunk_bytes // row_bytes)
     for a in range(0, rows, step):

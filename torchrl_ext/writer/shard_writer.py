@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..format import (
+    DICT_DIR,
     EPISODES_NAME,
     Column,
     MANIFEST_NAME,
@@ -28,8 +29,10 @@ from ..format import (
     Manifest,
     event_log_name,
     final_columns,
+    load_dictionaries,
     read_manifest,
     validate_shards,
+    write_dictionary,
     write_event_log,
     write_manifest,
 )
@@ -44,7 +47,7 @@ __all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-_OURS = {MANIFEST_NAME, EPISODES_NAME, LOCK_NAME, "shards", "events"}
+_OURS = {MANIFEST_NAME, EPISODES_NAME, LOCK_NAME, DICT_DIR, "shards", "events"}
 
 
 @dataclass
@@ -98,6 +101,7 @@ class ShardWriter:
         self._written_rows = manifest.num_rows  # global rows appended so far
         self._shard_bytes = DEFAULT_SHARD_BYTES
         self._encodings: dict[Key, Any] = {}
+        self._dicts: dict[Key, bytes] = load_dictionaries(root, manifest.schema)
         self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
         self._closed = False
 
@@ -270,9 +274,27 @@ class ShardWriter:
                     check_column(enc, col.dtype, col.shape)
                 except ValueError as err:
                     raise ValueError(f"`encodings` for {col.key!r}: {err}") from None
-                col = col.with_encoding(enc.name, enc.to_json())
+                options = enc.to_json()
+                if getattr(enc, "dictionary", False):
+                    options.update(self._train_dictionary(col.key, cols[col.key]))
+                col = col.with_encoding(enc.name, options)
             out.append(col)
         return out, next_keys
+
+    def _train_dictionary(self, key: Key, rows: np.ndarray) -> dict[str, str]:
+        """Trains a column's zstd dictionary on the first episode's rows and stores it with the dataset."""
+        from ..encodings import train_dictionary
+
+        sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), 4096)).astype(np.int64)]
+        try:
+            data = train_dictionary(sample)
+        except ValueError as err:
+            raise ValueError(
+                f"`encodings` for {key!r}: {err}; the dictionary is trained on the first episode, so "
+                "write a longer one first or use Zstd(dictionary=False)"
+            ) from None
+        self._dicts[key] = data
+        return write_dictionary(self.root, key, data)
 
     def _set_schema(self, schema, next_keys) -> None:
         m = self._manifest
@@ -286,7 +308,7 @@ class ShardWriter:
     def _ensure_pending(self) -> PendingShard:
         if self._pending is None:
             m = self._manifest
-            self._pending = PendingShard(self.root, m.next_shard_id, m.schema, final_columns(m))
+            self._pending = PendingShard(self.root, m.next_shard_id, m.schema, final_columns(m), self._dicts)
             m.next_shard_id += 1
             if self._prefix is not None:
                 copy_prefix(self.root, m, *self._prefix, self._pending)
