@@ -3,9 +3,11 @@
 Run: ``.venv/bin/python benchmarks/bench_events.py [--events 10000000 --naive-events 2000000]``
 Writes ``benchmarks/results/events.md``.
 
-(a) ``EventIndex.build`` over 10 million events held in the writer's npz logs,
-    and ``EventIndex.load``; peer: a pure-Python index (dict of per-name lists,
-    MineStudio's approach), measured on ``--naive-events`` and scaled linearly.
+(a) ``EventIndex.build`` (with save) over 10 million events held in the writer's
+    npz logs, ``EventIndex.load`` and ``EventIndex.open`` (the read-only path of
+    the sampler and the dataset: manifest + staleness check + load); peer: a
+    pure-Python index (dict of per-name lists, MineStudio's approach), measured
+    on ``--naive-events`` and scaled linearly.
 (b) A window query (regex, ``min_nearby``, ``max_within``) over 1 million
     matching events; peer: the pure-Python rules of ``tests/events/naive_events.py``.
 (c) ``rb.sample()`` of 2 windows x 64 rows of 84x84 frames through
@@ -40,7 +42,7 @@ from events.naive_events import naive_windows  # noqa: E402
 
 from torchrl_ext import EventIndex, EventSliceSampler, ShardedStorage, read_manifest  # noqa: E402
 from torchrl_ext.events import WindowQuery, select_windows  # noqa: E402
-from torchrl_ext.format import column_path, write_manifest  # noqa: E402
+from torchrl_ext.format import column_path, read_event_log, write_manifest  # noqa: E402
 from torchrl_ext.synthetic import write_synthetic  # noqa: E402
 
 WIN, NWIN = 64, 2
@@ -81,14 +83,14 @@ def naive_build(root: Path, limit: int) -> dict:
     out: dict[str, list] = {}
     seen = 0
     for rel in read_manifest(root).event_logs:
-        with np.load(root / rel) as z:
-            names = z["names"].tolist()
-            for nid, e, s, v in zip(z["name_id"].tolist(), z["episode"].tolist(), z["step"].tolist(),
-                                    z["value"].tolist()):
-                out.setdefault(names[nid], []).append((e, s, v))
-                seen += 1
-                if seen >= limit:
-                    break
+        z = read_event_log(root / rel)
+        names = z["names"].tolist()
+        for nid, e, s, v in zip(z["name_id"].tolist(), z["episode"].tolist(), z["step"].tolist(),
+                                z["value"].tolist()):
+            out.setdefault(names[nid], []).append((e, s, v))
+            seen += 1
+            if seen >= limit:
+                break
         if seen >= limit:
             break
     for v in out.values():
@@ -144,6 +146,7 @@ def main() -> int:
         res["build"] = once(lambda: EventIndex.build(work / "ev"))
         res["load"] = once(lambda: EventIndex.load(work / "ev"))
         res["load_ram"] = once(lambda: EventIndex.load(work / "ev", mmap=False))
+        res["open"] = once(lambda: EventIndex.open(work / "ev", build_missing="error"))
         n_naive = min(args.naive_events, args.events)
         res["naive_build"] = once(lambda: naive_build(work / "ev", n_naive), repeats=1) * args.events / n_naive
         # (b) query over 1M matching events: 20 of 200 names
@@ -165,8 +168,9 @@ def main() -> int:
         # (c) sampling 2 windows x 64 rows of 84x84 frames
         root = write_synthetic(work / "ds", episodes=args.shards * args.rows_per_shard // 100,
                                length=(50, 150), shard_rows=args.rows_per_shard, events_every=16)
+        EventIndex.build(root)
         storage = ShardedStorage(root)
-        sampler = EventSliceSampler(root, event_regex="tick:.*", win_len=WIN, bias=8, seed=0)
+        sampler = EventSliceSampler(storage, WindowQuery(event_regex="tick:.*", win_len=WIN, bias=8), seed=0)
         rb = TensorDictReplayBuffer(storage=storage, sampler=sampler, batch_size=NWIN * WIN)
         w = sampler.windows
         rng = np.random.default_rng(0)
@@ -202,6 +206,8 @@ def main() -> int:
         ("(a) `EventIndex.load` (memory-mapped)", s("load"), "s", "", "<= 0.5 s", verdict(res["load"] <= 0.5)),
         ("(a) `EventIndex.load(mmap=False)` (arrays read into RAM)", s("load_ram"), "s", "", "<= 0.5 s",
          verdict(res["load_ram"] <= 0.5)),
+        ("(a) `EventIndex.open` (read only: manifest, staleness check, memory-mapped load)", s("open"), "s", "",
+         "<= 0.5 s", verdict(res["open"] <= 0.5)),
         (f"(b) window query over {matched:,} matching events -> {n_windows:,} windows", s("query"), "s",
          f"{res['naive_query'] / res['query']:.0f}x faster than pure Python", "<= 0.5 s", verdict(res["query"] <= 0.5)),
         ("(b) pure-Python rules (`tests/events/naive_events.py`)", s("naive_query"), "s", "", "", ""),
@@ -228,7 +234,9 @@ def main() -> int:
         "",
         "Notes:",
         "- Build = read the npz logs, remap per-log name ids to one sorted vocabulary, one stable int64",
-        "  argsort on `name_id * rows + row`, write `.npy` files into a temp dir and rename it into place.",
+        "  argsort on `name_id * rows + row`, write and fsync `.npy` files in a temp dir, rename it into place.",
+        "- Open (what the sampler and the dataset call) never writes: it compares the saved index's source",
+        "  (event logs, episodes, rows) with the manifest and memory-maps the arrays.",
         "- Load memory-maps the `.npy` arrays, so it is independent of the event count; a query then",
         "  touches only the matching names' contiguous ranges.",
         "- The query includes `min_nearby`, whose greedy chain is followed for all (episode, name) groups",
