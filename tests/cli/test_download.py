@@ -7,9 +7,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from torchrl_ext.cli.download import parse_checkpoints
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_unreachable_bucket_is_one_line_and_exit_1(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

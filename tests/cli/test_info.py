@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from torchrl_ext.synthetic import write_synthetic
 
 
@@ -13,6 +15,7 @@ def _run(*args):
                           timeout=300)
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_info_prints_summary_and_schema(tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(84, 84), shard_rows=5)
     proc = _run("info", str(root))
@@ -25,6 +28,7 @@ def test_info_prints_summary_and_schema(tmp_path):
     assert f"bytes     {nbytes} " in proc.stdout
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_info_on_missing_dataset_fails_clearly(tmp_path):
     proc = _run("info", str(tmp_path / "nope"))
     assert proc.returncode == 2

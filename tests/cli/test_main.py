@@ -141,6 +141,7 @@ def test_a_bug_is_not_hidden(tmp_path, monkeypatch):
         main(["info", str(tmp_path)])
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_a_library_error_is_one_line_on_stderr(tmp_path):
     proc = run("info", str(tmp_path / "nope"))
     assert proc.returncode == 2

@@ -24,6 +24,7 @@ def dataset(tmp_path):
     return write_synthetic(tmp_path / "src", episodes=4, length=(3, 7), obs_shape=(12, 10), shard_rows=8)
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_resize_stack_float(dataset, tmp_path):
     dest = tmp_path / "out"
     proc = _run(str(dataset), str(dest), "--preset", "resize", "6", "5", "--preset", "stack", "3",
@@ -43,6 +44,7 @@ def test_resize_stack_float(dataset, tmp_path):
     assert np.allclose(td["next", "observation"][last, :2].numpy(), got[last, 1:])
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_grayscale_of_rgb(tmp_path):
     src = write_synthetic(tmp_path / "rgb", episodes=2, length=3, obs_shape=(4, 4, 3))
     dest = tmp_path / "gray"
@@ -59,7 +61,7 @@ def test_grayscale_of_rgb(tmp_path):
     (["resize", "6"], r"preset 'resize' takes 2 argument\(s\) H W, got \['6'\]"),
     (["stack", "x"], r"preset 'stack' takes integer N, got \['x'\]"),
     (["stack", "0"], r"preset 'stack' takes positive N, got \[0\]"),
-    (["float", "1"], r"preset 'float' takes 0 argument\(s\)"),
+    (["float", "1"], r"preset 'float' takes 0 argument\(s\), got \['1'\]; e.g. --preset float$"),
 ])
 def test_bad_presets(preset, match):
     with pytest.raises(ValueError, match=match):

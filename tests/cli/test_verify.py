@@ -21,6 +21,7 @@ def dataset(tmp_path):
     return write_synthetic(tmp_path / "ds", episodes=4, length=5, obs_shape=(6, 6), shard_rows=6)
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_intact_dataset_passes(dataset):
     proc = _run(str(dataset))
     assert proc.returncode == 0, proc.stderr
@@ -29,6 +30,7 @@ def test_intact_dataset_passes(dataset):
     assert "4/4" in proc.stderr  # the per-shard progress bar reached the end
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_flipped_byte_is_corrupt(dataset):
     target = sorted((dataset / "shards").glob("*/observation.memmap"))[2]
     data = bytearray(target.read_bytes())
@@ -42,6 +44,7 @@ def test_flipped_byte_is_corrupt(dataset):
     assert "does not match the manifest's" in line
 
 
+@pytest.mark.slow  # loads torch in a subprocess
 def test_missing_dataset_is_a_usage_error(tmp_path):
     proc = _run(str(tmp_path / "nope"))
     assert proc.returncode == 2

@@ -73,7 +73,8 @@ def _timed(fn, *args, **kwargs):
         ("http://127.0.0.1:{}", "closed_port", r"connection failed: Connection refused"),
         ("127.0.0.1:{}", "closed_port", r"connection failed: Connection refused"),
         ("http://nonexistent.invalid:1", None, r"name resolution failed"),
-        ("http://127.0.0.1:{}", "full_backlog", r"the connection did not open in time"),
+        pytest.param("http://127.0.0.1:{}", "full_backlog", r"the connection did not open in time",
+                     marks=pytest.mark.slow),  # waits CONNECT_TIMEOUT
     ],
 )
 def test_unreachable_server_fails_at_once_naming_host_and_ways_out(monkeypatch, request, tmp_path, host, port,
@@ -213,6 +214,7 @@ def test_media_cut_after_some_bytes_resumes_to_a_byte_exact_file(fault_server, t
     assert "mismatch" not in caplog.text
 
 
+@pytest.mark.slow
 def test_rerun_after_a_stall_resumes_from_the_kept_part(fault_server, tmp_path):
     objects = _objects(n=1, size=50_000)
     (name, data), = objects.items()
@@ -263,6 +265,7 @@ def test_size_only_check_detects_a_short_object(fault_server, tmp_path, caplog):
     assert "size mismatch for" in caplog.text and "4000 bytes; expected 5000 bytes" in caplog.text
 
 
+@pytest.mark.slow
 def test_server_dying_after_listing_ends_within_deadline(fault_server, tmp_path):
     objects = _objects(n=3)
     fs = fault_server(objects, die_after_listing=True)
@@ -273,6 +276,7 @@ def test_server_dying_after_listing_ends_within_deadline(fault_server, tmp_path)
     assert fs.media_requests == 0
 
 
+@pytest.mark.slow
 def test_one_stalled_object_stops_the_whole_call(fault_server, tmp_path):
     objects = _objects(n=4)
     fault_server(objects, media="stall", limit=10)
@@ -300,6 +304,7 @@ def test_transient_listing_errors_are_retried(fault_server, tmp_path):
     assert fs.listing_requests == 3
 
 
+@pytest.mark.slow
 def test_listing_failing_until_the_deadline_is_named(fault_server, tmp_path):
     fs = fault_server(_objects(n=1), listing_errors=10**6)
     err = _timed(download_prefix, "test-bucket", PREFIX, tmp_path / "d", progress=False, deadline=1.5)

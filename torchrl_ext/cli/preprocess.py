@@ -58,16 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _ints(name: str, args: Sequence[str], count: int) -> list[int]:
-    params = PRESETS[name][0]
+    params = " ".join(PRESETS[name][0])
     if len(args) != count:
-        raise ValueError(f"preset {name!r} takes {count} argument(s) {' '.join(params)}, got {list(args)}; "
-                         f"e.g. --preset {' '.join((name, *(['84'] * count)))}")
+        raise ValueError(f"preset {name!r} takes {count} argument(s){' ' + params if params else ''}, got "
+                         f"{list(args)}; e.g. --preset {' '.join((name, *(['84'] * count)))}")
     try:
         values = [int(a) for a in args]
     except ValueError:
-        raise ValueError(f"preset {name!r} takes integer {' '.join(params)}, got {list(args)}") from None
+        raise ValueError(f"preset {name!r} takes integer {params}, got {list(args)}") from None
     if any(v < 1 for v in values):
-        raise ValueError(f"preset {name!r} takes positive {' '.join(params)}, got {values}")
+        raise ValueError(f"preset {name!r} takes positive {params}, got {values}")
     return values
 
 
@@ -85,26 +85,22 @@ def build_fn(specs: Sequence[Sequence[str]], src: str, key: str = "observation")
     Raises:
         ValueError: an unknown preset or wrong arguments.
     """
-    from ..preprocessing import FrameStack, Grayscale, Resize, ToFloat, chain
-
-    steps = []
-    for name, *args in specs:
+    parsed = []
+    for name, *args in specs:  # every spec is checked before torch loads
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-        if name == "resize":
-            steps.append(Resize(*_ints(name, args, 2), key=key))
-        elif name == "stack":
-            steps.append(FrameStack(src, *_ints(name, args, 1), key=key))
-        else:
-            _ints(name, args, 0)
-            steps.append(Grayscale(key=key) if name == "grayscale" else ToFloat(key=key))
-    return chain(*steps)
+        parsed.append((name, _ints(name, args, len(PRESETS[name][0]))))
+    from ..preprocessing import FrameStack, Grayscale, Resize, ToFloat, chain
+
+    make = {"resize": lambda h, w: Resize(h, w, key=key), "stack": lambda n: FrameStack(src, n, key=key),
+            "grayscale": lambda: Grayscale(key=key), "float": lambda: ToFloat(key=key)}
+    return chain(*(make[name](*values) for name, values in parsed))
 
 
 def run(args: argparse.Namespace) -> int:
+    fn = build_fn(args.preset, args.src, args.key)
     from .. import preprocess
 
-    fn = build_fn(args.preset, args.src, args.key)
     out = preprocess(args.src, fn, args.dest, num_workers=args.workers, batch_rows=args.batch_rows,
                      executor=args.executor, overwrite=args.overwrite, num_rows=args.num_rows,
                      pbar=args.progress)
