@@ -20,6 +20,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait as wait_any
 from typing import Any
 
+from ..parent_watch import exit_with_parent
 from .events import EventsFn
 from .rollout import Episode, make_agent, rollout
 
@@ -35,6 +36,7 @@ class WorkerFailed(RuntimeError):
 def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, events_fn: EventsFn | None,
                 worker_id: int) -> None:
     """Body of one worker process: build env and agent, play episodes until told to stop."""
+    exit_with_parent()
     episode = None
     try:
         env = env_fn()

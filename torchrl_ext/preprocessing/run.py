@@ -52,6 +52,7 @@ from ..format import (
     write_dictionary,
     write_manifest,
 )
+from ..parent_watch import exit_with_parent
 from ..storages import ShardedStorage
 from ..writer import LOCK_NAME, EpisodeTable, lock_dataset, unlock_dataset
 from .schema import apply_encodings, flatten_output, infer_schema, next_candidates, rows_equal
@@ -90,6 +91,7 @@ class _Cloudpickled:
 
 
 def _init_worker(threads: int) -> None:
+    exit_with_parent()
     torch.set_num_threads(threads)
 
 
