@@ -1,27 +1,39 @@
-"""Atari DQN replay logs: conversion time / peak memory and sampling speed, against TorchRL.
+"""Atari DQN replay logs: one-pass conversion of a full-size checkpoint, and sampling, against peers.
 
-Generates one replay-log checkpoint of ``--capacity`` frames (200,000 by default:
-1.41 GB of decompressed observations; the published checkpoints hold 1,000,000,
-7 GB, too slow for this machine) with Dopamine's padding semantics and
-compressible frames, then measures, each in a fresh subprocess:
+Generates one replay-log checkpoint of ``--capacity`` transitions (1,000,000 by
+default, the published size: 7.06 GB of frames) with Dopamine's padding and
+episode semantics. Frames are real Pong frames (ALE, 84x84 grayscale, random
+actions) from a pool reused cyclically, so generating is cheap while
+compression sees real screens (blocky synthetic frames without ale-py). Then,
+each conversion in a fresh subprocess:
 
 * ceiling: ``gzip -dc`` of every column file to ``/dev/null``;
-* ours: ``convert_replay_logs`` (streaming, isal when installed);
-* peer: TorchRL's ``AtariDQNExperienceReplay._preproc_run`` over the same files;
+* floor: ``isal.igzip`` reading every file to nothing (our decompressor alone);
+* ours: ``convert_replay_logs`` (one pass, frames straight from the
+  decompressor into shards), once per column encoding: wall time, peak RSS
+  above the interpreter, bytes on disk, and scratch disk (bytes under the
+  work directory outside the logs and the output, polled during the run);
+* peer: TorchRL's ``AtariDQNExperienceReplay._preproc_run`` (holds two copies
+  of the decompressed observations in RAM, so it is only timed when they fit
+  ``--peer-max-capacity``; above that TorchRL's on-disk layout is built with
+  bounded memory, untimed, for the sampling comparison).
 
-and sampling (random 128, slices 2 x 64, stack 4) from ``torchrl_ext``'s
-``AtariDQNExperienceReplay`` against TorchRL's class over its own conversion,
-with a plain numpy fancy-index gather of 128 frames as the ceiling.
+Sampling (random 128 with next observation, stack 4; slices 2 x 64) compares
+``torchrl_ext``'s ``AtariDQNExperienceReplay`` with TorchRL's class over the
+same logs. Projections scale the measured rates to a full run (50 full
+checkpoints and a final one) and to the 60 games x 5 runs of the dataset.
 
 Run: ``.venv/bin/python benchmarks/bench_atari_dqn.py`` (writes
-``benchmarks/results/atari_dqn.md``).
+``benchmarks/results/atari_dqn.md``). Needs ~3x the frame bytes of free disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,20 +43,24 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_results
+
 OUT = Path(__file__).parent / "results" / "atari_dqn.md"
 STACK = 4
+FRAME = 84 * 84
+FULL_RUN_CHECKPOINTS = 51  # 50 full logs and the final one
+DATASET_RUNS = 60 * 5
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                "fortran_order": False, "shape": shape})
     return buf.getvalue()
 
 
-def _open_out(path: Path):
+def _gz_writer(path: Path):
     try:
         from isal import igzip
 
@@ -53,12 +69,34 @@ def _open_out(path: Path):
         return gzip.open(path, "wb", compresslevel=1)
 
 
+def frame_pool(n: int = 4096, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``n`` 84x84 grayscale frames: real Pong screens when ale-py is installed."""
+    try:
+        from torchrl_ext.generate import make_atari_env
+
+        env = make_atari_env("ALE/Pong-v5")
+        rng = np.random.default_rng(seed)
+        obs, _ = env.reset(seed=seed)
+        frames = [np.asarray(obs, np.uint8).reshape(84, 84)]
+        while len(frames) < n:
+            obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+            frames.append(np.asarray(obs, np.uint8).reshape(84, 84))
+            if terminated or truncated:
+                obs, _ = env.reset()
+        env.close()
+        return np.stack(frames), "real Pong frames (ALE, random actions)"
+    except Exception:  # noqa: BLE001 - no ale-py or no ROM: blocky synthetic frames
+        rng = np.random.default_rng(seed)
+        levels = rng.integers(0, 256, (n, 21, 21), dtype=np.uint8)
+        return np.kron(levels, np.ones((4, 4), np.uint8)).astype(np.uint8), "blocky synthetic frames"
+
+
 def generate(dest: Path, capacity: int, seed: int = 0) -> dict:
-    """Writes checkpoint 0 of a replay_logs directory, streaming the observations."""
+    """Writes checkpoint 0 of a replay_logs directory (logged at add_count = C - 1), streaming the frames."""
     rng = np.random.default_rng(seed)
     d = dest / "replay_logs"
     d.mkdir(parents=True, exist_ok=True)
-    n = capacity - 1  # checkpoint 0 is logged at add_count = C - 1
+    n = capacity - 1
     action = np.zeros(capacity, np.int32)
     reward = np.zeros(capacity, np.float32)
     terminal = np.zeros(capacity, np.uint8)
@@ -76,14 +114,12 @@ def generate(dest: Path, capacity: int, seed: int = 0) -> dict:
                 terminal[stop - 1] = 1
                 episodes += 1
         g = stop
-    levels = rng.integers(0, 256, (256, 21, 21), dtype=np.uint8)
-    pool = np.kron(levels, np.ones((4, 4), np.uint8)).astype(np.uint8)  # blocky, compressible frames
-    with _open_out(d / "$store$_observation_ckpt.0.gz") as f:
+    pool, kind = frame_pool()
+    with _gz_writer(d / "$store$_observation_ckpt.0.gz") as f:
         f.write(_npy_header(np.dtype(np.uint8), (capacity, 84, 84)))
-        chunk = 4096
-        for a in range(0, capacity, chunk):
-            b = min(a + chunk, capacity)
-            frames = pool[(np.arange(a, b) * 7) % 256].copy()
+        for a in range(0, capacity, 4096):
+            b = min(a + 4096, capacity)
+            frames = pool[np.arange(a, b) % len(pool)]
             frames[~real[a:b]] = 0
             f.write(frames.tobytes())
     for name, arr in (("action", action), ("reward", reward), ("terminal", terminal)):
@@ -93,33 +129,58 @@ def generate(dest: Path, capacity: int, seed: int = 0) -> dict:
         np.save(f, np.array(n, np.int64))
     with gzip.open(d / "invalid_range_ckpt.0.gz", "wb") as f:
         np.save(f, np.array([(n - 1 + k) % capacity for k in range(STACK + 1)], np.int64))
-    return {"rows": int(real.sum()), "episodes": episodes}
+    return {"rows": int(real.sum()), "episodes": episodes, "frames": kind}
+
+
+def du(path: Path, exclude: tuple[Path, ...] = ()) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        if any(Path(dirpath) == e or e in Path(dirpath).parents for e in exclude):
+            dirnames[:] = []
+            continue
+        for f in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
 
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time, os
 from pathlib import Path
-kind, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-import torch, torchrl, numpy  # same baseline for both
+kind, src, out, work, enc = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
+sys.path.insert(0, sys.argv[6])
+from bench_atari_dqn import du
+import torch, torchrl, numpy  # same baseline for every method
 from torchrl.data.datasets.atari_dqn import AtariDQNExperienceReplay as TorchRLAtari
 from torchrl_ext.sources.atari_dqn import convert_replay_logs
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+others = lambda: du(work, (src.parent.parent, out))  # everything but the logs and this output
+before, scratch, stop = others(), [0], threading.Event()
+def poll():
+    while not stop.wait(0.5):
+        scratch[0] = max(scratch[0], others() - before)
+t = threading.Thread(target=poll, daemon=True); t.start()
 t0 = time.perf_counter()
 if kind == "ours":
-    convert_replay_logs(src, out, game="Pong", run=1, num_procs=int(sys.argv[4]))
+    convert_replay_logs(src, out, game="Pong", run=1, progress=False,
+                        encodings=None if enc == "raw" else {"observation": enc})
 else:
     runs = TorchRLAtari._list_runs(src / "replay_logs")
     for run in runs:
         TorchRLAtari._preproc_run(out / str(run), runs, run)
 dt = time.perf_counter() - t0
+stop.set(); t.join()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": dt, "base_mb": base / 1024, "peak_mb": peak / 1024}))
+print(json.dumps({"seconds": dt, "base_mb": base / 1024, "peak_mb": peak / 1024, "scratch": scratch[0],
+                  "out_bytes": du(out)}))
 """
 
 
-def run_child(kind: str, src: Path, out: Path, procs: int = 1) -> dict:
-    res = subprocess.run([sys.executable, "-c", _CHILD, kind, str(src), str(out), str(procs)],
-                         check=True, capture_output=True, text=True)
+def run_child(kind: str, src: Path, out: Path, work: Path, encoding: str = "raw") -> dict:
+    res = subprocess.run([sys.executable, "-c", _CHILD, kind, str(src), str(out), str(work), encoding,
+                          str(Path(__file__).parent)], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -148,6 +209,38 @@ def isal_floor(src: Path) -> float:
     return float(res.stdout.strip())
 
 
+def torchrl_layout(src: Path, dest: Path) -> None:
+    """The directory ``_preproc_run`` writes for checkpoint 0, built with bounded memory (not timed)."""
+    import torch
+    from tensordict import MemoryMappedTensor, TensorDict
+
+    from torchrl_ext.sources.npy_stream import NpyGzReader, load_npy_gz
+
+    d = src / "replay_logs"
+    td = TensorDict()
+    with NpyGzReader(d / "$store$_observation_ckpt.0.gz", dtype=np.uint8, ndim=3) as r:
+        c = r.header.shape[0]
+        (dest / "data").mkdir(parents=True, exist_ok=True)
+        obs = MemoryMappedTensor.empty((c + 1, 84, 84), dtype=torch.uint8, filename=dest / "data" / "observation.memmap")
+        view = obs.numpy()
+        for a in range(0, c, 16384):
+            b = min(a + 16384, c)
+            r.readinto(memoryview(view[a:b].reshape(-1)))
+        r.finish()
+    td["data", "observation"] = obs
+    for name, key in (("action", ("data", "action")), ("reward", ("data", "next", "reward")),
+                      ("terminal", ("data", "next", "terminated"))):
+        t = torch.as_tensor(load_npy_gz(d / f"$store$_{name}_ckpt.0.gz"))
+        filename = dest.joinpath(*key[:-1], key[-1] + ".memmap")
+        filename.parent.mkdir(parents=True, exist_ok=True)
+        td[key] = MemoryMappedTensor.from_tensor(t, filename=filename)
+    for name in ("add_count", "invalid_range"):
+        t = torch.as_tensor(load_npy_gz(d / f"{name}_ckpt.0.gz"))
+        td[name] = MemoryMappedTensor.from_tensor(t, filename=dest / f"{name}.memmap")
+    td.set_non_tensor("dataset_id", "/".join(dest.parts[-3:-1]))
+    td.memmap_(dest, copy_existing=False)
+
+
 def time_sample(fn, iters: int) -> float:
     for _ in range(3):
         fn()
@@ -157,7 +250,7 @@ def time_sample(fn, iters: int) -> float:
     return (time.perf_counter() - t0) / iters * 1e3
 
 
-def sampling(work: Path, iters: int) -> list[tuple[str, float, float]]:
+def sampling(work: Path, encodings: list[str], iters: int) -> list[tuple[str, str, float, float]]:
     import warnings
 
     import torch
@@ -167,110 +260,186 @@ def sampling(work: Path, iters: int) -> list[tuple[str, float, float]]:
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
-    ours = {
-        "random 128": AtariDQNExperienceReplay("Pong/1", 128, root=work / "ours_root", download=False),
-        "slices 2x64": AtariDQNExperienceReplay("Pong/1", 128, root=work / "ours_root", download=False,
-                                                num_slices=2),
-        "random 128, stack 4": AtariDQNExperienceReplay("Pong/1", 128, root=work / "ours_root",
-                                                        download=False, stack=4),
-        "slices 2x64, stack 4": AtariDQNExperienceReplay("Pong/1", 128, root=work / "ours_root",
-                                                         download=False, stack=4, num_slices=2),
-    }
     theirs = {
         "random 128": TorchRLAtari("Pong/1", 128, root=work / "torchrl_root", download=False),
         "slices 2x64": TorchRLAtari("Pong/1", 128, root=work / "torchrl_root", download=False, num_slices=2),
     }
-    obs = np.memmap(work / "torchrl_root" / "Pong" / "1" / "0" / "data" / "observation.memmap",
-                    dtype=np.uint8, mode="r").reshape(-1, 84, 84)
-    rng = np.random.default_rng(0)
-    ceiling = time_sample(lambda: obs[np.sort(rng.integers(0, obs.shape[0] - 1, 128))], iters)
     peer_ms = {name: time_sample(rb.sample, iters) for name, rb in theirs.items()}
     rows = []
-    for name, rb in ours.items():
-        rows.append((name, time_sample(rb.sample, iters), peer_ms[name.replace(", stack 4", "")]))
-    rows.append(("numpy gather 128 frames (ceiling)", ceiling, float("nan")))
+    for enc in encodings:
+        root = work / f"ours_{enc}"
+        ours = {
+            "random 128": {},
+            "slices 2x64": {"num_slices": 2},
+            "random 128, stack 4": {"stack": 4},
+            "slices 2x64, stack 4": {"stack": 4, "num_slices": 2},
+        }
+        for name, kw in ours.items():
+            rb = AtariDQNExperienceReplay("Pong/1", 128, root=root, download=False, **kw)
+            rows.append((enc, name, time_sample(rb.sample, iters), peer_ms[name.replace(", stack 4", "")]))
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--capacity", type=int, default=200_000)
+    ap.add_argument("--capacity", type=int, default=1_000_000)
     ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--encodings", nargs="+", default=["raw", "zstd"])
+    ap.add_argument("--peer-max-capacity", type=int, default=200_000,
+                    help="time TorchRL's conversion only up to this capacity (it holds 2 copies of the frames in RAM)")
+    ap.add_argument("--workdir", default=None, help="where the logs and outputs go (default: a temp dir on /work)")
     args = ap.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_atari_"))
+    import inspect
+
+    from torchrl_ext.writer import ShardWriter
+
+    if "encodings" not in inspect.signature(ShardWriter.create).parameters:
+        args.encodings = ["raw"]
+    parent = Path(args.workdir) if args.workdir else Path("/work")
+    free = shutil.disk_usage(parent).free
+    note = ""
+    if args.capacity * FRAME * 3 > free:
+        note = (f" Only {free / 1e9:.0f} GB free on {parent}: capacity lowered from {args.capacity:,} to 200,000.")
+        args.capacity = 200_000
+    work = Path(tempfile.mkdtemp(prefix="bench_atari_", dir=parent))
+    load_before = os.getloadavg()
+    try:
+        lines = _measure(args, work, free, note, load_before)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_results(OUT, lines)
+
+
+def _measure(args, work: Path, free: int, note: str, load_before) -> list[str]:
     src = work / "logs" / "Pong" / "1"
     t0 = time.perf_counter()
     info = generate(src, args.capacity)
     gen_s = time.perf_counter() - t0
     gz_bytes = sum(p.stat().st_size for p in (src / "replay_logs").glob("*.gz"))
-    obs_gb = args.capacity * 84 * 84 / 1e9
+    obs_gz = (src / "replay_logs" / "$store$_observation_ckpt.0.gz").stat().st_size
+    raw_bytes = args.capacity * FRAME
     ceiling = gunzip_ceiling(src)
     floor = isal_floor(src)
-    ours = run_child("ours", src, work / "ours_root" / "Pong" / "1")
-    theirs = run_child("torchrl", src, work / "torchrl_root" / "Pong" / "1")
-    samp = sampling(work, args.iters)
+    ours = {enc: run_child("ours", src, work / f"ours_{enc}" / "Pong" / "1", work, enc) for enc in args.encodings}
+    peer = None
+    if args.capacity <= args.peer_max_capacity:
+        peer = run_child("torchrl", src, work / "torchrl_root" / "Pong" / "1", work)
+    else:
+        t0 = time.perf_counter()
+        torchrl_layout(src, work / "torchrl_root" / "Pong" / "1" / "0")
+        layout_s = time.perf_counter() - t0
+    samp = sampling(work, args.encodings, args.iters)
+    load_after = os.getloadavg()
     from torchrl_ext.sources.npy_stream import GZIP_BACKEND
 
+    def mb(x: dict) -> float:
+        return x["peak_mb"] - x["base_mb"]
+
+    gb = raw_bytes / 1e9
+    cmd = (f"`.venv/bin/python benchmarks/bench_atari_dqn.py --capacity {args.capacity} --iters {args.iters} "
+           f"--encodings {' '.join(args.encodings)}`")
     lines = [
-        "# Atari DQN replay logs: conversion and sampling",
+        "# Atari DQN replay logs: one-pass conversion and sampling",
         "",
-        f"Command: `.venv/bin/python benchmarks/bench_atari_dqn.py --capacity {args.capacity} --iters {args.iters}`",
+        f"Command: {cmd}",
         "",
-        f"One generated checkpoint, C = {args.capacity:,} frames ({obs_gb:.2f} GB of observations "
-        f"decompressed, {gz_bytes / 1e6:.0f} MB gzip; {info['rows']:,} real transitions, "
-        f"{info['episodes']} complete episodes, Dopamine padding). Published checkpoints have "
-        f"C = 1,000,000 (7 GB); this machine (2 cores, 1-minute load average {__import__('os').getloadavg()[0]:.1f}) "
-        f"cannot convert that within the benchmark budget. Generation took {gen_s:.0f} s (not timed below). "
-        f"Decompression backend: `{GZIP_BACKEND}`.",
+        f"One generated checkpoint, C = {args.capacity:,} transitions ({gb:.2f} GB of frames decompressed, "
+        f"{obs_gz / 1e6:.0f} MB of gzip observations, {gz_bytes / 1e6:.0f} MB for all six files; "
+        f"{info['rows']:,} real transitions in {info['episodes']} complete episodes of 500-3,000 steps, "
+        f"Dopamine padding; {info['frames']} cycled from a pool of 4,096). Generation took {gen_s:.0f} s "
+        f"(not timed below).{note} Decompression backend: `{GZIP_BACKEND}`. Machine: 2 cores shared with "
+        f"other jobs; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "",
-        "## Conversion of one checkpoint (fresh subprocess each; memory = peak RSS above the interpreter with torch/torchrl imported)",
+        "## Conversion of one checkpoint (fresh subprocess each)",
         "",
-        "| method | seconds | vs `gzip -dc` | peak RSS above interpreter (MB) |",
-        "|---|---|---|---|",
-        f"| `gzip -dc > /dev/null`, all 6 files (ceiling) | {ceiling:.1f} | 1.00x | - |",
+        "Memory is peak RSS above the interpreter with torch/torchrl imported. Scratch is the most bytes "
+        "seen (polled every 0.5 s) under the work directory outside the logs and the output.",
+        "",
+        "| method | seconds | throughput vs `gzip -dc` | peak RSS above interpreter (MB) | bytes on disk | "
+        "scratch disk |",
+        "|---|---|---|---|---|---|",
+        f"| `gzip -dc > /dev/null`, all 6 files (ceiling) | {ceiling:.1f} | 1.00x | - | - | - |",
         f"| `isal.igzip` read to nothing, all 6 files (our decompressor alone) | {floor:.1f} | "
-        f"{floor / ceiling:.2f}x | - |",
-        f"| torchrl_ext `convert_replay_logs` | {ours['seconds']:.1f} | {ours['seconds'] / ceiling:.2f}x | "
-        f"{ours['peak_mb'] - ours['base_mb']:.0f} |",
-        f"| TorchRL `AtariDQNExperienceReplay._preproc_run` | {theirs['seconds']:.1f} | "
-        f"{theirs['seconds'] / ceiling:.2f}x | {theirs['peak_mb'] - theirs['base_mb']:.0f} |",
-        "",
-        f"Ours is {theirs['seconds'] / ours['seconds']:.2f}x TorchRL's speed with "
-        f"{(theirs['peak_mb'] - theirs['base_mb']) / max(ours['peak_mb'] - ours['base_mb'], 1):.1f}x less peak memory. "
-        f"Target (<= 300 MB above the interpreter for any checkpoint size): "
-        f"{'met' if ours['peak_mb'] - ours['base_mb'] <= 300 else 'MISSED'} "
-        f"({ours['peak_mb'] - ours['base_mb']:.0f} MB for {obs_gb:.2f} GB of frames; memory is bounded by "
-        "one 16 MiB chunk plus the longest episode, not by the checkpoint). Ours also writes the "
-        "frames twice (temporary raw file, then shards, so episodes crossing checkpoints can be read "
-        "back in time order) and drops padding; TorchRL writes them once and keeps padding rows and "
-        "the unwritten last row as samples, holding the whole decompressed file in memory (twice).",
-        "",
-        "## Sampling (ms per batch, warm page cache)",
-        "",
-        "| batch | torchrl_ext | TorchRL `AtariDQNExperienceReplay` | speed-up |",
-        "|---|---|---|---|",
+        f"{ceiling / floor:.2f}x | - | - | - |",
     ]
-    for name, a, b in samp:
-        if name.startswith("numpy"):
-            lines.append(f"| {name} | {a:.2f} | - | - |")
-        else:
-            peer = f"{b:.2f}" + (" (single frames: it cannot stack)" if "stack" in name else "")
-            ratio = "-" if b != b else f"{b / a:.1f}x"
-            lines.append(f"| {name} | {a:.2f} | {peer} | {ratio} |")
+    for enc, r in ours.items():
+        lines.append(
+            f"| torchrl_ext `convert_replay_logs`, observation `{enc}` | {r['seconds']:.1f} | "
+            f"{ceiling / r['seconds']:.2f}x | {mb(r):.0f} | {r['out_bytes'] / 1e9:.2f} GB "
+            f"({r['out_bytes'] / raw_bytes:.2f}x raw frames) | {r['scratch'] / 1e6:.0f} MB |")
+    if peer is not None:
+        lines.append(
+            f"| TorchRL `AtariDQNExperienceReplay._preproc_run` | {peer['seconds']:.1f} | "
+            f"{ceiling / peer['seconds']:.2f}x | {mb(peer):.0f} | {peer['out_bytes'] / 1e9:.2f} GB | "
+            f"{peer['scratch'] / 1e6:.0f} MB |")
+    best = max(ours.values(), key=lambda r: ceiling / r["seconds"])
+    lines += [
+        "",
+        "Targets: throughput >= 0.9x `gzip -dc`: "
+        + ", ".join(f"`{e}` {'met' if ceiling / r['seconds'] >= 0.9 else '**missed**'} "
+                    f"({ceiling / r['seconds']:.2f}x)" for e, r in ours.items())
+        + "; peak RSS <= 300 MB: "
+        + ", ".join(f"`{e}` {'met' if mb(r) <= 300 else '**missed**'} ({mb(r):.0f} MB)" for e, r in ours.items())
+        + "; scratch disk none beyond the output: "
+        + ", ".join(f"`{e}` {'met' if r['scratch'] == 0 else '**missed**'}" for e, r in ours.items()) + ".",
+        "",
+        "- One pass: the observation file is inflated once, in a background thread (`isal.igzip_threaded`), "
+        "and every frame is read straight into the buffer of the episode it belongs to; an episode goes to "
+        "the writer when its last frame has arrived. Memory holds the open episodes only (here at most "
+        "3,000 frames = 21 MB each), not the checkpoint, so it does not grow with C.",
+        "- Rows: padding is never written, so the result holds "
+        f"{info['rows']:,} of the {args.capacity:,} rows.",
+    ]
+    if peer is None:
+        lines.append(
+            f"- TorchRL's conversion was not timed: `_preproc_run` reads the whole file into memory and "
+            f"copies it (about {2 * gb:.0f} GB of RAM at this C). Its on-disk layout for the sampling rows "
+            f"below was built with bounded memory in {layout_s:.0f} s instead.")
+    lines += ["", "## Sampling (ms per batch, warm page cache)", "",
+              "| observation | batch | torchrl_ext | TorchRL `AtariDQNExperienceReplay` | speed-up |",
+              "|---|---|---|---|---|"]
+    for enc, name, a, b in samp:
+        peer_cell = f"{b:.2f}" + (" (single frames: it cannot stack)" if "stack" in name else "")
+        lines.append(f"| `{enc}` | {name} | {a:.2f} | {peer_cell} | {b / a:.1f}x |")
     lines += [
         "",
         "TorchRL's class has no frame stacking; its samples carry padding rows, cross checkpoint "
-        "boundaries inside one episode id and have uint8 `[B]` done flags. The numpy row is the "
-        "ceiling for reading 128 random frames from one memmap (no next frame, no other keys); "
-        "ours reads frame and next frame of each row plus the other keys and builds a TensorDict.",
+        "boundaries inside one episode id and have uint8 `[B]` done flags.",
+        "",
+        "## Projection at the measured rates (one process; runs convert independently, so N cores "
+        "divide the time by about N)",
+        "",
+        "| scope | checkpoints | frames (raw) | " + " | ".join(f"`{e}` on disk | `{e}` time" for e in ours) + " |",
+        "|---|---|---|" + "---|---|" * len(ours),
+    ]
+    for scope, n in (("one checkpoint", 1), ("one run (50 full + final)", FULL_RUN_CHECKPOINTS),
+                     ("all 60 games x 5 runs", FULL_RUN_CHECKPOINTS * DATASET_RUNS)):
+        cells = []
+        for r in ours.values():
+            scale = n * 1_000_000 / args.capacity
+            cells += [f"{r['out_bytes'] * scale / 1e12:.2f} TB" if r["out_bytes"] * scale > 1e12
+                      else f"{r['out_bytes'] * scale / 1e9:.1f} GB",
+                      _duration(r["seconds"] * scale)]
+        lines.append(f"| {scope} | {n:,} | {n * 7.056:,.0f} GB | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Best measured conversion rate: {raw_bytes / best['seconds'] / 1e6:.0f} MB/s of frames. Projections "
+        "assume every checkpoint holds 1,000,000 transitions with this data's padding share and "
+        "compressibility; real games differ in both. Reading from the bucket adds the download "
+        "(overlapped with decompression when streaming).",
         "",
     ]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 if __name__ == "__main__":

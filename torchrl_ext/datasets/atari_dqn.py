@@ -137,8 +137,11 @@ def prepare_atari_dqn(
             f"{paths[ids.index(todo[0])]}: no converted dataset for {todo[0]}; pass download=True, or local_dir= "
             "with the replay logs"
         )
+    if download == "force":
+        for i in todo:
+            shutil.rmtree(paths[ids.index(i)], ignore_errors=True)
     kw = {"local_dir": local_dir, "bucket": bucket, "prefix": prefix, "checkpoints": checkpoints,
-          "keep_download": keep_download, "encodings": encodings, "force": download == "force"}
+          "keep_download": keep_download, "encodings": encodings}
     if len(todo) > 1 and (num_procs > 1 or executor == "ray"):
         convert_atari_runs(todo, root, executor=executor, num_workers=max(1, int(num_procs)), address=address, **kw)
     else:

@@ -133,7 +133,7 @@ class MultiRunStorage(TensorStorage):
         for k in np.unique(part):
             sel = order[part[order] == k]
             td = self.parts[k].get(torch.from_numpy(flat[sel] - self._offsets[k]))
-            if "episode" in td.keys():
+            if "episode" in td:
                 td.set("episode", td.get("episode") + int(self._ep_offsets[k]))
             pieces.append(td)
             positions.append(sel)

@@ -47,14 +47,20 @@ from the small columns), :mod:`.convert` (one pass into a
 
 from .convert import CONVERTER_VERSION, DONE_NAME, convert_replay_logs
 from .logs import BucketReplayLogs, LocalReplayLogs, ReplayLogs, list_checkpoints
-from .runs import RUN_EXECUTORS, convert_atari_run, convert_atari_runs, parse_run_id, resolve_replay_dir
+from .runs import (
+    RUN_EXECUTORS,
+    convert_atari_run,
+    convert_atari_runs,
+    parse_run_id,
+    resolve_replay_dir,
+)
 
 __all__ = [
-    "BucketReplayLogs",
     "CONVERTER_VERSION",
     "DONE_NAME",
-    "LocalReplayLogs",
     "RUN_EXECUTORS",
+    "BucketReplayLogs",
+    "LocalReplayLogs",
     "ReplayLogs",
     "convert_atari_run",
     "convert_atari_runs",

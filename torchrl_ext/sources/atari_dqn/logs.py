@@ -21,7 +21,13 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from ..gcs import ATARI_BUCKET, ATARI_PREFIX, anonymous_client, atari_run_prefix, list_objects
+from ..gcs import (
+    ATARI_BUCKET,
+    ATARI_PREFIX,
+    anonymous_client,
+    atari_run_prefix,
+    list_objects,
+)
 from ..gcs_errors import ChecksumMismatchError, RemoteSourceError
 
 __all__ = ["BucketReplayLogs", "LocalReplayLogs", "ReplayLogs", "column_file", "list_checkpoints"]
@@ -161,7 +167,7 @@ class BlobStream(io.RawIOBase):
 
     def __init__(self, blob: Any, client: Any, chunk_bytes: int, prefetch: int, name: str) -> None:
         super().__init__()
-        self.name_ = name
+        self.label = name
         self._blob, self._client, self._chunk = blob, client, chunk_bytes
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -191,7 +197,7 @@ class BlobStream(io.RawIOBase):
                                                     raw_download=True, checksum=None)
                 if len(data) != end - start + 1:
                     raise RemoteSourceError(
-                        f"{self.name_}: asked for bytes {start}-{end}, got {len(data)} bytes; "
+                        f"{self.label}: asked for bytes {start}-{end}, got {len(data)} bytes; "
                         "the object changed or the server is broken, retry later"
                     )
                 checksum.update(data)
@@ -204,11 +210,11 @@ class BlobStream(io.RawIOBase):
                 found = base64.b64encode(checksum.digest()).decode("ascii")
                 if found != expected:
                     raise ChecksumMismatchError(
-                        f"{self.name_}: crc32c of the streamed bytes is {found}, the object's is {expected}; "
+                        f"{self.label}: crc32c of the streamed bytes is {found}, the object's is {expected}; "
                         "retry the conversion (it resumes) or check the mirror"
                     )
             self._put(_END)
-        except BaseException as err:  # handed to the reader, raised there
+        except BaseException as err:  # noqa: BLE001 - handed to the reader, raised there
             self._put(err)
 
     def readable(self) -> bool:

@@ -171,10 +171,12 @@ class _Bars:
 
 
 def _drain(queue: Any, bars: _Bars) -> None:
+    import queue as queue_module  # ray.util.queue raises the standard library's Empty too
+
     while True:
         try:
-            item = queue.get_nowait() if hasattr(queue, "get_nowait") else queue.get(block=False)
-        except Exception:  # queue.Empty, or ray.util.queue.Empty
+            item = queue.get_nowait()
+        except queue_module.Empty:
             return
         bars.update(*item)
 
@@ -268,7 +270,7 @@ def _run_processes(ids, root, workers, address, mp_start_method, run_kwargs, bar
                     i = futures.pop(fut)
                     try:
                         results[i] = fut.result()
-                    except Exception as err:  # reported together at the end
+                    except Exception as err:  # noqa: BLE001 - every run's failure is reported at the end
                         errors[i] = err
                         logger.error("%s failed: %s", i, err)
                     bars.finished(i)
@@ -341,7 +343,7 @@ def _run_ray(ids, root, workers, address, mp_start_method, run_kwargs, bars):
                 i = refs.pop(ref)
                 try:
                     results[i] = Path(ray.get(ref))
-                except Exception as err:  # ray.exceptions.RayTaskError wraps the run's error
+                except Exception as err:  # noqa: BLE001 - RayTaskError wraps the run's error; reported at the end
                     errors[i] = err
                     logger.error("%s failed: %s", i, err)
                 bars.finished(i)
