@@ -320,6 +320,18 @@ def test_rerun_of_finished_conversion_reads_nothing(tmp_path):
     _check(tmp_path / "ds", rec.expected_episodes())
 
 
+def test_crash_after_the_last_commit_only_writes_the_marker(tmp_path):
+    make_replay_logs(tmp_path / "src", capacity=C, num_episodes=10, mean_len=40, obs_shape=SMALL, seed=15)
+    _convert(tmp_path / "src", tmp_path / "ref")
+    _convert(tmp_path / "src", tmp_path / "ds")
+    (tmp_path / "ds" / DONE_NAME).unlink()
+    logs = _CountingLogs(tmp_path / "src")
+    _convert(logs, tmp_path / "ds")
+    assert not [n for n in logs.opened if n.startswith("$store$_observation")]
+    assert (tmp_path / "ds" / DONE_NAME).is_file()
+    _same_datasets(tmp_path / "ds", tmp_path / "ref")
+
+
 def test_other_logs_in_root_are_refused_on_resume(tmp_path, monkeypatch):
     make_replay_logs(tmp_path / "a", capacity=C, num_episodes=12, mean_len=40, obs_shape=SMALL, seed=13)
     make_replay_logs(tmp_path / "b", capacity=C, num_episodes=12, mean_len=40, obs_shape=SMALL, seed=14)
