@@ -42,9 +42,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".info", "summarise a dataset: shards, rows, episodes, bytes, schema"),
     "verify": (".verify", "check every shard of a dataset against its checksum"),
     "download": (".download", "download and convert a dataset"),
-    "events": (".events", "count events and windows matching a regex"),
+    "events": (".events", "build the event index; count events and their windows"),
     "generate": (".generate", "generate Atari episodes (random policy) into a dataset"),
-    "preprocess": (".preprocess", "write a preprocessed copy of a dataset (resize, grayscale, ...)"),
+    "preprocess": (".preprocess", "write a preprocessed copy: resize, grayscale, stack, float"),
 }
 
 
