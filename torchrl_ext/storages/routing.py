@@ -82,8 +82,17 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
                 out[a:b] = src[first:first + b - a]
         return out
     order, local, bounds = r.order, r.local, r.bounds
-    for g, shard in enumerate(r.shards.tolist()):
-        a, b = int(bounds[g]), int(bounds[g + 1])
+    if 2 * r.shards.shape[0] > local.shape[0]:
+        # Mostly one row per shard (random rows over many shards): one Python step per row,
+        # with plain ints, whatever the number of shards.
+        sizes = np.diff(bounds)
+        shard_of = np.repeat(r.shards, sizes).tolist()
+        for dst, shard, row in zip(order.tolist(), shard_of, local.tolist()):
+            out[dst] = maps[shard][row]
+        return out
+    bounds_l, shards_l = bounds.tolist(), r.shards.tolist()
+    for g, shard in enumerate(shards_l):
+        a, b = bounds_l[g], bounds_l[g + 1]
         src = maps[shard]
         if b - a == 1:  # common with many shards: a plain row copy beats fancy indexing
             out[order[a]] = src[local[a]]
