@@ -8,7 +8,7 @@ reader pair stores one encoded column of one shard as the ``.chunks`` /
 from .cache import DecodedChunkCache
 from .chunk_format import ChunkIndex, chunk_file_paths
 from .column_reader import ChunkedColumnReader
-from .column_writer import ChunkedColumnWriter, ChunkStats
+from .column_writer import ChunkedColumnWriter, ChunkStats, EncodedChunks
 from .options import (
     KNOWN_ENCODINGS,
     EncodingOptions,
@@ -39,6 +39,7 @@ __all__ = [
     "ChunkIndex",
     "ChunkedColumnWriter",
     "ChunkStats",
+    "EncodedChunks",
     "ChunkedColumnReader",
     "DecodedChunkCache",
     # shard columns

@@ -15,7 +15,7 @@ from ..format import fsync_dir
 from .chunk_format import ChunkIndex, chunk_file_paths
 from .options import EncodingOptions, Raw, load_codec, resolve_encoding
 
-__all__ = ["ChunkStats", "ChunkedColumnWriter"]
+__all__ = ["ChunkStats", "ChunkedColumnWriter", "EncodedChunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,60 @@ class ChunkStats:
     def ratio(self) -> float:
         """``raw_bytes / bytes``: how many times smaller than the raw column."""
         return self.raw_bytes / self.bytes if self.bytes else float("inf")
+
+
+@dataclass(frozen=True)
+class EncodedChunks:
+    """Rows of one column as chunks already encoded in a codec's payload format.
+
+    Lets a source whose frames are already coded (e.g. one closed GOP per
+    chunk) hand them to the writer without decoding: ``payloads[i]`` holds
+    ``rows[i]`` rows of per-row ``shape`` and ``dtype``, coded by ``codec``
+    (the chunk codec tag, e.g. ``"h264"``). Slicing by rows returns the chunks
+    of that row range; the range must start and end on chunk boundaries.
+
+    >>> c = EncodedChunks((b"a", b"b", b"c"), (4, 4, 2), "uint8", (2, 2, 3), "h264")
+    >>> len(c), c[4:10].payloads
+    (10, (b'b', b'c'))
+    >>> c[2:8]
+    Traceback (most recent call last):
+    ...
+    ValueError: rows [2, 8) do not start and end on chunk boundaries of chunks of (4, 4, 2) rows
+    """
+
+    payloads: tuple[bytes, ...]
+    rows: tuple[int, ...]
+    dtype: np.dtype | str
+    shape: tuple[int, ...]
+    codec: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "payloads", tuple(self.payloads))
+        object.__setattr__(self, "rows", tuple(int(r) for r in self.rows))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if len(self.payloads) != len(self.rows) or any(r < 1 for r in self.rows):
+            raise ValueError(
+                f"`rows` must give a positive row count for each of the {len(self.payloads)} payloads, "
+                f"got {self.rows}"
+            )
+        if not all(isinstance(p, (bytes, bytearray, memoryview)) for p in self.payloads):
+            raise TypeError("`payloads` must be bytes-like chunk payloads")
+
+    def __len__(self) -> int:
+        return sum(self.rows)
+
+    def __getitem__(self, index: slice) -> EncodedChunks:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError(f"EncodedChunks takes a row slice with step 1, got {index!r}")
+        start, stop, _ = index.indices(len(self))
+        bounds = np.concatenate(([0], np.cumsum(self.rows, dtype=np.int64)))
+        a, b = np.searchsorted(bounds, [start, max(start, stop)])
+        if bounds[min(a, len(bounds) - 1)] != start or bounds[min(b, len(bounds) - 1)] != max(start, stop):
+            raise ValueError(
+                f"rows [{start}, {stop}) do not start and end on chunk boundaries of chunks of {self.rows} rows"
+            )
+        return EncodedChunks(self.payloads[a:b], self.rows[a:b], self.dtype, self.shape, self.codec)
 
 
 class ChunkedColumnWriter:
@@ -102,6 +156,7 @@ class ChunkedColumnWriter:
         self._offsets = [0]
         self._crcs: list[int] = []
         self._crc = 0
+        self._sealed = False  # a short chunk was appended: only close() may follow
         self._closed = False
 
     @property
@@ -113,6 +168,7 @@ class ChunkedColumnWriter:
         """Appends ``rows`` of shape ``[n, *shape]`` (any ``n``, including 0)."""
         if self._closed:
             raise ValueError(f"{self.chunks_path}: the writer is closed")
+        self._check_not_sealed()
         rows = np.asarray(rows)
         if rows.dtype != self.dtype or rows.shape[1:] != self.shape or rows.ndim != len(self.shape) + 1:
             raise ValueError(
@@ -136,8 +192,62 @@ class ChunkedColumnWriter:
             self._fill = n - i
         self._rows += n
 
+    def _check_not_sealed(self) -> None:
+        if self._sealed:
+            raise ValueError(
+                f"{self.chunks_path}: a chunk of fewer than {self.chunk_rows} rows was appended, so it is the "
+                "last chunk of this shard; close the writer and continue in the next shard"
+            )
+
+    def append_encoded_chunk(self, payload: bytes, rows: int) -> None:
+        """Appends one chunk encoded elsewhere, in this column's codec payload format, holding ``rows`` rows.
+
+        The payload is stored as it is (not decoded; the caller vouches that
+        it decodes to ``rows`` rows of this column). The column must stand on
+        a chunk boundary (no rows buffered by :meth:`append`); ``rows`` must
+        be ``chunk_rows``, or fewer for the shard's last chunk, after which
+        only :meth:`close` may follow.
+
+        Raises:
+            ValueError: when the writer is closed, not on a chunk boundary, or
+                ``rows`` is not in ``[1, chunk_rows]``.
+        """
+        if self._closed:
+            raise ValueError(f"{self.chunks_path}: the writer is closed")
+        self._check_not_sealed()
+        if self._fill:
+            raise ValueError(
+                f"{self.chunks_path}: {self._fill} rows appended since the last chunk boundary; an encoded "
+                f"chunk must start on a boundary (a multiple of {self.chunk_rows} rows)"
+            )
+        if not isinstance(rows, (int, np.integer)) or isinstance(rows, bool) or not 1 <= rows <= self.chunk_rows:
+            raise ValueError(f"`rows` must be an int in [1, {self.chunk_rows}] (the chunk size), got {rows!r}")
+        self._store(bytes(payload))
+        self._rows += int(rows)
+        self._sealed = rows < self.chunk_rows
+
+    def append_encoded(self, chunks: EncodedChunks) -> None:
+        """Appends every chunk of ``chunks`` with :meth:`append_encoded_chunk`, after checking they fit the column.
+
+        Raises:
+            ValueError: when the codec, dtype or row shape differ from the column's.
+        """
+        if not isinstance(chunks, EncodedChunks):
+            raise TypeError(f"`chunks` must be EncodedChunks, got {type(chunks).__name__}")
+        found = (chunks.codec, chunks.dtype, chunks.shape)
+        want = (self.options.codec_tag, self.dtype, self.shape)
+        if found != want:
+            raise ValueError(
+                f"{self.chunks_path}: encoded chunks are (codec, dtype, shape)={found}, the column is {want}; "
+                "pass the rows as an array to encode them"
+            )
+        for payload, rows in zip(chunks.payloads, chunks.rows):
+            self.append_encoded_chunk(payload, rows)
+
     def _write_chunk(self, rows: np.ndarray) -> None:
-        payload = self.codec.encode(rows)
+        self._store(self.codec.encode(rows))
+
+    def _store(self, payload: bytes) -> None:
         self._chunks.write(payload)
         self._offsets.append(self._offsets[-1] + len(payload))
         self._crcs.append(zlib.crc32(payload))

@@ -16,7 +16,7 @@ import numpy as np
 from ..format import DICTIONARY_OPTIONS, Column
 from .cache import DecodedChunkCache
 from .column_reader import ChunkedColumnReader
-from .column_writer import ChunkedColumnWriter
+from .column_writer import ChunkedColumnWriter, EncodedChunks
 from .options import resolve_encoding
 
 __all__ = ["encoded_column_writer", "encoded_column_reader", "column_options"]
@@ -34,6 +34,9 @@ class _Writer:
 
     def append(self, arr: np.ndarray) -> None:
         self._w.append(arr)
+
+    def append_encoded(self, chunks: EncodedChunks) -> None:
+        self._w.append_encoded(chunks)
 
     def close(self) -> tuple[int, list[int]]:
         stats = self._w.close()

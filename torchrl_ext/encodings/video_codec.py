@@ -31,7 +31,7 @@ from av.video.reformatter import VideoReformatter
 
 from .options import Video
 
-__all__ = ["VideoCodec", "make_codec", "encoder_name", "decoder_name"]
+__all__ = ["VideoCodec", "make_codec", "encoder_name", "decoder_name", "pack_packets"]
 
 _LOCAL = threading.local()
 _AV1_ENCODERS = ("libsvtav1",)
@@ -84,9 +84,18 @@ def _thread_decoder(name: str) -> tuple[av.CodecContext, VideoReformatter]:
     return decoders[name]
 
 
-def _pack(packets: list[bytes]) -> bytes:
+def pack_packets(packets: list[bytes]) -> bytes:
+    """The chunk payload holding ``packets`` (Annex B, decoding order) as specified above.
+
+    For chunks coded elsewhere, e.g. one closed GOP demuxed from a container:
+    the packets must start with the stream headers and a key frame and
+    reference no other chunk.
+    """
     head = struct.pack(f"<I{len(packets)}I", len(packets), *(len(p) for p in packets))
     return head + b"".join(packets)
+
+
+_pack = pack_packets
 
 
 def _unpack(payload: object) -> list[memoryview]:

@@ -93,10 +93,18 @@ class PendingShard:
         self._writers = {c.key: _column_writer(self.dir, c, dictionaries or {}) for c in schema}
         self._final = {c.key: _RawFile(column_path(self.dir / "final", c.key)) for c in final_cols}
 
-    def append(self, columns: Mapping[Key, np.ndarray]) -> None:
+    def append(self, columns: Mapping[Key, Any]) -> None:
+        """Appends rows: an array per column, or ``EncodedChunks`` for an encoded column."""
+        from ..encodings import EncodedChunks
+
         n = 0
         for col in self.schema:
-            arr = np.asarray(columns[col.key])
+            value = columns[col.key]
+            if isinstance(value, EncodedChunks):  # stored as they are
+                self._writers[col.key].append_encoded(value)
+                n = len(value)
+                continue
+            arr = np.asarray(value)
             n = arr.shape[0]
             self._writers[col.key].append(arr)
         self.rows += int(n)

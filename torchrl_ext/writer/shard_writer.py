@@ -36,6 +36,7 @@ from ..format import (
     write_event_log,
     write_manifest,
 )
+from .encoded import check_encoded, encoded_placeholders
 from .episodes import FIXED_COLUMNS, EpisodeTable
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard
@@ -212,6 +213,8 @@ class ShardWriter:
         td: Any,
         metadata: Mapping[str, Any] | None = None,
         events: Sequence[tuple[int, str, float]] | None = None,
+        *,
+        encoded: Mapping[str | tuple[str, ...], Any] | None = None,
     ) -> int:
         """Appends one episode; returns its id.
 
@@ -224,15 +227,25 @@ class ShardWriter:
             metadata: per-episode values (int, float or str; one type per key
                 across episodes) for the episode table.
             events: ``(step, name, value)`` triples with ``0 <= step < T``.
+            encoded: ``{key: EncodedChunks}``: columns given as chunks already
+                coded in their encoding's payload format (not in ``td``),
+                stored without re-encoding; see :mod:`torchrl_ext.writer.encoded`
+                for the conditions (full chunks, ``shard_rows`` a multiple of
+                the chunk size).
         """
         self._check_open()
         cols = flatten_episode(td)
+        chunks = encoded_placeholders(encoded, cols)
         length = episode_length(cols)
         m = self._manifest
         schema, next_keys = (m.schema, m.next_from_row) if (m.schema or m.shards) else self._new_schema(cols)
         rows, final = split_episode(cols, schema, next_keys, length)
         events = check_events(events, length)
         metadata = self._meta_types.check(metadata)
+        if chunks:
+            check_encoded(chunks, schema, m.shard_rows or self._default_shard_rows(schema),
+                          self._written_rows - m.stored_rows)
+            rows.update(chunks)
         if not m.schema:
             self._set_schema(schema, next_keys)
         episode = self._next_episode
@@ -296,11 +309,14 @@ class ShardWriter:
         self._dicts[key] = data
         return write_dictionary(self.root, key, data)
 
+    def _default_shard_rows(self, schema) -> int:
+        row_bytes = sum(c.row_bytes for c in schema)
+        return max(1, self._shard_bytes // max(row_bytes, 1))
+
     def _set_schema(self, schema, next_keys) -> None:
         m = self._manifest
         if not m.shard_rows:
-            row_bytes = sum(c.row_bytes for c in schema)
-            m.shard_rows = max(1, self._shard_bytes // max(row_bytes, 1))
+            m.shard_rows = self._default_shard_rows(schema)
         m.schema = schema
         m.next_from_row = next_keys
         m.encodings = []
