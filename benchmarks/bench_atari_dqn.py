@@ -389,13 +389,17 @@ def _measure(args, work: Path, free: int, note: str, load_before) -> list[str]:
         "3,000 frames = 21 MB each), not the checkpoint, so it does not grow with C.",
         "- Rows: padding is never written, so the result holds "
         f"{info['rows']:,} of the {args.capacity:,} rows.",
+        "- `raw` writes every frame to disk (and fsyncs each shard before it is committed) while the ceiling "
+        "writes to `/dev/null`, so `raw` measures this disk; `zstd` writes ~1% of the bytes.",
+        "- Pong screens are mostly background: these frames gzip ~90x and zstd ~90x; other games compress "
+        "less, so their output (and zstd time) is larger.",
     ]
     if peer is None:
         lines.append(
             f"- TorchRL's conversion was not timed: `_preproc_run` reads the whole file into memory and "
             f"copies it (about {2 * gb:.0f} GB of RAM at this C). Its on-disk layout for the sampling rows "
             f"below was built with bounded memory in {layout_s:.0f} s instead.")
-    lines += ["", "## Sampling (ms per batch, warm page cache)", "",
+    lines += ["", "## Sampling (ms per batch, after 3 warm-up batches)", "",
               "| observation | batch | torchrl_ext | TorchRL `AtariDQNExperienceReplay` | speed-up |",
               "|---|---|---|---|---|"]
     for enc, name, a, b in samp:
@@ -404,7 +408,10 @@ def _measure(args, work: Path, free: int, note: str, load_before) -> list[str]:
     lines += [
         "",
         "TorchRL's class has no frame stacking; its samples carry padding rows, cross checkpoint "
-        "boundaries inside one episode id and have uint8 `[B]` done flags.",
+        "boundaries inside one episode id and have uint8 `[B]` done flags. Random rows of a "
+        f"{gb:.0f} GB frame file are only as warm as the page cache allows: the raw datasets sampled here "
+        f"hold {(sum(r['out_bytes'] for r in ours.values()) + raw_bytes) / 1e9:.0f} GB together on a "
+        "24 GB machine shared with other jobs, so reads may go to disk on both sides.",
         "",
         "## Projection at the measured rates (one process; runs convert independently, so N cores "
         "divide the time by about N)",
