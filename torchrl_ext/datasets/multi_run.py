@@ -18,11 +18,15 @@ import torch
 from tensordict import TensorDict
 from torchrl.data.replay_buffers import Storage, TensorStorage
 
+from ..compat.torchrl_storage import read_only_storage
+from ..storages.routing import index_rows
+
 __all__ = ["MultiRunStorage"]
 
 _READ_ONLY = "MultiRunStorage is read-only; convert more runs and build a new one"
 
 
+@read_only_storage
 class MultiRunStorage(TensorStorage):
     """Concatenation of read-only storages (e.g. one ``FrameStackStorage`` per run).
 
@@ -40,6 +44,8 @@ class MultiRunStorage(TensorStorage):
         >>> len(s), s.episodes.unique().tolist(), s.part_of([0, 6]).tolist()
         (15, [0, 1, 2, 3, 4], [0, 1])
     """
+
+    read_only_message = _READ_ONLY
 
     def __init__(self, parts: Sequence[Any], *, names: Sequence[str] | None = None) -> None:
         parts = list(parts)
@@ -71,33 +77,11 @@ class MultiRunStorage(TensorStorage):
     def __len__(self) -> int:
         return self._rows
 
-    # TensorStorage's derived properties, answered from the parts.
     @property
-    def _len(self) -> int:
-        return self._rows
+    def storage_keys(self) -> list:
+        return list(self.parts[0].storage_keys)
 
-    @property
-    def _total_shape(self) -> torch.Size:
-        return torch.Size([self._rows])
-
-    shape = _total_shape
-
-    @property
-    def _len_along_dim0(self) -> int:
-        return self._rows
-
-    @property
-    def _is_full(self) -> bool:
-        return True
-
-    @property
-    def _storage_keys(self) -> list:
-        return list(self.parts[0]._storage_keys)
-
-    def _max_size_along_dim0(self, *, single_data=None, batched_data=None) -> int:
-        return self._rows
-
-    def _rand_given_ndim(self, batch_size: int) -> torch.Tensor:
+    def random_rows(self, batch_size: int) -> torch.Tensor:
         if self._rows == 0:
             raise RuntimeError("MultiRunStorage: the runs hold no rows to sample")
         return torch.randint(0, self._rows, (batch_size,), generator=self._rng)
@@ -106,23 +90,7 @@ class MultiRunStorage(TensorStorage):
         return self
 
     def _index_array(self, index: Any) -> np.ndarray:
-        n = self._rows
-        if isinstance(index, tuple) and len(index) == 1:
-            index = index[0]
-        if isinstance(index, slice):
-            return np.arange(*index.indices(n), dtype=np.int64)
-        idx = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
-        if idx.dtype == np.bool_:
-            if idx.shape != (n,):
-                raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
-            return np.flatnonzero(idx)
-        if idx.size and not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"MultiRunStorage index must be integers, got dtype {idx.dtype}")
-        idx = idx.astype(np.int64, copy=True)
-        idx[idx < 0] += n
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"index out of range for a storage of {n} rows (valid: [-{n}, {n}))")
-        return idx
+        return index_rows(index, self._rows)
 
     def get(self, index: Any) -> TensorDict:
         idx = self._index_array(index)
@@ -146,9 +114,6 @@ class MultiRunStorage(TensorStorage):
         return out.reshape(idx.shape)
 
     def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
-        raise RuntimeError(_READ_ONLY)
-
-    def _empty(self):
         raise RuntimeError(_READ_ONLY)
 
     def contains(self, item: Any) -> bool:

@@ -36,7 +36,7 @@ from ..format import (
     verify_shard,
 )
 from ..writer import EpisodeTable
-from .routing import Route, gather, route
+from .routing import Route, gather, index_rows, route
 
 __all__ = ["ShardReader", "VERIFY_MODES"]
 
@@ -234,30 +234,7 @@ class ShardReader:
     # ------------------------------------------------------------------ reading
     def index_array(self, index: Any) -> np.ndarray:
         """Normalises an index (int, slice, range, sequence, bool mask, array) to int64 rows."""
-        n = self.num_rows
-        if isinstance(index, tuple):
-            if len(index) != 1:
-                raise IndexError(f"the dataset is 1-D; expected one index, got a tuple of {len(index)}")
-            index = index[0]
-        if isinstance(index, slice):
-            return np.arange(*index.indices(n), dtype=np.int64)
-        idx = np.asarray(index, dtype=np.int64) if isinstance(index, range) else np.asarray(index)
-        if idx.dtype == np.bool_:
-            if idx.shape != (n,):
-                raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
-            return np.flatnonzero(idx)
-        if idx.size == 0:
-            return idx.astype(np.int64)
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"a row index must be integers, got dtype {idx.dtype}")
-        idx = idx.astype(np.int64, copy=True)
-        neg = idx < 0
-        if neg.any():
-            idx[neg] += n
-        if idx.min() < 0 or idx.max() >= n:
-            bad = np.asarray(index)[(idx < 0) | (idx >= n)].ravel()[0]
-            raise IndexError(f"index {int(bad)} is out of range for a storage of {n} rows (valid: [-{n}, {n}))")
-        return idx
+        return index_rows(index, self.num_rows)
 
     def _gather(self, key: Key, r: Route, out: np.ndarray) -> np.ndarray:
         sources = self._sources[key]

@@ -8,10 +8,45 @@ one gather per touched shard. No ``(S x B)`` matrix is ever built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Route", "route", "gather"]
+__all__ = ["Route", "route", "gather", "index_rows"]
+
+
+def index_rows(index: Any, n: int) -> np.ndarray:
+    """Normalises an index over ``n`` rows to int64 rows of the same shape.
+
+    Accepts an int (negative counts from the end), a slice or range, a
+    sequence, a bool mask of shape ``(n,)``, a numpy array or anything with
+    ``.numpy()`` (a CPU tensor).
+    """
+    if isinstance(index, tuple):
+        if len(index) != 1:
+            raise IndexError(f"the dataset is 1-D; expected one index, got a tuple of {len(index)}")
+        index = index[0]
+    if isinstance(index, slice):
+        return np.arange(*index.indices(n), dtype=np.int64)
+    if hasattr(index, "detach"):
+        index = index.detach().cpu().numpy()
+    idx = np.asarray(index, dtype=np.int64) if isinstance(index, range) else np.asarray(index)
+    if idx.dtype == np.bool_:
+        if idx.shape != (n,):
+            raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
+        return np.flatnonzero(idx)
+    if idx.size == 0:
+        return idx.astype(np.int64)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"a row index must be integers, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64, copy=True)
+    neg = idx < 0
+    if neg.any():
+        idx[neg] += n
+    if idx.min() < 0 or idx.max() >= n:
+        bad = np.asarray(index)[(idx < 0) | (idx >= n)].ravel()[0]
+        raise IndexError(f"index {int(bad)} is out of range for a storage of {n} rows (valid: [-{n}, {n}))")
+    return idx
 
 
 @dataclass(frozen=True)

@@ -132,15 +132,8 @@ class ShardedStorage(TensorStorage):
         return self
 
     # ------------------------------------------------------------------ reading
-    def _index_array(self, index: Any) -> np.ndarray:
-        if isinstance(index, torch.Tensor):
-            index = index.detach().cpu().numpy()
-        elif isinstance(index, tuple) and len(index) == 1 and isinstance(index[0], torch.Tensor):
-            index = index[0].detach().cpu().numpy()
-        return self.reader.index_array(index)
-
     def get(self, index: Any) -> TensorDict:
-        idx = self._index_array(index)
+        idx = self.reader.index_array(index)
         shape = idx.shape
         flat = idx.reshape(-1)
         arrays = self.reader.gather(flat)
