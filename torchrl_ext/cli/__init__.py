@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": (".events", "build the event index; count events and their windows"),
     "generate": (".generate", "generate Atari episodes (random policy) into a dataset"),
     "preprocess": (".preprocess", "write a preprocessed copy: resize, grayscale, stack, float"),
+    "import": (".imports", "convert a dataset kept in another project's layout (crowdplay, ...)"),
 }
 
 
