@@ -31,8 +31,10 @@ _LAZY: dict[str, str] = {
     # writing
     "ShardWriter": ".writer",
     "EpisodeTable": ".writer",
+    "add_episode_metadata": ".writer",
     # reading
     "ShardedStorage": ".storages",
+    "EpisodeView": ".storages",
     # events
     "EventIndex": ".events",
     "WindowQuery": ".events",
@@ -41,6 +43,8 @@ _LAZY: dict[str, str] = {
     # preprocessing
     "preprocess": ".preprocessing",
     "preprocess_buffer": ".preprocessing",
+    # exports
+    "to_d3rlpy": ".export",
     # ready-made datasets
     "AtariDQNExperienceReplay": ".datasets",
 }

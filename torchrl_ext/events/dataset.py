@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..storages import ShardedStorage
+from ..storages import EpisodeView, ShardedStorage
 from .index import EventIndex
 from .query import WindowQuery, query_from
 from .windows import Windows, concat_windows, select_windows, split_windows
@@ -44,7 +44,8 @@ class EventWindowDataset(Dataset):
     """Windows around events of one or several datasets.
 
     Args:
-        roots: a dataset directory or a list of them.
+        roots: a dataset directory, storage or
+            :class:`~torchrl_ext.storages.EpisodeView` (only its episodes), or a list of them.
         query: the window rules; or pass them as keyword ``options``.
         where: SQL ``WHERE`` over each root's episode table.
         build_missing: what to do when a root's event index is missing or
@@ -69,12 +70,12 @@ class EventWindowDataset(Dataset):
 
     def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], query: WindowQuery | None = None,
                  *, where: str | None = None, build_missing: str = "memory", **options: Any) -> None:
-        if isinstance(roots, (str, os.PathLike)):
+        if isinstance(roots, (str, os.PathLike, ShardedStorage, EpisodeView)):
             roots = [roots]
         if not roots:
             raise ValueError("`roots` must name at least one dataset directory, got an empty list")
         self.query = query_from(query, options, owner="EventWindowDataset")
-        self.storages = [ShardedStorage(r) for r in roots]
+        self.storages = [r if isinstance(r, (ShardedStorage, EpisodeView)) else ShardedStorage(r) for r in roots]
         parts = []
         for st in self.storages:
             eps = st.select_episodes(where)

@@ -32,7 +32,7 @@ import torch
 from ..compat.torchrl_samplers import SamplerBase
 from ..events import EventIndex, WindowQuery, Windows, select_windows
 from ..events.query import query_from
-from ..storages import ShardedStorage
+from ..storages import EpisodeView, ShardedStorage
 from ..validation import int_in_range, nonnegative_int, one_of, positive_int
 
 __all__ = ["EventSliceSampler"]
@@ -44,9 +44,10 @@ class EventSliceSampler(SamplerBase):
     """Samples windows of ``query.win_len`` rows around events matching ``query.event_regex``.
 
     Args:
-        root_or_storage: a :class:`~torchrl_ext.storages.ShardedStorage` or its
-            dataset directory: windows are selected at once from its episode
-            bounds. Or an :class:`~torchrl_ext.events.EventIndex`: windows are
+        root_or_storage: a :class:`~torchrl_ext.storages.ShardedStorage`, its
+            dataset directory or an :class:`~torchrl_ext.storages.EpisodeView`
+            (only its episodes, in its rows): windows are selected at once from
+            its episode bounds. Or an :class:`~torchrl_ext.events.EventIndex`: windows are
             selected from the replay buffer's storage at the first sample.
         query: the window rules; or pass them as keyword ``options``.
         where: SQL ``WHERE`` over the episode table restricting the episodes.
@@ -101,8 +102,8 @@ class EventSliceSampler(SamplerBase):
         storage = None
         if isinstance(root_or_storage, EventIndex):
             self.root, self.index = None, root_or_storage
-        elif isinstance(root_or_storage, (str, os.PathLike, ShardedStorage)):
-            storage = (root_or_storage if isinstance(root_or_storage, ShardedStorage)
+        elif isinstance(root_or_storage, (str, os.PathLike, ShardedStorage, EpisodeView)):
+            storage = (root_or_storage if isinstance(root_or_storage, (ShardedStorage, EpisodeView))
                        else ShardedStorage(root_or_storage))
             self.root = Path(storage.root)
             self.index = EventIndex.open(self.root, build_missing=build_missing)

@@ -7,6 +7,7 @@ from typing import Any
 from tensordict import TensorDict
 from torch.utils.data import Dataset
 
+from .episode_view import EpisodeView
 from .sharded import ShardedStorage
 
 __all__ = ["RowDataset", "collate_rows"]
@@ -29,8 +30,8 @@ class RowDataset(Dataset):
         [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
     """
 
-    def __init__(self, storage: ShardedStorage | str) -> None:
-        self.storage = storage if isinstance(storage, ShardedStorage) else ShardedStorage(storage)
+    def __init__(self, storage: ShardedStorage | EpisodeView | str) -> None:
+        self.storage = storage if isinstance(storage, (ShardedStorage, EpisodeView)) else ShardedStorage(storage)
 
     def __len__(self) -> int:
         return len(self.storage)

@@ -6,8 +6,10 @@
 - :mod:`.recovery`: cleanup and resume after an interrupted write.
 - :mod:`.episodes`: the SQLite episode table.
 - :mod:`.lock`: the one-writer-per-dataset lock.
+- :mod:`.add_metadata`: a metadata column computed per episode, added atomically.
 """
 
+from .add_metadata import add_episode_metadata
 from .episodes import EpisodeTable
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard, ShardColumns
@@ -15,5 +17,5 @@ from .shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 
 __all__ = [
     "ShardWriter", "EpisodeTable", "DEFAULT_SHARD_BYTES",
-    "PendingShard", "ShardColumns", "lock_dataset", "unlock_dataset", "LOCK_NAME",
+    "PendingShard", "ShardColumns", "lock_dataset", "unlock_dataset", "LOCK_NAME", "add_episode_metadata",
 ]

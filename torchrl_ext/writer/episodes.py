@@ -149,6 +149,48 @@ class EpisodeTable:
             ) from err
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
+    def values(self, columns: Iterable[str], episodes: Iterable[int] | None = None, *,
+               num_episodes: int | None = None) -> list[tuple]:
+        """Rows of ``columns`` (quoted names) for ``episodes`` (default: all), in episode order."""
+        columns = list(columns)
+        known = set(FIXED_COLUMNS) | set(self.metadata_columns())
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(f"episode table has no column(s) {unknown}; columns are {sorted(known)}")
+        cols = ", ".join(f'"{c}"' for c in columns)
+        sql, args = f"SELECT episode, {cols} FROM episodes", []
+        if num_episodes is not None:
+            sql, args = sql + " WHERE episode < ?", [num_episodes]
+        rows = self._conn.execute(sql + " ORDER BY episode", args).fetchall()
+        if episodes is None:
+            return [r[1:] for r in rows]
+        by_id = {r[0]: r[1:] for r in rows}
+        return [by_id[int(e)] for e in episodes]
+
+    def set_column(self, name: str, values: Mapping[int, Any]) -> str:
+        """Adds (or overwrites) metadata column ``name`` with ``{episode: value}``; returns its SQL type."""
+        check_metadata_name(name, FIXED_COLUMNS)
+        present = [v for v in values.values() if v is not None]
+        types = {sql_type_of(v) for v in present}
+        if None in types:
+            bad = next(v for v in present if sql_type_of(v) is None)
+            raise TypeError(f"episode metadata `{name}` must be int, float or str values, got {type(bad).__name__}")
+        kind = "TEXT" if "TEXT" in types else "REAL" if "REAL" in types else "INTEGER"
+        if "TEXT" in types and len(types) > 1:
+            raise TypeError(f"episode metadata `{name}` mixes text and numbers; return one type for every episode")
+        known = self.metadata_columns()
+        spelled = {k.lower(): k for k in known}.get(name.lower(), name)
+        if spelled != name:
+            raise ValueError(f"episode metadata `{name}` would clash with column `{spelled}` (SQL names ignore "
+                             "case); choose another name")
+        with self._conn:
+            if name not in known:
+                self._conn.execute(f'ALTER TABLE episodes ADD COLUMN "{name}" {kind}')
+            self._conn.execute(f'UPDATE episodes SET "{name}" = NULL')
+            self._conn.executemany(f'UPDATE episodes SET "{name}" = ? WHERE episode = ?',
+                                   [(_plain(v), int(e)) for e, v in values.items()])
+        return known.get(name, kind)
+
     def metadata(self, episode: int) -> dict[str, Any]:
         cur = self._conn.execute("SELECT * FROM episodes WHERE episode = ?", (episode,))
         row = cur.fetchone()
