@@ -48,6 +48,7 @@ __all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+DICT_SAMPLE_ROWS = 1024  # rows a compression dictionary is trained on (held back until then)
 _OURS = {MANIFEST_NAME, EPISODES_NAME, LOCK_NAME, DICT_DIR, "shards", "events"}
 
 
@@ -103,6 +104,8 @@ class ShardWriter:
         self._shard_bytes = DEFAULT_SHARD_BYTES
         self._encodings: dict[Key, Any] = {}
         self._dicts: dict[Key, bytes] = load_dictionaries(root, manifest.schema)
+        self._untrained: set[Key] = set()  # zstd columns waiting for DICT_SAMPLE_ROWS rows
+        self._held: list[tuple[dict, dict | None]] = []
         self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
         self._closed = False
 
@@ -256,6 +259,17 @@ class ShardWriter:
         self._done.append(_Done(episode, first_row, length, final is not None, metadata, events))
         self._next_episode = episode + 1
         self._written_rows += length
+        if self._untrained:  # rows wait until a compression dictionary is trained on enough of them
+            self._held.append((rows, final))
+            if sum(len(r[("step",)]) for r, _ in self._held) >= DICT_SAMPLE_ROWS:
+                self._train_dictionaries()
+            return episode
+        self._append(rows, final)
+        return episode
+
+    def _append(self, rows: dict[Key, np.ndarray], final: dict[Key, np.ndarray] | None) -> None:
+        m = self._manifest
+        length = len(rows[("step",)])
         written = 0
         while written < length:
             pending = self._ensure_pending()
@@ -266,7 +280,6 @@ class ShardWriter:
                 pending.append_final(pending.rows - 1, final)
             if pending.rows >= m.shard_rows:
                 self._commit()
-        return episode
 
     def _new_schema(self, cols: Mapping[Key, np.ndarray]):
         schema, next_keys = infer_schema(cols)
@@ -287,27 +300,36 @@ class ShardWriter:
                     check_column(enc, col.dtype, col.shape)
                 except ValueError as err:
                     raise ValueError(f"`encodings` for {col.key!r}: {err}") from None
-                options = enc.to_json()
-                if getattr(enc, "dictionary", False):
-                    options.update(self._train_dictionary(col.key, cols[col.key]))
-                col = col.with_encoding(enc.name, options)
+                col = col.with_encoding(enc.name, enc.to_json())
             out.append(col)
         return out, next_keys
 
-    def _train_dictionary(self, key: Key, rows: np.ndarray) -> dict[str, str]:
-        """Trains a column's zstd dictionary on the first episode's rows and stores it with the dataset."""
+    def _train_dictionaries(self) -> None:
+        """Trains the zstd dictionaries on the held rows, stores them, then writes the held episodes.
+
+        With fewer than 8 rows in the whole dataset there is nothing to train on; the column is
+        then written without a dictionary (``dictionary: false`` in its options).
+        """
         from ..encodings import train_dictionary
 
-        sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), 4096)).astype(np.int64)]
-        try:
-            data = train_dictionary(sample)
-        except ValueError as err:
-            raise ValueError(
-                f"`encodings` for {key!r}: {err}; the dictionary is trained on the first episode, so "
-                "write a longer one first or use Zstd(dictionary=False)"
-            ) from None
-        self._dicts[key] = data
-        return write_dictionary(self.root, key, data)
+        m = self._manifest
+        for key in sorted(self._untrained):
+            rows = np.concatenate([r[key] for r, _ in self._held]) if self._held else np.zeros(0)
+            col = m.column(key)
+            options = col.options_dict
+            if len(rows) >= 8:
+                sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), 4096)).astype(np.int64)]
+                self._dicts[key] = data = train_dictionary(sample)
+                options.update(write_dictionary(self.root, key, data))
+            else:
+                logger.warning("%s: %d rows of %r are too few to train a dictionary; writing without one",
+                               self.root, len(rows), key)
+                options["dictionary"] = False
+            m.schema = [col.with_encoding(col.encoding, options) if c.key == key else c for c in m.schema]
+        self._untrained = set()
+        held, self._held = self._held, []
+        for rows, final in held:
+            self._append(rows, final)
 
     def _default_shard_rows(self, schema) -> int:
         row_bytes = sum(c.row_bytes for c in schema)
@@ -320,6 +342,8 @@ class ShardWriter:
         m.schema = schema
         m.next_from_row = next_keys
         m.encodings = []
+        self._untrained = {c.key for c in schema if c.encoding == "zstd" and c.options_dict.get("dictionary")
+                           and "dictionary_file" not in c.options_dict}
 
     def _ensure_pending(self) -> PendingShard:
         if self._pending is None:
@@ -335,6 +359,8 @@ class ShardWriter:
     def flush(self) -> None:
         """Commits the shard being written, even if it is not full."""
         self._check_open()
+        if self._untrained:
+            self._train_dictionaries()
         if self._prefix is not None:
             self._ensure_pending()
         if self._pending is not None and self._pending.rows:

@@ -40,12 +40,14 @@ from .episodes import EpisodeParser, EpisodePlan, ParserState, SpanEpisodes
 from .logs import LocalReplayLogs, ReplayLogs, column_file
 from .timeline import Span, build_timeline, load_small_columns
 
-__all__ = ["CONVERTER_VERSION", "DONE_NAME", "convert_replay_logs"]
+__all__ = ["CONVERTER_VERSION", "DONE_NAME", "DEFAULT_ENCODINGS", "convert_replay_logs"]
 
 logger = logging.getLogger(__name__)
 
 DONE_NAME = "atari_dqn.json"
 CONVERTER_VERSION = 2
+# Per-frame zstd with a trained dictionary: uniform random rows decode one small chunk each.
+DEFAULT_ENCODINGS: dict[str, Any] = {"observation": {"name": "zstd", "chunk_rows": 1, "dictionary": True}}
 Progress = Callable[[int, int], None]
 
 
@@ -265,8 +267,9 @@ def convert_replay_logs(
         stack_size: the writer's frame stack (padding is ``stack_size - 1`` rows).
         game, run: recorded in the manifest and the episode table.
         shard_bytes: shard size budget (``ShardWriter`` default when ``None``).
-        encodings: column encodings for a new dataset, e.g. ``{"observation": "zstd"}``
-            (``None``: the writer's default, raw).
+        encodings: column encodings for a new dataset (default :data:`DEFAULT_ENCODINGS`:
+            observations as zstd per frame with a dictionary, the layout for uniform
+            random sampling; ``{"observation": "raw"}`` keeps memory maps).
         progress: show a tqdm bar over checkpoints, or a callable ``(done, total)``.
 
     Returns:
@@ -299,8 +302,8 @@ def convert_replay_logs(
             finally:
                 table.close()
     else:
-        kw = {"encodings": encodings} if encodings is not None else {}
-        writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source, **kw)
+        writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source,
+                                    encodings=DEFAULT_ENCODINGS if encodings is None else encodings)
     conv = _Conversion(logs, writer, spans, stack_size, game, run, writer.num_episodes, last)
     update, bar = _progress_bar(progress, f"{game}/{run}" if game else "checkpoints")
     try:
