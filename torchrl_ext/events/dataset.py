@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ..storages import EpisodeView, ShardedStorage
 from .index import EventIndex
+from .minestudio import MineStudioItems, is_minestudio_import, minestudio_roots, minestudio_spec
 from .query import WindowQuery, query_from
 from .windows import Windows, concat_windows, select_windows, split_windows
 
@@ -68,8 +69,15 @@ class EventWindowDataset(Dataset):
         ('tick:1', [6, 7, 8, 9], 4)
     """
 
-    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], query: WindowQuery | None = None,
-                 *, where: str | None = None, build_missing: str = "memory", **options: Any) -> None:
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 query: WindowQuery | None = None, *, where: str | None = None, build_missing: str = "memory",
+                 **options: Any) -> None:
+        spec = minestudio_spec(options, default=options.get("compat") == "minestudio")
+        if spec is not None:
+            roots = minestudio_roots(spec, roots)
+            if spec.dataset_dirs is not None:  # MineStudio's own call: its defaults
+                options.setdefault("compat", "minestudio")
+                options.setdefault("split", "train")
         if isinstance(roots, (str, os.PathLike, ShardedStorage, EpisodeView)):
             roots = [roots]
         if not roots:
@@ -84,6 +92,9 @@ class EventWindowDataset(Dataset):
             parts.append(select_windows(index, first, length, self.query, episodes=eps, split=False))
         self.windows: Windows = split_windows(concat_windows(parts), self.query)
         self.texts = [str(n).replace("minecraft.", "") for n in self.windows.names]
+        self.minestudio_items = None
+        if spec is not None and (spec.dataset_dirs is not None or all(map(is_minestudio_import, self.storages))):
+            self.minestudio_items = MineStudioItems(self.storages, self.windows, self.texts, spec)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -97,6 +108,8 @@ class EventWindowDataset(Dataset):
         if ids.size and (ids.min() < -n or ids.max() >= n):
             raise IndexError(f"index out of range for {n} windows: {ids.tolist()}")
         ids = ids % max(n, 1)
+        if self.minestudio_items is not None:
+            return self.minestudio_items.items(ids)
         w = self.windows
         rows, mask = w.rows_and_mask(ids)
         steps = w.steps(ids)

@@ -1,0 +1,36 @@
+"""MineStudio interop: import MineStudio 1.1.6 datasets (LMDB + mp4 chunks) and MineGenerator episodes.
+
+``lmdb``, PyAV and OpenCV load only when a function here runs
+(``pip install torchrl-ext[minestudio]``).
+"""
+
+from .importer import IMPORTER_VERSION, ImportStats, import_minestudio, separate_roots
+from .layout import EVENT_DIR, MODALITY_DIRS, EpisodeRef, MineStudioLayout
+from .lmdb_parts import ChunkInfo, PartInfo, check_lmdb_file, chunk_key, close_envs, open_env, read_part
+from .video_chunks import NotPassthrough, StreamParams, decode_mp4, mp4_to_payload, probe_mp4
+
+__all__ = [
+    # import
+    "import_minestudio",
+    "separate_roots",
+    "ImportStats",
+    "IMPORTER_VERSION",
+    # the on-disk layout
+    "MineStudioLayout",
+    "EpisodeRef",
+    "MODALITY_DIRS",
+    "EVENT_DIR",
+    "PartInfo",
+    "ChunkInfo",
+    "read_part",
+    "chunk_key",
+    "open_env",
+    "close_envs",
+    "check_lmdb_file",
+    # image chunks
+    "StreamParams",
+    "NotPassthrough",
+    "probe_mp4",
+    "mp4_to_payload",
+    "decode_mp4",
+]
