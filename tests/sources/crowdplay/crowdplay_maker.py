@@ -94,7 +94,7 @@ def crowdplay_episodes(two_player: bool = True) -> list[dict]:
     out = []
     for k, (eid, (a, n, done, env_kw, kw)) in enumerate(SPECS.items()):
         steps = make_trajectory({P0: _agent(s, a, n, done, 1 if k != 1 else None)})
-        out.append({"episode_id": eid, "environment_id": f"env{k // 2}", "task_id": f"{env_kw['game']}_{env_kw['task']}",
+        out.append({"episode_id": eid, "environment_id": f"env{k}", "task_id": f"{env_kw['game']}_{env_kw['task']}",
                     "steps": steps, "env_keyword_data": {"all": env_kw, P0: {"Time played": 60.0 + k}},
                     "keyword_data": {"all": {"created_on": CREATED + datetime.timedelta(days=k)}, P0: kw},
                     "users": {P0: {"user_id": f"u{k}", "permanent_user_id": f"p{k % 2}"}}})
