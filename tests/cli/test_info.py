@@ -33,3 +33,17 @@ def test_info_on_missing_dataset_fails_clearly(tmp_path):
     proc = _run("info", str(tmp_path / "nope"))
     assert proc.returncode == 2
     assert "torchrl-ext info: error:" in proc.stderr and "no dataset manifest found" in proc.stderr
+
+
+def test_info_shows_encodings_metadata_and_event_counts(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=4, length=9, obs_shape=(16, 16), events_every=3,
+                           encodings={"observation": "zstd"})
+    proc = _run("info", str(root))
+    assert proc.returncode == 0, proc.stderr
+    obs = next(line.split() for line in proc.stdout.splitlines() if line.startswith("observation "))
+    on_disk = sum(p.stat().st_size for p in (root / "shards").glob("*/observation.*"))  # final/ aside
+    assert obs[4:7] == ["zstd", str(on_disk), str(36 * 16 * 16)]
+    assert float(obs[7].rstrip("x")) == pytest.approx(36 * 16 * 16 / on_disk, rel=0.01)
+    assert "metadata  game (text), score (real)" in proc.stdout
+    assert "events    16 in 1 log file(s)" in proc.stdout  # 3 ticks + 1 end per episode
+    assert any(line.split() == ["tick:0", "12"] for line in proc.stdout.splitlines())

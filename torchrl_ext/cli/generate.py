@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="local worker processes, or Ray actors (pip install torchrl-ext[ray])")
     p.add_argument("--max-restarts", type=int, default=3,
                    help="restarts allowed per worker after it crashes")
+    p.add_argument("--encoding", default="zstd", choices=("raw", "zstd", "video"),
+                   help="encoding of the observation frames of a new dataset")
     p.set_defaults(func=run)
 
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     stats = generate(functools.partial(make_atari_env, args.env), None, args.root,
                      num_episodes=args.episodes, num_workers=args.workers, max_steps=args.max_steps,
-                     executor=args.executor, max_restarts=args.max_restarts, seed=args.seed)
+                     executor=args.executor, max_restarts=args.max_restarts, seed=args.seed,
+                     encodings={"observation": args.encoding})
     print(f"generated {stats.generated} episodes ({stats.steps} steps, {stats.steps_per_second:.0f} steps/s), "
           f"kept {stats.skipped} already in {args.root}, {stats.restarts} worker restart(s)")
     return 0

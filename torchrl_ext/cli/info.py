@@ -21,6 +21,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _column_bytes(storage: ShardedStorage, col) -> int:
+    from ..format import column_files
+
+    return sum(p.stat().st_size for s in storage.manifest.shards
+               for p in column_files(storage.root / s.dir, col))
+
+
+def _event_counts(storage: ShardedStorage) -> dict[str, int]:
+    from collections import Counter
+
+    from ..format import read_event_log
+
+    counts: Counter = Counter()
+    for rel in storage.manifest.event_logs:
+        log = read_event_log(storage.root / rel)
+        names = log["names"][log["name_id"]]
+        counts.update(str(n) for n in names[log["episode"] < storage.num_episodes])
+    return dict(counts)
+
+
 def format_info(storage: ShardedStorage) -> str:
     """The text ``torchrl-ext info`` prints."""
     m = storage.manifest
@@ -32,15 +52,30 @@ def format_info(storage: ShardedStorage) -> str:
         f"rows      {len(storage)}",
         f"episodes  {storage.num_episodes}",
         f"bytes     {nbytes} ({nbytes / 2**20:.1f} MiB)",
-        f"events    {len(m.event_logs)} log file(s)",
         "",
-        f"{'key':<24} {'dtype':<8} {'shape':<14} encoding",
+        f"{'key':<24} {'dtype':<8} {'shape':<14} {'encoding':<10} {'on disk':>12} {'raw':>12} ratio",
     ]
+    rows = int(storage.reader.offsets[-1])
     for col in m.schema:
-        lines.append(f"{'/'.join(col.key):<24} {col.dtype.name:<8} {str(list(col.shape)):<14} {col.encoding}")
+        disk, raw = _column_bytes(storage, col), rows * col.row_bytes
+        ratio = f"{raw / disk:.1f}x" if disk else "-"
+        lines.append(f"{'/'.join(col.key):<24} {col.dtype.name:<8} {str(list(col.shape)):<14} "
+                     f"{col.encoding:<10} {disk:>12} {raw:>12} {ratio}")
     for key in m.next_from_row:
         col = m.column(key)
         lines.append(f"{'next/' + '/'.join(key):<24} {col.dtype.name:<8} {str(list(col.shape)):<14} next row")
+    table = storage.episode_table()
+    try:
+        meta = table.metadata_columns()
+    finally:
+        table.close()
+    lines += ["", "metadata  " + (", ".join(f"{k} ({t.lower()})" for k, t in meta.items()) or "none")]
+    counts = _event_counts(storage)
+    lines.append(f"events    {sum(counts.values())} in {len(m.event_logs)} log file(s)")
+    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]:
+        lines.append(f"  {name:<30} {n}")
+    if len(counts) > 20:
+        lines.append(f"  ... {len(counts) - 20} more names")
     return "\n".join(lines)
 
 
