@@ -107,11 +107,9 @@ def combine_where(*parts: tuple[str | None, tuple]) -> tuple[str | None, tuple]:
         >>> combine_where(("a > ?", (1,)), (None, ()), ("b = ?", ("x",)))
         ('(a > ?) AND (b = ?)', (1, 'x'))
     """
-    clauses, params = [], []
-    for where, p in parts:
-        if where:
-            clauses.append(f"({where})")
-            params.extend(p)
-    if not clauses:
+    kept = [(where, tuple(p)) for where, p in parts if where]
+    if not kept:
         return None, ()
-    return " AND ".join(clauses), tuple(params)
+    if len(kept) == 1:
+        return kept[0]
+    return " AND ".join(f"({w})" for w, _ in kept), tuple(v for _, p in kept for v in p)
