@@ -84,7 +84,16 @@ def test_interrupted_stream_resumes(bucket_run, logs, tmp_path, monkeypatch):
 def test_streamed_bytes_failing_crc32c_are_refused(bucket_run, tmp_path):
     src = BucketReplayLogs(bucket_run.bucket, "dqn/Pong/1/replay_logs/")
     src._blobs["$store$_observation_ckpt.0.gz"]._properties["crc32c"] = "AAAAAA=="
-    with pytest.raises(ChecksumMismatchError, match=r"observation_ckpt\.0\.gz: crc32c of the streamed bytes"):
+    with pytest.raises(ChecksumMismatchError, match=r"observation_ckpt\.0\.gz: crc32c of the streamed bytes does not match"):
+        convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, progress=False)
+
+
+def test_streamed_bytes_fall_back_to_md5_without_crc32c(bucket_run, tmp_path):
+    src = BucketReplayLogs(bucket_run.bucket, "dqn/Pong/1/replay_logs/")
+    props = src._blobs["$store$_observation_ckpt.0.gz"]._properties
+    props.pop("crc32c", None)
+    props["md5Hash"] = "AAAAAAAAAAAAAAAAAAAAAA=="
+    with pytest.raises(ChecksumMismatchError, match=r"observation_ckpt\.0\.gz: md5 of the streamed bytes does not match"):
         convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, progress=False)
 
 

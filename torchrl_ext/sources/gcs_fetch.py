@@ -24,7 +24,7 @@ from typing import Any
 from .gcs_errors import ChecksumMismatchError, DownloadStalledError
 from .gcs_retry import Cancelled, describe_error, endpoint_of, make_retry, request_timeouts
 
-__all__ = ["Transfer", "fetch_object", "file_crc32c"]
+__all__ = ["Transfer", "ExpectedHash", "fetch_object", "file_crc32c"]
 
 logger = logging.getLogger(__package__ + ".gcs")  # one logger for every GCS download message
 
@@ -73,14 +73,14 @@ class _SizeOnly:
 
 
 @dataclass(frozen=True)
-class _Expected:
+class ExpectedHash:
     """What a downloaded object is checked against: crc32c, else md5, else its size alone."""
 
     kind: str
     value: str | None
 
     @classmethod
-    def of(cls, blob: Any) -> _Expected:
+    def of(cls, blob: Any) -> ExpectedHash:
         if blob.crc32c:
             return cls("crc32c", blob.crc32c)
         if blob.md5_hash:
@@ -177,7 +177,7 @@ def fetch_object(blob: Any, final: Path, t: Transfer) -> None:
     The ``.part`` file is opened for appending only, so the checksum of the bytes
     already there plus the bytes written through the wrapper is the whole file's.
     """
-    expected = _Expected.of(blob)
+    expected = ExpectedHash.of(blob)
     if final.exists():
         if expected.matches_file(final, blob.size):
             t.on_bytes(blob.size)

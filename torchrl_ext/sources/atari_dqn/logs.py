@@ -24,11 +24,14 @@ from typing import IO, Any
 from ..gcs import (
     ATARI_BUCKET,
     ATARI_PREFIX,
+    DEFAULT_DEADLINE,
     anonymous_client,
     atari_run_prefix,
     list_objects,
 )
 from ..gcs_errors import ChecksumMismatchError, RemoteSourceError
+from ..gcs_fetch import ExpectedHash
+from ..gcs_retry import check_deadline, make_retry, request_timeouts
 
 __all__ = ["BucketReplayLogs", "LocalReplayLogs", "ReplayLogs", "column_file", "list_checkpoints"]
 
@@ -116,13 +119,15 @@ class BucketReplayLogs(ReplayLogs):
         chunk_bytes: size of each ranged request.
         prefetch: chunks fetched ahead of the reader (memory: ``chunk_bytes * prefetch``
             per open stream).
+        deadline: seconds a stream may go without receiving data (transient errors
+            are retried until then), as for the downloads.
 
     Raises:
         RemoteSourceError: the bucket or prefix is missing, forbidden or empty.
     """
 
     def __init__(self, bucket: str, prefix: str, *, client: Any = None, chunk_bytes: int = _STREAM_CHUNK,
-                 prefetch: int = _PREFETCH) -> None:
+                 prefetch: int = _PREFETCH, deadline: float = DEFAULT_DEADLINE) -> None:
         if not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
             raise ValueError(f"`chunk_bytes` must be a positive int, got {chunk_bytes!r}")
         if not isinstance(prefetch, int) or prefetch <= 0:
@@ -130,8 +135,9 @@ class BucketReplayLogs(ReplayLogs):
         self.bucket, self.prefix = bucket, prefix
         self.client = anonymous_client() if client is None else client
         self.chunk_bytes, self.prefetch = chunk_bytes, prefetch
+        self.deadline = check_deadline(deadline)
         self.where = f"gs://{bucket}/{prefix}"
-        blobs = list_objects(bucket, prefix, client=self.client)
+        blobs = list_objects(bucket, prefix, client=self.client, deadline=self.deadline)
         self._blobs = {b.name[len(prefix):]: b for b in blobs if "/" not in b.name[len(prefix):]}
 
     @classmethod
@@ -151,7 +157,7 @@ class BucketReplayLogs(ReplayLogs):
                 "Point at a complete mirror with `bucket=`/`prefix=`, or convert from local files (`local_dir=`)"
             )
         return io.BufferedReader(BlobStream(blob, self.client, self.chunk_bytes, self.prefetch,
-                                            self.describe(name)), buffer_size=1 << 20)
+                                            self.describe(name), self.deadline), buffer_size=1 << 20)
 
 
 _END = object()
@@ -160,14 +166,18 @@ _END = object()
 class BlobStream(io.RawIOBase):
     """A read-only stream of one object, fetched in ranged requests by a background thread.
 
-    The thread keeps at most ``prefetch`` chunks queued. The crc32c of the bytes
-    is compared with the object's when the last chunk has arrived; a mismatch is
-    raised by the read that reaches the end.
+    The thread keeps at most ``prefetch`` chunks queued. Each request retries
+    transient errors for up to ``deadline`` seconds. The crc32c of the bytes (or
+    md5, or the size alone when the listing gives neither) is compared with the
+    object's when the last chunk has arrived; a mismatch is raised by the read
+    that reaches the end.
     """
 
-    def __init__(self, blob: Any, client: Any, chunk_bytes: int, prefetch: int, name: str) -> None:
+    def __init__(self, blob: Any, client: Any, chunk_bytes: int, prefetch: int, name: str,
+                 deadline: float = DEFAULT_DEADLINE) -> None:
         super().__init__()
         self.label = name
+        self._deadline = deadline
         self._blob, self._client, self._chunk = blob, client, chunk_bytes
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -187,14 +197,14 @@ class BlobStream(io.RawIOBase):
 
     def _fetch(self) -> None:
         try:
-            import google_crc32c
-
-            checksum = google_crc32c.Checksum()
+            expected = ExpectedHash.of(self._blob)
+            checksum = expected.new()
             size = int(self._blob.size or 0)
             for start in range(0, size, self._chunk):
                 end = min(start + self._chunk, size) - 1
-                data = self._blob.download_as_bytes(client=self._client, start=start, end=end,
-                                                    raw_download=True, checksum=None)
+                data = self._blob.download_as_bytes(
+                    client=self._client, start=start, end=end, raw_download=True, checksum=None,
+                    retry=make_retry(self._deadline), timeout=request_timeouts(self._deadline))
                 if len(data) != end - start + 1:
                     raise RemoteSourceError(
                         f"{self.label}: asked for bytes {start}-{end}, got {len(data)} bytes; "
@@ -203,16 +213,11 @@ class BlobStream(io.RawIOBase):
                 checksum.update(data)
                 if not self._put(data):
                     return
-            expected = self._blob.crc32c
-            if expected is not None:
-                import base64
-
-                found = base64.b64encode(checksum.digest()).decode("ascii")
-                if found != expected:
-                    raise ChecksumMismatchError(
-                        f"{self.label}: crc32c of the streamed bytes is {found}, the object's is {expected}; "
-                        "retry the conversion (it resumes) or check the mirror"
-                    )
+            if not expected.matches(checksum):
+                raise ChecksumMismatchError(
+                    f"{self.label}: {expected.kind} of the streamed bytes does not match the object's "
+                    f"{expected.value}; retry the conversion (it resumes) or check the mirror"
+                )
             self._put(_END)
         except BaseException as err:  # noqa: BLE001 - handed to the reader, raised there
             self._put(err)
