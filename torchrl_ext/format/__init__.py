@@ -59,6 +59,12 @@ Manifest (``dataset.json``, UTF-8 JSON object):
 ``event_logs``
     List of relative paths of event log files (specified in
     :mod:`.event_log`).
+``event_log_crcs``
+    (version 2, optional) ``"crc32:<hex>"`` of each event log file, in the
+    order of ``event_logs``.
+``episodes_crc``
+    (version 2, optional) checksum of the visible rows of the episode table,
+    content not bytes (see :meth:`torchrl_ext.writer.EpisodeTable.content_crc`).
 ``next_shard_id``
     Integer used to name the next shard directory.
 ``shard_rows``
@@ -96,7 +102,14 @@ from .dictionaries import (
     write_dictionary,
 )
 from .errors import FormatError
-from .event_log import EVENT_FIELDS, event_log_name, filter_event_log, read_event_log, write_event_log
+from .event_log import (
+    EVENT_FIELDS,
+    check_event_log,
+    event_log_name,
+    filter_event_log,
+    read_event_log,
+    write_event_log,
+)
 from .files import atomic_write_bytes, atomic_write_json, commit_dir, current_umask, fsync_dir, resolve_inside
 from .manifest import (
     EPISODES_NAME,
@@ -133,7 +146,7 @@ __all__ = [
     # compression dictionaries
     "DICT_DIR", "DICTIONARY_OPTIONS", "dictionary_name", "read_dictionary", "write_dictionary", "load_dictionaries",
     # event logs
-    "event_log_name", "write_event_log", "read_event_log", "filter_event_log",
+    "event_log_name", "write_event_log", "read_event_log", "filter_event_log", "check_event_log",
     # files
     "atomic_write_bytes", "atomic_write_json", "commit_dir", "fsync_dir", "current_umask", "resolve_inside",
 ]

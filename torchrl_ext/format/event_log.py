@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,10 @@ import numpy as np
 from .errors import FormatError
 from .files import atomic_write_bytes
 
-__all__ = ["EVENT_FIELDS", "event_log_name", "write_event_log", "read_event_log", "filter_event_log"]
+__all__ = [
+    "EVENT_FIELDS", "event_log_name", "write_event_log", "read_event_log", "filter_event_log",
+    "check_event_log",
+]
 
 EVENT_FIELDS: tuple[tuple[str, type], ...] = (
     ("name_id", np.int32), ("episode", np.int64), ("step", np.int64),
@@ -39,17 +43,33 @@ def event_log_name(shard_id: int) -> str:
     return f"events/log-{shard_id:06d}.npz"
 
 
-def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> str:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return f"crc32:{zlib.crc32(data):08x}"
 
 
-def write_event_log(path: str | os.PathLike, events: Sequence[tuple[int, int, int, str, float]]) -> None:
-    """Writes ``(episode, step, row, name, value)`` events into one log file."""
+def check_event_log(path: str | os.PathLike, expected: str) -> None:
+    """``FormatError`` unless the file's crc32 is the one the manifest records."""
+    path = Path(path)
+    try:
+        found = f"crc32:{zlib.crc32(path.read_bytes()):08x}"
+    except FileNotFoundError:
+        raise FormatError(f"{path}: event log listed in the manifest is missing; restore it") from None
+    if found != expected:
+        raise FormatError(
+            f"{path}: checksum {found} does not match the manifest's {expected}; the event log is "
+            "corrupt, restore it from a copy"
+        )
+
+
+def write_event_log(path: str | os.PathLike, events: Sequence[tuple[int, int, int, str, float]]) -> str:
+    """Writes ``(episode, step, row, name, value)`` events into one log file; returns its checksum."""
     names = sorted({ev[3] for ev in events})
     lookup = {n: i for i, n in enumerate(names)}
-    _write(Path(path), {
+    return _write(Path(path), {
         "names": np.asarray(names, dtype=str),
         "name_id": np.asarray([lookup[ev[3]] for ev in events], dtype=np.int32),
         "episode": np.asarray([ev[0] for ev in events], dtype=np.int64),
@@ -85,13 +105,15 @@ def read_event_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return data
 
 
-def filter_event_log(src: str | os.PathLike, dst: str | os.PathLike, max_row: int) -> bool:
-    """Copies a log keeping the events of rows below ``max_row``; False (nothing written) if none is left."""
+def filter_event_log(src: str | os.PathLike, dst: str | os.PathLike, max_row: int) -> str | None:
+    """Copies a log keeping the events of rows below ``max_row``; returns the copy's checksum.
+
+    Returns None (nothing written) when no event is left.
+    """
     data = read_event_log(src)
     keep = data["row"] < max_row
     if not keep.any():
-        return False
+        return None
     for name, _ in EVENT_FIELDS:
         data[name] = data[name][keep]
-    _write(Path(dst), data)
-    return True
+    return _write(Path(dst), data)

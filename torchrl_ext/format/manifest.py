@@ -166,6 +166,8 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     encodings: list[Column] = field(default_factory=list)
+    event_log_crcs: list[str] = field(default_factory=list)
+    episodes_crc: str = ""
 
     @property
     def stored_rows(self) -> int:
@@ -191,6 +193,8 @@ class Manifest:
             "shard_rows": self.shard_rows,
             "source": self.source,
             **({"encodings": [c.to_json() for c in self.encodings]} if self.encodings else {}),
+            **({"event_log_crcs": list(self.event_log_crcs)} if self.event_log_crcs else {}),
+            **({"episodes_crc": self.episodes_crc} if self.episodes_crc else {}),
         }
 
 
@@ -221,6 +225,12 @@ def _read_shard(root: Path, s: Any, where: str) -> ShardInfo:
     if not isinstance(checksum, str):
         raise FormatError(f"{where}: expected the checksum of shard {rel!r} as a str, got {checksum!r}")
     return ShardInfo(rel, rows, nbytes, checksum, finals)
+
+
+def _strings(values: Any, name: str, where: str) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise FormatError(f"{where}: expected `{name}` to be str values, got {values!r}")
+    return values
 
 
 def _read_key(k: Any, where: str) -> Key:
@@ -283,6 +293,8 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
             format_version=version,
             encodings=[Column.from_json({"dtype": "uint8", "shape": [], **e}, where)
                        for e in raw.get("encodings", [])],
+            event_log_crcs=_strings(raw.get("event_log_crcs", []), "event_log_crcs", where),
+            episodes_crc=_strings([raw.get("episodes_crc", "")], "episodes_crc", where)[0],
         )
     except (KeyError, TypeError, AttributeError) as err:
         raise FormatError(f"{where}: manifest is missing or has a malformed field ({err!r})") from err
@@ -294,6 +306,10 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         raise FormatError(
             f"{where}: the manifest's checksum {raw.get('manifest_crc')!r} does not match its "
             f"content ({manifest_crc(raw)}); it was edited or damaged: restore it from a copy"
+        )
+    if manifest.event_log_crcs and len(manifest.event_log_crcs) != len(manifest.event_logs):
+        raise FormatError(
+            f"{where}: {len(manifest.event_log_crcs)} event log checksums for {len(manifest.event_logs)} logs"
         )
     keys = [c.key for c in schema]
     if len(set(keys)) != len(keys):

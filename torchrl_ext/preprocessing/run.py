@@ -407,11 +407,18 @@ def _finish(root: Path, dest: Path, m: Manifest, tasks: list[ShardTask], records
         table.close()
     os.replace(tmp, dest / EPISODES_NAME)
     (dest / "events").mkdir(exist_ok=True)
-    logs = []
+    logs, crcs = [], []
     for rel in m.event_logs:
-        if filter_event_log(root / rel, dest / rel, limit):
+        crc = filter_event_log(root / rel, dest / rel, limit)
+        if crc is not None:
             logs.append(rel)
+            crcs.append(crc)
     fsync_dir(dest / "events")
+    copied = EpisodeTable.open(dest / EPISODES_NAME)
+    try:
+        episodes_crc = copied.content_crc(num_eps)
+    finally:
+        copied.close()
     manifest = Manifest(
         schema=tasks[0].stored_schema,
         next_from_row=list(next_keys),
@@ -419,6 +426,8 @@ def _finish(root: Path, dest: Path, m: Manifest, tasks: list[ShardTask], records
         num_rows=limit,
         num_episodes=num_eps,
         event_logs=logs,
+        event_log_crcs=crcs,
+        episodes_crc=episodes_crc,
         next_shard_id=len(tasks),
         shard_rows=m.shard_rows,
         source={"kind": "preprocess", "source": str(root),

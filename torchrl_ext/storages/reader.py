@@ -22,6 +22,7 @@ import numpy as np
 
 from ..format import (
     FINAL_ROW,
+    check_event_log,
     Column,
     FormatError,
     Key,
@@ -314,7 +315,8 @@ class ShardReader:
 
     # ------------------------------------------------------------------ integrity
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
-        """Recomputes every shard's checksum (files of ``final/`` and encoded chunks included).
+        """Recomputes every checksum: each shard's files (``final/`` and encoded chunks included),
+        then the event logs and the episode table's content.
 
         Raises:
             FormatError: naming the first corrupt shard.
@@ -324,6 +326,20 @@ class ShardReader:
             self._verified.add(i)
             if progress is not None:
                 progress(i)
+        m = self.manifest
+        for rel, crc in zip(m.event_logs, m.event_log_crcs):
+            check_event_log(resolve_inside(self.root, rel, str(self.root / "dataset.json")), crc)
+        if m.episodes_crc:
+            table = self.episode_table()
+            try:
+                found = table.content_crc(m.num_episodes)
+            finally:
+                table.close()
+            if found != m.episodes_crc:
+                raise FormatError(
+                    f"{table.path}: content checksum {found} does not match the manifest's "
+                    f"{m.episodes_crc}; the episode table was edited or is corrupt, restore it from a copy"
+                )
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..format import fsync_dir, read_manifest, resolve_inside
+from ..format import fsync_dir, read_manifest, resolve_inside, write_manifest
 from .episodes import EpisodeTable
 from .lock import lock_dataset, unlock_dataset
 
@@ -102,27 +103,33 @@ def add_episode_metadata(root: str | os.PathLike, name: str, fn: Callable[[Any],
             values[int(e)] = value.item() if isinstance(value, np.generic) else value
         manifest = read_manifest(root)
         path = resolve_inside(root, manifest.episodes, str(root))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # The new table gets a new name; the manifest naming it is the commit point.
+        new_rel = f"episodes.{uuid.uuid4().hex[:12]}.sqlite"
+        new_path = Path(root) / new_rel
         source = EpisodeTable.open(path)
         try:
-            source.copy_to(tmp, manifest.num_episodes)
+            source.copy_to(new_path, manifest.num_episodes)
         finally:
             source.close()
         try:
-            copy = EpisodeTable.open(tmp, create=True)
+            copy = EpisodeTable.open(new_path, create=True)
             try:
                 copy.set_column(name, values)
+                manifest.episodes_crc = copy.content_crc(manifest.num_episodes)
             finally:
                 copy.close()
-            fd = os.open(tmp, os.O_RDONLY)
+            fd = os.open(new_path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+            fsync_dir(new_path.parent)
+            manifest.episodes = new_rel
+            write_manifest(root, manifest)
+        except BaseException:
+            new_path.unlink(missing_ok=True)
+            raise
+        path.unlink(missing_ok=True)
         logger.info("%s: metadata %r set for %d episodes", root, name, len(values))
         return values
     finally:

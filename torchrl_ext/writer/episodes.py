@@ -104,6 +104,24 @@ class EpisodeTable:
         finally:
             out.close()
 
+    def content_crc(self, num_episodes: int) -> str:
+        """Checksum of the content of the first ``num_episodes`` rows (every column, by name).
+
+        It depends on values only, not on SQLite's page layout, so a table rewritten
+        with the same rows keeps it.
+        """
+        import json
+        import zlib
+
+        names = sorted(r[1] for r in self._conn.execute("PRAGMA table_info(episodes)").fetchall())
+        cols = ", ".join(f'"{n}"' for n in names)
+        crc = zlib.crc32(json.dumps(names).encode("utf-8"))
+        cur = self._conn.execute(f"SELECT {cols} FROM episodes WHERE episode < ? ORDER BY episode",
+                                 (num_episodes,))
+        while rows := cur.fetchmany(4096):
+            crc = zlib.crc32(json.dumps(rows).encode("utf-8"), crc)
+        return f"crc32:{crc:08x}"
+
     def delete_from(self, episode: int) -> None:
         """Deletes rows of episodes ``>= episode`` (uncommitted leftovers)."""
         with self._conn:

@@ -28,6 +28,9 @@ def drop_leftovers(root: Path, manifest: Manifest) -> None:
         if d.name not in listed:
             logger.info("removing uncommitted leftover %s", d)
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink()
+    for f in root.glob("episodes.*.sqlite"):  # a table rewrite that never committed
+        if f.name != manifest.episodes:
+            f.unlink()
     logs = {Path(p).name for p in manifest.event_logs}
     for f in (root / "events").glob("log-*"):
         if f.name not in logs:

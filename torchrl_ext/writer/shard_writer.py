@@ -142,12 +142,15 @@ class ShardWriter:
                 "or choose another directory"
             )
         if root.is_dir():
-            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS)
+            leftover = [p for p in root.glob(f".{MANIFEST_NAME}.*.tmp") if p.is_file()]  # a create killed mid-write
+            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS and p not in leftover)
             if unrelated:
                 raise FileExistsError(
                     f"{root}: the directory holds other files ({', '.join(unrelated[:5])}); "
                     "choose an empty or new directory for a dataset"
                 )
+            for p in leftover:
+                p.unlink()
         (root / "shards").mkdir(parents=True, exist_ok=True)
         (root / "events").mkdir(exist_ok=True)
         lock_fd = cls._lock(root)
@@ -390,10 +393,13 @@ class ShardWriter:
                       for d in ready for step, name, value in d.events]
             if events:
                 rel = event_log_name(pending.shard_id)
-                write_event_log(self.root / rel, events)
+                crc = write_event_log(self.root / rel, events)
+                if len(m.event_log_crcs) == len(m.event_logs):  # else a dataset from before checksums
+                    m.event_log_crcs.append(crc)
                 m.event_logs.append(rel)
             m.num_episodes = ready[-1].episode + 1
             m.num_rows = ready[-1].first_row + ready[-1].length
+            m.episodes_crc = self._table.content_crc(m.num_episodes)
         write_manifest(self.root, m)
         self._remove_superseded()
         logger.debug("committed %s (%d rows)", info.dir, info.rows)
