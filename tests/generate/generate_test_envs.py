@@ -66,3 +66,12 @@ def plain_policy(observation):
 
 def t_events(info, prev_info):
     return [("t_is_2", 2.0)] if info.get("t") == 2 else []
+
+
+def missing_env():
+    """An env factory that fails at construction, like a mistyped Gymnasium id."""
+    import ale_py
+    import gymnasium
+
+    gymnasium.register_envs(ale_py)
+    return gymnasium.make("ALE/NoSuchGame-v5")

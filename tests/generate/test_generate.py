@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import pytest
-from generate_test_envs import AlwaysCrashEnv, CounterAgent, CountingEnv, make_plain_policy, t_events
+from generate_test_envs import AlwaysCrashEnv, CounterAgent, CountingEnv, make_plain_policy, missing_env, t_events
 from helpers import read_events
 
 from torchrl_ext import ShardedStorage
@@ -117,6 +117,12 @@ def test_restarts_exhausted_raises(tmp_path):
         generate(AlwaysCrashEnv, None, tmp_path / "ds", num_episodes=2, max_steps=50, max_restarts=2,
                  progress=False)
     assert ShardedStorage(tmp_path / "ds").num_episodes == 0
+
+
+def test_env_that_cannot_be_built_fails_at_once_with_its_message(tmp_path):
+    with pytest.raises(WorkerFailed, match=r"could not build its env or agent: .*NoSuchGame.*nothing is retried"):
+        generate(missing_env, None, tmp_path / "ds", num_episodes=2, num_workers=2, max_steps=50,
+                 max_restarts=5, progress=False)
 
 
 def test_resume_generates_only_missing_episodes(tmp_path):

@@ -114,5 +114,6 @@ def make_atari_env(
     if gym is None:
         raise ImportError(_HINT)
     gym.register_envs(ale_py)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no version banner inside progress bars
     env = gym.make(env_id, frameskip=1, repeat_action_probability=sticky, obs_type="grayscale", **kwargs)
     return AtariPreprocess(env, frame_skip=frame_skip, screen_size=screen_size, noop_max=noop_max)

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerFailed(RuntimeError):
-    """A worker crashed more often than ``max_restarts`` allows."""
+    """A worker crashed more often than ``max_restarts`` allows, or could not build its env."""
 
 
 def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, events_fn: EventsFn | None,
@@ -41,6 +41,11 @@ def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, even
     try:
         env = env_fn()
         agent = make_agent(policy_fn, env)
+    except BaseException:  # deterministic: restarting would fail the same way
+        conn.send(("setup", None, traceback.format_exc()))
+        conn.close()
+        sys.exit(1)
+    try:
         while True:
             msg = conn.recv()
             if msg is None:
@@ -120,6 +125,12 @@ class ProcessExecutor:
                     if status == "ok":
                         done.append((episode, payload))
                         w.job = None
+                    elif status == "setup":
+                        raise WorkerFailed(
+                            f"generation worker {w.wid} could not build its env or agent: "
+                            f"{payload.strip().splitlines()[-1]}; fix `env_fn`/`policy_fn` (every "
+                            "worker would fail the same way, so nothing is retried)"
+                        )
                     else:
                         self._last_error[w.wid] = payload
             except (EOFError, OSError):
