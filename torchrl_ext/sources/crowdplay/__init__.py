@@ -10,7 +10,7 @@ Filter the imported episodes with :class:`torchrl_ext.storages.EpisodeView` and
 export them with :func:`torchrl_ext.export.to_d3rlpy`.
 """
 
-from .convert import SOURCE_KIND, agent_episode, import_crowdplay
+from .convert import DEFAULT_ENCODINGS, SOURCE_KIND, agent_episode, import_crowdplay
 from .layout import (
     DEFAULT_AGENT,
     SQLITE_NAME,
@@ -27,7 +27,7 @@ from .processed import FrameBuffer, ProcessedTrajectories, find_episode, kept_st
 
 __all__ = [
     # import
-    "import_crowdplay", "agent_episode", "SOURCE_KIND",
+    "import_crowdplay", "agent_episode", "SOURCE_KIND", "DEFAULT_ENCODINGS",
     # CrowdPlay's layout
     "CrowdPlayDir", "CrowdPlayEpisode", "DEFAULT_AGENT", "SQLITE_NAME", "load_trajectory", "make_trajectory",
     "trajectory_agents", "write_crowdplay_dir",

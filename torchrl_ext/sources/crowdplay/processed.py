@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from .layout import DEFAULT_AGENT
 __all__ = ["FrameBuffer", "kept_steps", "processed_trajectory", "ProcessedTrajectories", "find_episode"]
 
 OBSERVATION: tuple[str, ...] = ("observation",)
-_CHUNK_STEPS = 512
+_CHUNK_STEPS = 128
 
 
 def _cv2():
@@ -96,8 +97,15 @@ class FrameBuffer:
         out = np.empty((n, self.warp_height, self.warp_width, 1), np.uint8)
         if n == 0:
             return out
-        gray = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(n, h, w)
+        gray = cv2.cvtColor(np.ascontiguousarray(frames).reshape(n * h, w, 3), cv2.COLOR_RGB2GRAY)
         size = (self.warp_width, self.warp_height)
+        if _stackable(h, self.warp_height) and w > self.warp_width:
+            # One call over the frames stacked vertically: with a dyadic height ratio (210 / 84 = 5 / 2)
+            # every output row covers the same source rows and weights as in its own frame.
+            out[..., 0] = cv2.resize(gray, (self.warp_width, n * self.warp_height),
+                                     interpolation=cv2.INTER_AREA).reshape(n, self.warp_height, self.warp_width)
+            return out
+        gray = gray.reshape(n, h, w)
         for i in range(n):
             out[i, :, :, 0] = cv2.resize(gray[i], size, interpolation=cv2.INTER_AREA)
         return out
@@ -121,28 +129,49 @@ class FrameBuffer:
 
     def _stack(self, frames_at: Callable[[np.ndarray], np.ndarray], steps: np.ndarray) -> np.ndarray:
         ago = (self.stack_n - 1 - np.arange(self.stack_n, dtype=np.int64)) * self.skip_n  # oldest first
-        u = steps[:, None] - ago[None, :]
-        valid = u >= 0
-        need = np.unique(u[valid])
+        need = np.unique((steps[:, None] - ago[None, :]).ravel())
+        need = need[need >= 0]
         raw_steps = np.unique((need[:, None] - np.arange(self.max_n)[None, :]).ravel())
         raw_steps = raw_steps[raw_steps >= 0]
         raw = np.asarray(frames_at(raw_steps))
-        maxed = raw[np.searchsorted(raw_steps, need)].copy()
-        for k in range(1, self.max_n):
+        maxed = _take(raw, np.searchsorted(raw_steps, need))
+        for k in range(1, self.max_n):  # steps before the episode start are zeros: max() keeps the frame
             src = need - k
-            ok = src >= 0
-            if ok.any():
-                maxed[ok] = np.maximum(maxed[ok], raw[np.searchsorted(raw_steps, src[ok])])
+            j0 = int(np.searchsorted(src, 0))
+            if j0 < len(need):
+                older = _take(raw, np.searchsorted(raw_steps, src[j0:]))
+                if k == 1:
+                    base, maxed = maxed, np.empty_like(maxed)
+                    maxed[:j0] = base[:j0]
+                    np.maximum(base[j0:], older, out=maxed[j0:])
+                else:
+                    np.maximum(maxed[j0:], older, out=maxed[j0:])
         warped = self.warp_frames(maxed)
         h, w, c = warped.shape[1:]
-        out = np.zeros((len(steps), self.stack_n, h, w, c), np.uint8)
-        out[valid] = warped[np.searchsorted(need, u[valid])]
-        out = out.transpose(0, 2, 3, 1, 4).reshape(len(steps), h, w, self.stack_n * c)
+        out = np.zeros((len(steps), h, w, self.stack_n * c), np.uint8)
+        for i in range(self.stack_n):
+            u = steps - ago[i]
+            j0 = int(np.searchsorted(u, 0))
+            if j0 < len(steps):
+                out[j0:, :, :, i * c:(i + 1) * c] = _take(warped, np.searchsorted(need, u[j0:]))
         if self.framestack_axis_first:
             out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
         if self.scale:
             out = out.astype(np.float32) / 255.0
         return out
+
+
+def _stackable(height: int, out_height: int) -> bool:
+    """Whether INTER_AREA over frames stacked vertically equals the per-frame resize (dyadic ratio > 1)."""
+    ratio = Fraction(height, out_height)
+    return ratio > 1 and ratio.denominator & (ratio.denominator - 1) == 0
+
+
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``a[idx]``, a view when ``idx`` is a run of consecutive positions."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 2 or (np.diff(idx) == 1).all()):
+        return a[int(idx[0]):int(idx[-1]) + 1]
+    return a[idx]
 
 
 def kept_steps(length: int, downsample_frequency: int = 1, downsample_offset: int = 0) -> np.ndarray:
