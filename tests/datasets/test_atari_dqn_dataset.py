@@ -245,3 +245,32 @@ def test_cli_converts_several_runs(two_runs, tmp_path, capsys):
     assert capsys.readouterr().out.split() == [str(tmp_path / "Pong" / "1"), str(tmp_path / "Breakout" / "2")]
     assert len(ShardedStorage(tmp_path / "Pong" / "1")) == len(a)
     assert len(ShardedStorage(tmp_path / "Breakout" / "2")) == len(b)
+
+
+def test_torchrl_layout_matches_torchrl_dataset_shapes(root):
+    rb = AtariDQNExperienceReplay("Pong/2", 32, root=root, download=False, layout="torchrl")
+    torch.manual_seed(2)
+    assert rb.sample()["next", "reward"].shape == (32,)
+    s = rb.storage[torch.arange(len(rb.storage))]
+    keys = set(s.keys(include_nested=True, leaves_only=True))
+    assert keys == {"observation", "action", "done", "terminated", "truncated", ("next", "observation"),
+                    ("next", "reward"), ("next", "done"), ("next", "terminated"), ("next", "truncated")}
+    n = len(rb.storage)
+    assert s["next", "reward"].shape == (n,) and s["next", "reward"].dtype == torch.float32
+    for key in ("done", "terminated", "truncated", ("next", "done"), ("next", "terminated"), ("next", "truncated")):
+        assert s[key].dtype == torch.uint8 and s[key].shape == (n,)
+    native = ShardedStorage(root / "Pong" / "2")[:]
+    assert torch.equal(s["next", "done"], native["next", "terminated"][:, 0].to(torch.uint8))
+    assert torch.equal(s["next", "terminated"], s["next", "done"]) and not s["next", "truncated"].any()
+    assert torch.equal(s["next", "reward"], native["next", "reward"][:, 0])
+
+
+def test_dataset_surface_of_torchrl_datasets(logs, tmp_path):
+    from torchrl.data.datasets.common import BaseDatasetExperienceReplay
+
+    rb = AtariDQNExperienceReplay("Pong/2", 4, root=tmp_path / "r", local_dir=logs[0])
+    assert isinstance(rb, BaseDatasetExperienceReplay)
+    assert rb.data_path == tmp_path / "r" / "Pong" / "2" and rb.data_path_root == tmp_path / "r"
+    assert rb.data_path.is_dir()
+    rb.delete()
+    assert not rb.data_path.exists()

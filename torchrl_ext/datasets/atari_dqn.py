@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torchrl.data.datasets.common import BaseDatasetExperienceReplay
 from torchrl.data.replay_buffers import (
     ImmutableDatasetWriter,
     SamplerWithoutReplacement,
     SliceSampler,
     SliceSamplerWithoutReplacement,
-    TensorDictReplayBuffer,
 )
 
 from ..preprocessing import preprocess_buffer
@@ -150,7 +150,7 @@ def prepare_atari_dqn(
     return paths[0] if isinstance(dataset_id, str) else paths
 
 
-class AtariDQNExperienceReplay(TensorDictReplayBuffer):
+class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
     """The Atari DQN Replay Dataset as a TorchRL replay buffer over sharded datasets.
 
     Same constructor as ``torchrl.data.datasets.AtariDQNExperienceReplay``; the
@@ -178,8 +178,16 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         local_dir: read replay logs from here instead of downloading.
         checkpoints: convert only these checkpoint indices.
         keep_download: keep the downloaded ``.gz`` files in ``<root>/.downloads`` (default: stream).
-        encodings: column encodings of new datasets, e.g. ``{"observation": "zstd"}``.
+        encodings: column encodings of new datasets (default: observations as per-frame
+            zstd with a dictionary; ``{"observation": "raw"}`` for memory maps).
+        layout: ``"torchrl_ext"`` (default: TorchRL's env convention, bool flags
+            ``[B, 1]``, reward ``[B, 1]``, ``episode``/``step`` keys) or ``"torchrl"``
+            (exactly the keys, shapes and dtypes of TorchRL's own class: uint8
+            flags ``[B]``, reward ``[B]``), for code written against it.
         **kwargs: passed to ``TensorDictReplayBuffer`` (``prefetch``, ``pin_memory``, ...).
+
+    Like every TorchRL dataset it has :attr:`data_path`, :attr:`data_path_root`,
+    :meth:`delete` and :meth:`preprocess`.
     """
 
     available_datasets = _ClassProperty(
@@ -210,6 +218,7 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
         checkpoints: list[int] | None = None,
         keep_download: bool = False,
         encodings: dict[str, Any] | None = None,
+        layout: str = "torchrl_ext",
         **kwargs: Any,
     ) -> None:
         if download not in (True, False, "force"):
@@ -222,7 +231,7 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
             prefix=prefix, checkpoints=checkpoints, num_procs=max(1, int(num_procs)),
             keep_download=keep_download, encodings=encodings,
         )
-        parts = [FrameStackStorage(p, stack=stack, pad=stack_pad) for p in paths]
+        parts = [FrameStackStorage(p, stack=stack, pad=stack_pad, layout=layout) for p in paths]
         if isinstance(dataset_id, str):
             self.dataset_path = paths[0]
             storage = parts[0]
@@ -245,6 +254,25 @@ class AtariDQNExperienceReplay(TensorDictReplayBuffer):
             transform=transform,
             **kwargs,
         )
+
+    @property
+    def data_path(self) -> Path | list[Path]:
+        """The converted dataset directory (a list for several runs)."""
+        return self.dataset_path
+
+    @property
+    def data_path_root(self) -> Path:
+        """Where converted datasets live (``root``)."""
+        return self.root
+
+    def _is_downloaded(self) -> bool:
+        paths = self.dataset_path if isinstance(self.dataset_path, list) else [self.dataset_path]
+        return all((Path(p) / DONE_NAME).is_file() for p in paths)
+
+    def delete(self) -> None:
+        """Deletes the converted dataset(s) from disk (the buffer can no longer sample)."""
+        for p in self.dataset_path if isinstance(self.dataset_path, list) else [self.dataset_path]:
+            shutil.rmtree(p)
 
     @property
     def episodes(self):

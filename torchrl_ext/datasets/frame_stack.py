@@ -20,9 +20,10 @@ import torch
 from ..format import Key
 from ..storages import ShardedStorage, ShardReader
 
-__all__ = ["FrameStack", "FrameStackStorage"]
+__all__ = ["FrameStack", "FrameStackStorage", "LAYOUTS", "torchrl_layout"]
 
 _PADS = ("zeros", "first")
+LAYOUTS = ("torchrl_ext", "torchrl")
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,26 @@ class FrameStack:
     stack: int = 1
     pad: str = "zeros"
     obs_key: str = "observation"
+    layout: str = "torchrl_ext"
 
     def __post_init__(self) -> None:
         if isinstance(self.stack, bool) or not isinstance(self.stack, int) or self.stack < 1:
             raise ValueError(f"`stack` must be a positive int, got {self.stack!r}")
         if self.pad not in _PADS:
             raise ValueError(f"`pad` must be one of {_PADS}, got {self.pad!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be one of {LAYOUTS}, got {self.layout!r}")
 
     def __call__(self, reader: ShardReader, rows: np.ndarray, arrays: dict[Key, np.ndarray]) -> dict:
         n = rows.shape[0]
         false = np.zeros((n, 1), dtype=bool)
         for k in ("done", "terminated", "truncated"):
             arrays[(k,)] = false.copy()
-        if self.stack == 1:
-            return arrays
+        if self.stack > 1:
+            self._stack(reader, rows, arrays)
+        return torchrl_layout(arrays) if self.layout == "torchrl" else arrays
+
+    def _stack(self, reader: ShardReader, rows: np.ndarray, arrays: dict[Key, np.ndarray]) -> None:
         key = (self.obs_key,)
         obs, nxt = arrays[key], arrays[("next", self.obs_key)]
         first_rows = reader.ep_first
@@ -68,7 +75,25 @@ class FrameStack:
         stacked[~valid] = 0
         arrays[key] = stacked
         arrays[("next", self.obs_key)] = np.concatenate((stacked[:, 1:], nxt[:, None]), axis=1)
-        return arrays
+
+
+def torchrl_layout(arrays: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+    """Rows as ``torchrl.data.datasets.AtariDQNExperienceReplay`` returns them.
+
+    Flags are uint8 ``[B]`` (``("next", "done")`` equals ``("next", "terminated")``,
+    every other flag is zero), the reward is float32 ``[B]``, and ``episode`` /
+    ``step`` are not returned (use ``storage.episodes``).
+    """
+    out = {k: v for k, v in arrays.items() if k not in (("episode",), ("step",))}
+    terminated = arrays[("next", "terminated")].reshape(-1).astype(np.uint8)
+    zeros = np.zeros_like(terminated)
+    out[("next", "reward")] = arrays[("next", "reward")].reshape(-1)
+    out[("next", "terminated")] = terminated
+    out[("next", "done")] = terminated.copy()
+    out[("next", "truncated")] = zeros
+    for k in ("done", "terminated", "truncated"):
+        out[(k,)] = zeros.copy()
+    return out
 
 
 class FrameStackStorage(ShardedStorage):
@@ -79,6 +104,10 @@ class FrameStackStorage(ShardedStorage):
         stack: frames per observation; ``1`` keeps single frames ``[*frame]``.
         pad: ``"zeros"`` or ``"first"``: what fills the stack before an episode's first frame.
         obs_key: the observation column.
+        layout: ``"torchrl_ext"`` (TorchRL's env convention: bool flags ``[B, 1]``,
+            reward ``[B, 1]``, plus ``episode``/``step``) or ``"torchrl"``
+            (exactly what ``torchrl.data.datasets.AtariDQNExperienceReplay``
+            returns: uint8 flags ``[B]``, reward ``[B]``; see :func:`torchrl_layout`).
         **kwargs: passed to :class:`ShardedStorage` (``device``, ``cache_bytes``, ``verify`` ...).
 
     Every sample also carries root ``done``/``terminated``/``truncated`` (bool
@@ -86,7 +115,8 @@ class FrameStackStorage(ShardedStorage):
     """
 
     def __init__(self, root: str | os.PathLike, *, stack: int = 1, pad: str = "zeros",
-                 obs_key: str = "observation", device: torch.device | str = "cpu", **kwargs) -> None:
-        view = FrameStack(stack, pad, obs_key)
+                 obs_key: str = "observation", layout: str = "torchrl_ext",
+                 device: torch.device | str = "cpu", **kwargs) -> None:
+        view = FrameStack(stack, pad, obs_key, layout)
         self.stack, self.pad, self.obs_key = stack, pad, obs_key
         super().__init__(root, device=device, rows_view=view, **kwargs)
