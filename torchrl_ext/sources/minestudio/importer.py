@@ -13,7 +13,9 @@ with MineStudio's names; the episode table holds MineStudio's episode
 Order and resuming: directories in the order given, episodes in MineStudio's
 order (sorted names). A dataset holding ``M`` committed episodes of the same
 import holds the first ``M`` of that order, so an interrupted import is
-resumed by running it again: it skips those and appends the rest.
+resumed by running it again: it skips those and appends the rest. Every
+episode starts a new shard, so the shards an interrupted episode leaves are
+dropped whole and no committed frame is ever decoded and encoded again.
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class _Importer:
             self.writer.add_episode(td, metadata, kept, encoded={"image": image})
         except (ValueError, TypeError) as err:
             raise FormatError(f"{where}: does not fit the episodes imported before it ({err})") from err
+        self.writer.flush()  # the next episode starts a shard: a resume never rewrites these frames
         self.stats.episodes += 1
         self.stats.frames += n
         self.stats.events += len(kept)
