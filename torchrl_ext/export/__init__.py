@@ -1,8 +1,12 @@
-"""Exports of a dataset (or a filtered :class:`~torchrl_ext.storages.EpisodeView`) to other libraries' formats.
+"""Exports of a dataset (or a filtered :class:`~torchrl_ext.storages.EpisodeView`): other libraries' formats, new datasets.
 
 - :mod:`.d3rlpy`: :func:`to_d3rlpy`, a d3rlpy 2.x ``ReplayBuffer`` (``pip install torchrl-ext[d3rlpy]``).
+- :mod:`.dataset`: :func:`export_episodes`, the selected episodes (optionally transformed) as a new dataset.
+- :mod:`.selection`: :func:`episodes_of`, the storage and episode ids a source selects.
 """
 
-from .d3rlpy import to_d3rlpy
+from .d3rlpy import stored_trajectory, to_d3rlpy
+from .dataset import export_episodes
+from .selection import episodes_of
 
-__all__ = ["to_d3rlpy"]
+__all__ = ["to_d3rlpy", "stored_trajectory", "export_episodes", "episodes_of"]

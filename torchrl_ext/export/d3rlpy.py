@@ -9,11 +9,12 @@ last step is terminal ends ``terminated``; any other ends as a timeout.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from .selection import episodes_of
 
 __all__ = ["to_d3rlpy", "stored_trajectory"]
 
@@ -50,19 +51,6 @@ def stored_trajectory(key: str = "observation", channels_first: bool = True
     return read
 
 
-def _episodes_of(source: Any) -> tuple[Any, np.ndarray]:
-    from ..storages import EpisodeView, ShardedStorage
-
-    if isinstance(source, EpisodeView):
-        return source.base, source.episode_ids
-    if isinstance(source, (str, os.PathLike)):
-        source = ShardedStorage(source)
-    if isinstance(source, ShardedStorage):
-        return source, np.arange(source.num_episodes, dtype=np.int64)
-    raise TypeError(f"`source` must be a dataset path, a ShardedStorage or an EpisodeView, got "
-                    f"{type(source).__name__}")
-
-
 def to_d3rlpy(source: Any, *, trajectory: Callable[[Any, int], tuple] | None = None, action_size: int | None = None,
               progress: bool = False) -> Any:
     """The episodes of ``source`` as a d3rlpy ``ReplayBuffer`` (what ``MDPDataset`` builds).
@@ -89,7 +77,7 @@ def to_d3rlpy(source: Any, *, trajectory: Callable[[Any, int], tuple] | None = N
     from d3rlpy.dataset import Episode, InfiniteBuffer, ReplayBuffer
     from tqdm.auto import tqdm
 
-    storage, ids = _episodes_of(source)
+    storage, ids = episodes_of(source)
     if len(ids) == 0:
         raise ValueError("`source` selects no episode; loosen the filter")
     read = trajectory or stored_trajectory()

@@ -111,3 +111,14 @@ def test_preset_writes_the_processed_dataset(cp_storage, cp_episodes, tmp_path):
         ref = reference_processed(_steps(cp_episodes, eid), agent)
         assert np.array_equal(td["observation"].numpy(), np.stack(ref[0]))
         assert np.array_equal(td["next", "observation"][:-1].numpy(), np.stack(ref[0][1:]))
+
+
+def test_a_filtered_processed_copy(cp_storage, cp_episodes, tmp_path):
+    from torchrl_ext.export import export_episodes
+
+    view = EpisodeView(cp_storage, game="space_invaders", task="insideout")
+    out = export_episodes(view, tmp_path / "proc", fn=CrowdPlayFrames(cp_storage.root), progress=False)
+    assert out.episode_table().values(["episode_id"]) == [("0a1f",), ("1b2e",)]
+    ref = reference_processed(_steps(cp_episodes, "1b2e"), P0)
+    first, length = out.episode_bounds
+    assert np.array_equal(out.get(np.arange(first[1], first[1] + length[1]))["observation"].numpy(), np.stack(ref[0]))
