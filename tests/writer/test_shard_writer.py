@@ -48,8 +48,11 @@ def test_metadata_goes_to_the_episode_table(tmp_path):
     table = ShardedStorage(root).episode_table()
     assert table.select("game = 'pong'").tolist() == [0, 2, 4]
     assert table.select("score >= ?", (3.0,)).tolist() == [3, 4]
-    assert table.metadata(3) == {"episode": 3, "first_row": 9, "length": 3, "has_final": 0,
-                                 "game": "breakout", "score": 3.0}
+    assert table.metadata(3) == {"game": "breakout", "score": 3.0}
+    assert table.row(3) == {"episode": 3, "first_row": 9, "length": 3, "has_final": 0,
+                            "game": "breakout", "score": 3.0}
+    assert table.rows("score >= ?", (3.0,)) == [{"episode": 3, "length": 3, "game": "breakout", "score": 3.0},
+                                                {"episode": 4, "length": 3, "game": "pong", "score": 4.0}]
     with pytest.raises(ValueError, match="episode filter 'nope >' is not valid SQL"):
         table.select("nope >")
 

@@ -120,6 +120,34 @@ class ShardedStorage(TensorStorage):
         """Ids of the visible episodes matching an SQL ``WHERE`` clause (None: no filter)."""
         return self.reader.select_episodes(where, params)
 
+    def episode(self, i: int) -> TensorDict:
+        """Every row of episode ``i`` as one TensorDict ``[T]`` (with next observations)."""
+        n = self.num_episodes
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise IndexError(f"episode {i!r} is out of range for a dataset of {n} episodes")
+        i = int(i) % n
+        first, length = int(self.reader.ep_first[i]), int(self.reader.ep_len[i])
+        return self.get(slice(first, first + length))
+
+    def iterate_episodes(self, where: str | None = None, params: tuple = ()):
+        """Yields ``(episode TensorDict [T], metadata dict)`` for every episode matching ``where``.
+
+        Example:
+            >>> from torchrl_ext.synthetic import write_synthetic
+            >>> import tempfile
+            >>> storage = ShardedStorage(write_synthetic(tempfile.mkdtemp() + "/ds", episodes=4, length=3,
+            ...                                          obs_shape=(1,)))
+            >>> [(td["step"].tolist(), meta["game"]) for td, meta in storage.iterate_episodes("score >= 2")]
+            [([0, 1, 2], 'pong'), ([0, 1, 2], 'breakout')]
+        """
+        ids = self.select_episodes(where, params)
+        table = self.episode_table()
+        try:
+            for e in (range(self.num_episodes) if ids is None else ids.tolist()):
+                yield self.episode(e), table.metadata(e)
+        finally:
+            table.close()
+
     def __len__(self) -> int:
         return self.reader.num_rows
 

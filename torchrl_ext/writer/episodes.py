@@ -209,9 +209,30 @@ class EpisodeTable:
                                    [(_plain(v), int(e)) for e, v in values.items()])
         return known.get(name, kind)
 
-    def metadata(self, episode: int) -> dict[str, Any]:
+    def row(self, episode: int) -> dict[str, Any]:
+        """Every column of one episode: ``episode``, ``first_row``, ``length``, ``has_final`` and metadata."""
         cur = self._conn.execute("SELECT * FROM episodes WHERE episode = ?", (episode,))
         row = cur.fetchone()
         if row is None:
             raise IndexError(f"episode {episode} is not in {self.path}")
         return {d[0]: v for d, v in zip(cur.description, row)}
+
+    def metadata(self, episode: int) -> dict[str, Any]:
+        """The metadata the writer was given for one episode (no internal columns)."""
+        return {k: v for k, v in self.row(episode).items() if k not in FIXED_COLUMNS}
+
+    def rows(self, where: str | None = None, params: tuple = (), *,
+             num_episodes: int | None = None) -> list[dict[str, Any]]:
+        """The rows matching an SQL ``WHERE`` clause, as dicts (``episode`` id, ``length``, metadata).
+
+        Example:
+            >>> from torchrl_ext import ShardedStorage
+            >>> from torchrl_ext.synthetic import write_synthetic
+            >>> import tempfile
+            >>> root = write_synthetic(tempfile.mkdtemp() + "/ds", episodes=4, length=3, obs_shape=(1,))
+            >>> [(r["episode"], r["game"], r["score"]) for r in ShardedStorage(root).episode_table().rows("score > 1")]
+            [(2, 'pong', 2.0), (3, 'breakout', 3.0)]
+        """
+        ids = self.select(where, params, num_episodes=num_episodes)
+        return [{k: v for k, v in self.row(int(e)).items() if k not in ("first_row", "has_final")}
+                for e in ids]

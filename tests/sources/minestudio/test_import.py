@@ -74,7 +74,7 @@ def test_episode_order_and_metadata(ms_dataset, imported):
     ms_dir, episodes = ms_dataset
     st = ShardedStorage(imported[0])
     table = st.episode_table()
-    meta = [table.metadata(e) for e in range(st.num_episodes)]
+    meta = [table.row(e) for e in range(st.num_episodes)]
     assert [m["name"] for m in meta] == sorted(n for n, _, _ in episodes)
     assert meta[2] | {"dataset_dir": None} == {"episode": 2, "first_row": 480, "length": 320, "has_final": 0,
                                                "name": "player2-1014", "dataset_dir": None, "part": "part-3",

@@ -298,7 +298,7 @@ def convert_replay_logs(
         if writer.num_episodes:
             table = EpisodeTable.open(root / manifest.episodes)
             try:
-                last = table.metadata(writer.num_episodes - 1)
+                last = table.row(writer.num_episodes - 1)
             finally:
                 table.close()
     else:
