@@ -28,6 +28,8 @@ items (:class:`MineStudioItems`), same windows in the same order:
     the event name without ``"minecraft."``, MineStudio's episode name, and
     ``arange(start, start + win_len, skip_frame)``.
 
+Two deliberate differences: a window starting past its episode's end (a
+large ``bias``), which MineStudio cannot read, is left out; and
 ``skip_frame`` other than 1 selects MineStudio's windows but returns
 consistent shapes (MineStudio's own mask and timestamp lengths disagree there).
 """
@@ -184,6 +186,9 @@ class MineStudioItems:
 
     def __init__(self, storages: Sequence[Any], windows: Any, texts: Sequence[str], spec: ItemSpec) -> None:
         for st in storages:
+            if not hasattr(st, "reader"):
+                raise ValueError(f"{st.root}: MineStudio items read whole datasets; pass the dataset root and "
+                                 "restrict episodes with `where=`")
             if not is_minestudio_import(st):
                 raise ValueError(f"{st.root}: not written by the MineStudio importer; MineStudio items need "
                                  "`image` and `action` columns as import_minestudio writes them")
