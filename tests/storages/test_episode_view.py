@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 from torchrl.data import RandomSampler, SliceSampler, TensorDictReplayBuffer
 
-from torchrl_ext import EventIndex, EventSliceSampler, EventWindowDataset, ShardedStorage, ShardWriter, WindowQuery
+from torchrl_ext import (
+    EventIndex,
+    EventSliceSampler,
+    EventWindowDataset,
+    ShardedStorage,
+    ShardWriter,
+    WindowQuery,
+)
 from torchrl_ext.storages import EpisodeView, RowDataset, collate_rows, where_clause
 from torchrl_ext.synthetic import make_episode
 from torchrl_ext.writer import add_episode_metadata, lock_dataset, unlock_dataset

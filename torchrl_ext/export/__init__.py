@@ -9,4 +9,4 @@ from .d3rlpy import stored_trajectory, to_d3rlpy
 from .dataset import export_episodes
 from .selection import episodes_of
 
-__all__ = ["to_d3rlpy", "stored_trajectory", "export_episodes", "episodes_of"]
+__all__ = ["episodes_of", "export_episodes", "stored_trajectory", "to_d3rlpy"]

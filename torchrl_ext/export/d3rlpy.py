@@ -16,7 +16,7 @@ import numpy as np
 
 from .selection import episodes_of
 
-__all__ = ["to_d3rlpy", "stored_trajectory"]
+__all__ = ["stored_trajectory", "to_d3rlpy"]
 
 _CHANNELS = (1, 3, 4)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OPERATORS", "where_clause", "combine_where"]
+__all__ = ["OPERATORS", "combine_where", "where_clause"]
 
 OPERATORS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "in": "IN", "like": "LIKE",
              "null": "IS NULL"}

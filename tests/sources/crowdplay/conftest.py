@@ -1,4 +1,4 @@
-"""A CrowdPlay-layout dataset from real ALE frames, made and imported once per session."""
+"""A CrowdPlay-layout dataset from real ALE frames, made and imported once per test run."""
 
 from __future__ import annotations
 

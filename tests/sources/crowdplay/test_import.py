@@ -9,7 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from sources.crowdplay.crowdplay_maker import P0, P1, SPECS, TWO_PLAYER, make_crowdplay_dir
+from sources.crowdplay.crowdplay_maker import (
+    P0,
+    P1,
+    SPECS,
+    TWO_PLAYER,
+    make_crowdplay_dir,
+)
 
 import torchrl_ext.sources.crowdplay.convert as convert
 from torchrl_ext import ShardedStorage, read_manifest

@@ -13,7 +13,12 @@ import pytest
 from sources.crowdplay.crowdplay_maker import P0, P1, SPECS, TWO_PLAYER
 
 from torchrl_ext import FormatError
-from torchrl_ext.sources.crowdplay import CrowdPlayDir, import_crowdplay, load_trajectory, plain_value
+from torchrl_ext.sources.crowdplay import (
+    CrowdPlayDir,
+    import_crowdplay,
+    load_trajectory,
+    plain_value,
+)
 from torchrl_ext.sources.safe_pickle import UnsafePickleError
 
 

@@ -10,7 +10,12 @@ from sources.crowdplay.crowdplay_maker import P0, P1, TWO_PLAYER
 from sources.crowdplay.crowdplay_reference import reference_processed
 
 from torchrl_ext import preprocess
-from torchrl_ext.sources.crowdplay import CrowdPlayFrames, FrameBuffer, kept_steps, processed_trajectory
+from torchrl_ext.sources.crowdplay import (
+    CrowdPlayFrames,
+    FrameBuffer,
+    kept_steps,
+    processed_trajectory,
+)
 from torchrl_ext.storages import EpisodeView
 
 

@@ -23,7 +23,13 @@ from .layout import (
 )
 from .metadata import ALIASES, IDS, MetadataPlan, plain_value
 from .preset import CrowdPlayFrames
-from .processed import FrameBuffer, ProcessedTrajectories, find_episode, kept_steps, processed_trajectory
+from .processed import (
+    FrameBuffer,
+    ProcessedTrajectories,
+    find_episode,
+    kept_steps,
+    processed_trajectory,
+)
 
 __all__ = [
     # import

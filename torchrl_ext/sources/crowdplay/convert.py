@@ -41,7 +41,7 @@ from ...writer import EpisodeTable, ShardWriter
 from .layout import CrowdPlayDir, CrowdPlayEpisode, load_trajectory, trajectory_agents
 from .metadata import MetadataPlan
 
-__all__ = ["import_crowdplay", "agent_episode", "SOURCE_KIND", "DEFAULT_ENCODINGS"]
+__all__ = ["DEFAULT_ENCODINGS", "SOURCE_KIND", "agent_episode", "import_crowdplay"]
 
 logger = logging.getLogger(__name__)
 

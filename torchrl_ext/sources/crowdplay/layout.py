@@ -58,11 +58,11 @@ __all__ = [
     "DEFAULT_AGENT",
     "SQLITE_NAME",
     "SUFFIXES",
-    "CrowdPlayEpisode",
     "CrowdPlayDir",
+    "CrowdPlayEpisode",
     "load_trajectory",
-    "trajectory_agents",
     "make_trajectory",
+    "trajectory_agents",
     "write_crowdplay_dir",
 ]
 

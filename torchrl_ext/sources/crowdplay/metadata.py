@@ -36,7 +36,7 @@ from ...format import FormatError
 from ...writer.episodes import FIXED_COLUMNS
 from .layout import CrowdPlayEpisode
 
-__all__ = ["IDS", "ALIASES", "plain_value", "MetadataPlan"]
+__all__ = ["ALIASES", "IDS", "MetadataPlan", "plain_value"]
 
 IDS = ("episode_id", "agent_id", "environment_id", "task_id")
 ALIASES = ("game", "task", "source")

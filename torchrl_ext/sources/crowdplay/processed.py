@@ -42,7 +42,7 @@ import numpy as np
 from ...validation import positive_int
 from .layout import DEFAULT_AGENT
 
-__all__ = ["FrameBuffer", "kept_steps", "processed_trajectory", "ProcessedTrajectories", "find_episode"]
+__all__ = ["FrameBuffer", "ProcessedTrajectories", "find_episode", "kept_steps", "processed_trajectory"]
 
 OBSERVATION: tuple[str, ...] = ("observation",)
 _CHUNK_STEPS = 128
