@@ -18,6 +18,7 @@ __all__ = ["SOURCES", "add_parser"]
 # source name -> (module relative to this package, one-line help)
 SOURCES: dict[str, tuple[str, str]] = {
     "crowdplay": (".import_crowdplay", "a CrowdPlay dataset: dataset.sqlite plus one trajectory file per episode"),
+    "minestudio": (".import_minestudio", "MineStudio 1.1.6 datasets: LMDB parts with mp4 image chunks"),
 }
 
 

@@ -261,6 +261,15 @@ def import_minestudio(
         >>> from torchrl_ext.sources.minestudio import import_minestudio  # doctest: +SKIP
         >>> stats = import_minestudio(["/data/minestudio-10xx"], "/data/ms10xx")  # doctest: +SKIP
     """
+    try:
+        return _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset,
+                       build_index, progress)
+    finally:
+        close_envs()
+
+
+def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset, build_index,
+            progress) -> ImportStats:
     from ...writer import ShardWriter
 
     t0 = time.perf_counter()
@@ -323,8 +332,7 @@ def import_minestudio(
         if bar is not None:
             bar.close()
         writer.close()
-        close_envs()
-    if build_index:
+    if build_index and (stats.episodes or not (root / "events" / "index").exists()):
         from ...events import EventIndex
 
         EventIndex.build(root)
