@@ -137,3 +137,17 @@ def test_malformed_step_is_a_format_error(tmp_path):
 ])
 def test_keyword_values_become_sql_values(value, stored):
     assert plain_value(value) == stored
+
+
+def test_writing_over_a_crowdplay_directory_is_refused(cp_dir):
+    from torchrl_ext.sources.crowdplay import write_crowdplay_dir
+
+    with pytest.raises(FileExistsError, match="holds a dataset.sqlite already"):
+        write_crowdplay_dir(cp_dir, [])
+
+
+def test_frames_come_as_crowdplays_ordered_dicts(cp_dir):
+    from collections import OrderedDict
+
+    steps = load_trajectory(cp_dir / "trajectories" / "0a1f.pickle.bz2")
+    assert type(steps[0]["prev_obs"][P0]) is OrderedDict and steps[0]["prev_obs"][P0]["image"].shape == (210, 160, 3)

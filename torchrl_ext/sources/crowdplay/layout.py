@@ -44,6 +44,7 @@ import os
 import pickle
 import sqlite3
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,7 +241,7 @@ def make_trajectory(agents: Mapping[str, Mapping[str, np.ndarray]]) -> list[dict
         done = {a: bool(v["dones"][t]) for a, v in agents.items()}
         done["__all__"] = all(done.values())
         step: dict[str, Any] = {
-            "prev_obs": {a: {"image": np.asarray(v["frames"][t], dtype=np.uint8)} for a, v in agents.items()},
+            "prev_obs": {a: OrderedDict(image=np.asarray(v["frames"][t], dtype=np.uint8)) for a, v in agents.items()},
             "action": {a: {"game": int(v["actions"][t])} for a, v in agents.items()},
             "action_step_iter": {a: t for a in agents},
             "reward": {a: int(v["rewards"][t]) if float(v["rewards"][t]).is_integer() else float(v["rewards"][t])
@@ -284,6 +285,8 @@ def write_crowdplay_dir(path: str | os.PathLike, episodes: Iterable[Mapping[str,
     if suffix is None:
         raise ValueError(f"`compression` must be 'bz2', 'gz' or 'none', got {compression!r}")
     path = Path(path)
+    if (path / SQLITE_NAME).exists():
+        raise FileExistsError(f"{path}: holds a {SQLITE_NAME} already; choose a new directory")
     (path / subdir).mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path / SQLITE_NAME)
     try:
