@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchrl_ext.events import EventIndex
 from torchrl_ext.format import FormatError, read_manifest
@@ -153,3 +155,25 @@ def test_counts_sum_to_len(root):
     index = EventIndex.build(root, save=False)
     assert sum(index.counts().values()) == len(index) == 5
     assert np.diff(index.offsets).tolist() == [2, 2, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30)), max_size=60), presorted=st.booleans())
+def test_from_arrays_orders_by_name_then_row_like_sorted(events, presorted):
+    if presorted:
+        events = sorted(events, key=lambda e: e[1])
+    names = ["e", "d", "c", "b", "a"]  # unsorted vocabulary: ids are remapped
+    index = EventIndex.from_arrays(names, [n for n, _ in events], [0] * len(events), [r for _, r in events],
+                                   [r for _, r in events], np.arange(len(events), dtype=np.float64))
+    expected = sorted(((names[n], r, i) for i, (n, r) in enumerate(events)))
+    got = [(str(index.names[g]), int(r), int(v)) for g, r, v in zip(index.name_id, index.row, index.value)]
+    assert got == expected
+
+
+def test_from_arrays_with_more_names_than_a_radix_pass_orders_the_same():
+    names = [f"n{k:05d}" for k in range(70_000)]
+    ids = np.asarray([69_999, 3, 69_999, 3, 40_000])
+    rows = np.asarray([5, 9, 1, 2, 7])
+    index = EventIndex.from_arrays(names, ids, np.zeros(5), rows, rows)
+    assert [(int(g), int(r)) for g, r in zip(index.name_id, index.row)] == [(3, 2), (3, 9), (40_000, 7),
+                                                                           (69_999, 1), (69_999, 5)]

@@ -75,7 +75,9 @@ class EventIndex:
         self.value = value
         self.source = source
         self.derived = [dict(d) for d in derived]
-        self.offsets = np.searchsorted(name_id, np.arange(len(self.names) + 1)).astype(np.int64)
+        # values of name_id's own dtype: no cast of (possibly memory-mapped) name_id
+        ids = np.arange(len(self.names) + 1, dtype=np.asarray(name_id).dtype)
+        self.offsets = np.searchsorted(name_id, ids).astype(np.int64)
 
     @property
     def logs(self) -> list[str]:
@@ -104,9 +106,7 @@ class EventIndex:
             raise ValueError(f"`row` must be >= 0, got {row.min()}")
         vocab, remap = np.unique(names, return_inverse=True)
         gid = remap.reshape(-1).astype(np.int64)[name_id] if n else name_id
-        # (name, row) order == (name, episode, step) order; one int64 key sorts fastest
-        span = int(row.max()) + 1 if n else 1
-        order = np.argsort(gid * span + row, kind="stable")
+        order = _name_row_order(gid, row, len(vocab))
         return cls(vocab, gid[order].astype(np.int32), episode[order], step[order], row[order],
                    value[order], source=source, derived=derived)
 
@@ -177,7 +177,9 @@ class EventIndex:
             parts.append(part)
         cat = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dt)) for k, dt in EVENT_FIELDS}
         keep = cat["episode"] < manifest.num_episodes
-        index = cls.from_arrays(names, *(cat[k][keep] for k, _ in EVENT_FIELDS), source=IndexSource.of(manifest))
+        if not keep.all():
+            cat = {k: v[keep] for k, v in cat.items()}
+        index = cls.from_arrays(names, *(cat[k] for k, _ in EVENT_FIELDS), source=IndexSource.of(manifest))
         logger.info("built event index of %s: %d events, %d names", root, len(index), len(index.names))
         return index
 
@@ -303,6 +305,23 @@ class EventIndex:
 
     def __repr__(self) -> str:
         return f"EventIndex(events={len(self)}, names={len(self.names)})"
+
+
+def _name_row_order(gid: np.ndarray, row: np.ndarray, num_names: int) -> np.ndarray:
+    """Stable argsort by ``(gid, row)``: (name, row) order is (name, episode, step) order.
+
+    With at most 65536 names the name pass is numpy's 16-bit radix sort; rows
+    already in order (a writer's logs usually are) skip the row pass.
+    """
+    if gid.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    if num_names > 1 << 16:
+        return np.argsort(gid * (int(row.max()) + 1) + row, kind="stable")
+    g16 = gid.astype(np.uint16)
+    if bool((row[1:] >= row[:-1]).all()):
+        return np.argsort(g16, kind="stable")
+    by_row = np.argsort(row, kind="stable")
+    return by_row[np.argsort(g16[by_row], kind="stable")]
 
 
 def _describe(source: IndexSource | None) -> str:
