@@ -1,11 +1,12 @@
 """``add_episode_metadata``: a metadata column computed per episode, added without rewriting shards.
 
 The function runs over each episode's stored rows (CrowdPlay's
-``run_callable``); the values go into a copy of the episode table, which is
-fsynced and renamed over the table under the dataset's writer lock, so a
-reader sees the old table or the new one, never a mix, and no writer appends
-meanwhile. Shards, the manifest and the event logs are untouched: the table's
-rows, and so the manifest's ``num_episodes``, stay as they were.
+``run_callable``); the values go into a copy of the episode table under a new
+file name, fsynced, and the manifest is then rewritten atomically to name it
+(with its content checksum), all under the dataset's writer lock: a reader
+sees the old table or the new one, never a mix, and no writer appends
+meanwhile. Shards and event logs are untouched; the table's rows, and so the
+manifest's ``num_episodes``, stay as they were.
 """
 
 from __future__ import annotations
