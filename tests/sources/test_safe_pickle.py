@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import pickle
 from collections import OrderedDict
@@ -50,3 +51,25 @@ def test_truncated_pickle_is_a_format_error():
     data = pickle.dumps({"a": np.zeros(100)})
     with pytest.raises(FormatError, match=r"x.pkl: not a readable pickle of plain data .* truncated or corrupt"):
         safe_loads(data[: len(data) // 2], "x.pkl")
+
+
+def test_torch_tensors_load_on_the_cpu():
+    torch = pytest.importorskip("torch")
+    value = {"buttons": torch.tensor([5]), "camera": torch.arange(6.0).reshape(2, 3)[:, 1]}
+    out = safe_loads(pickle.dumps([value, value]), "action.pkl")
+    assert torch.equal(out[1]["buttons"], value["buttons"]) and torch.equal(out[0]["camera"], value["camera"])
+
+
+def test_tensor_storage_holding_code_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    flag = tmp_path / "flag"
+    blob = io.BytesIO()
+    torch.save(_Reduce(os.system, (f"touch {flag}",)), blob)
+
+    class _Storage:
+        def __reduce__(self):
+            return (torch.storage._load_from_bytes, (blob.getvalue(),))
+
+    with pytest.raises(FormatError, match=r"tensor storage refused by torch.load\(weights_only=True\)"):
+        safe_loads(pickle.dumps(_Storage()), "action.pkl")
+    assert not flag.exists()

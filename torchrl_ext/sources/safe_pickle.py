@@ -3,7 +3,8 @@
 A pickle can name any importable callable and have it run while loading; a
 dataset downloaded from elsewhere must never get that power. This unpickler
 resolves only the globals needed to rebuild plain data — numpy arrays, numpy
-scalars and dtypes, ``datetime`` values, ordered dicts, sets, bytes — and
+scalars and dtypes, torch tensors (storages read by ``torch.load(weights_only=True)``),
+``datetime`` values, ordered dicts, sets, bytes — and
 refuses every other global *before* anything is called, with an error that
 names the file and the global found. Dicts, lists, tuples, str, numbers,
 bool and None need no global at all.
@@ -42,6 +43,10 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("datetime", "time"),
     ("datetime", "timedelta"),
     ("datetime", "timezone"),
+    # torch tensors as ``pickle.dumps(tensor)`` writes them (MineStudio's generated actions): the view is rebuilt
+    # by torch's own function and the storage bytes are read by ``torch.load(weights_only=True)`` on the CPU
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch.storage", "_load_from_bytes"),
 })
 
 
@@ -66,6 +71,8 @@ class _Restricted(pickle.Unpickler):
             )
         if (module, name) == ("_codecs", "encode"):
             return _latin1_bytes
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _weights_only_storage
         return super().find_class(module, name)
 
 
@@ -73,6 +80,17 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
         raise pickle.UnpicklingError(f"_codecs.encode is allowed only to rebuild latin1 bytes, got {encoding!r}")
     return text.encode("latin1")
+
+
+def _weights_only_storage(data: bytes) -> Any:
+    import torch
+
+    if not isinstance(data, bytes):
+        raise pickle.UnpicklingError(f"a tensor storage must be bytes, got {type(data).__name__}")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a refused or damaged storage
+        raise pickle.UnpicklingError(f"tensor storage refused by torch.load(weights_only=True): {err}") from err
 
 
 def safe_load(file: BinaryIO, where: str) -> Any:
