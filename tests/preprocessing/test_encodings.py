@@ -47,3 +47,18 @@ def test_encodings_naming_a_missing_key_is_refused(raw, tmp_path):
     with pytest.raises(ValueError, match=r"`encodings` names \[\('pixels',\)\], which `fn` does not return"):
         preprocess(raw, identity, tmp_path / "out", num_workers=0, pbar=False, encodings={"pixels": "zstd"})
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def double(td):
+    td.set("observation", td["observation"] * 2)
+    td.set(("next", "observation"), td["next", "observation"] * 2)
+    return td
+
+
+def test_where_processes_only_the_matching_episodes(raw, tmp_path):
+    out = preprocess(raw, double, tmp_path / "pong", where="game = ?", params=("pong",), pbar=False)
+    ids = raw.select_episodes("game = ?", ("pong",)).tolist()
+    assert out.num_episodes == len(ids) > 0
+    for new, old in enumerate(ids):
+        assert (out.episode(new)["observation"] == 2 * raw.episode(old)["observation"]).all()
+    assert [out.episode_table().metadata(e)["game"] for e in range(out.num_episodes)] == ["pong"] * len(ids)

@@ -110,6 +110,8 @@ def preprocess(
     worker_threads: int = 1,
     pbar: bool = True,
     encodings: dict | None = None,
+    where: str | None = None,
+    params: tuple = (),
 ) -> ShardedStorage:
     """Applies ``fn`` to every row of ``source`` and writes the result as a new dataset at ``dest``.
 
@@ -148,10 +150,21 @@ def preprocess(
             :mod:`torchrl_ext.encodings`); by default an output column keeps the
             source column's encoding when it has the same key, dtype and shape,
             and is raw otherwise.
+        where, params: process only the episodes matching this SQL filter over the
+            episode table (e.g. ``"game = ? AND score > 10"``). The result is a new
+            dataset of those episodes alone, renumbered from 0, with their metadata
+            and events; it is written episode by episode in this process
+            (:func:`torchrl_ext.export.export_episodes`).
 
     Returns:
         A :class:`ShardedStorage` over ``dest``.
     """
+    if where is not None:
+        from ..export import export_episodes
+        from ..storages import EpisodeView
+
+        return export_episodes(EpisodeView(source, where, params), dest, fn=fn, encodings=encodings,
+                               progress=pbar)
     if executor not in EXECUTORS:
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}")
     if next_from_row not in (True, False, "auto"):
