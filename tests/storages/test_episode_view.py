@@ -90,7 +90,7 @@ def test_rows_map_like_a_naive_concatenation(root, keep, data):
 
 def test_view_rows_out_of_range(root):
     view = EpisodeView(root, game="breakout")
-    with pytest.raises(IndexError, match="out of range for a view of 14 rows"):
+    with pytest.raises(IndexError, match="out of range for a storage of 14 rows"):
         view.get(14)
 
 

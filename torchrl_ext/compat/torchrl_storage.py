@@ -32,6 +32,9 @@ PRIVATE_NAMES = (
 def read_only_storage(cls: type) -> type:
     """Class decorator: TensorStorage's derived members, answered from ``len(self)``.
 
+    Also defines ``set`` (raises ``read_only_message``), ``contains(int)`` and
+    ``flatten`` (the storage itself), the same for every read-only storage.
+
     The class must define ``__len__``, ``storage_keys`` (a list of key tuples),
     ``read_only_message`` (the error text of every mutation) and ``_rng``-free
     sampling through :meth:`random_rows`.
@@ -55,6 +58,17 @@ def read_only_storage(cls: type) -> type:
     def _empty(self):
         raise RuntimeError(self.read_only_message)
 
+    def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
+        raise RuntimeError(self.read_only_message)
+
+    def contains(self, item: Any) -> bool:
+        if isinstance(item, int):
+            return -len(self) <= item < len(self)
+        raise NotImplementedError(f"contains() takes an int, got {type(item).__name__}")
+
+    def flatten(self):
+        return self
+
     cls._len = property(_len)
     cls._total_shape = property(_total_shape)
     cls.shape = property(_total_shape)
@@ -64,6 +78,10 @@ def read_only_storage(cls: type) -> type:
     cls._max_size_along_dim0 = _max_size_along_dim0
     cls._rand_given_ndim = _rand_given_ndim
     cls._empty = _empty
+    # public Storage methods, answered the same way by every read-only storage
+    cls.set = set
+    cls.contains = contains
+    cls.flatten = flatten
     return cls
 
 

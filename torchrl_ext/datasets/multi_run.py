@@ -86,9 +86,6 @@ class MultiRunStorage(TensorStorage):
             raise RuntimeError("MultiRunStorage: the runs hold no rows to sample")
         return torch.randint(0, self._rows, (batch_size,), generator=self._rng)
 
-    def flatten(self) -> MultiRunStorage:
-        return self
-
     def _index_array(self, index: Any) -> np.ndarray:
         return index_rows(index, self._rows)
 
@@ -112,14 +109,6 @@ class MultiRunStorage(TensorStorage):
         if len(pieces) > 1 or not np.array_equal(back, np.arange(len(back))):
             out = out[torch.from_numpy(back)]
         return out.reshape(idx.shape)
-
-    def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
-        raise RuntimeError(_READ_ONLY)
-
-    def contains(self, item: Any) -> bool:
-        if isinstance(item, int):
-            return -self._rows <= item < self._rows
-        raise NotImplementedError(f"contains() takes an int, got {type(item).__name__}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"parts": [p.state_dict() for p in self.parts], "names": self.names}

@@ -31,6 +31,7 @@ from ..format import Key, Manifest
 from ..writer import EpisodeTable
 from ..writer.episodes import FIXED_COLUMNS
 from .filters import combine_where, where_clause
+from .routing import index_rows
 from .sharded import ShardedStorage
 
 __all__ = ["EpisodeView"]
@@ -185,11 +186,7 @@ class EpisodeView(TensorStorage):
     # ------------------------------------------------------------------ reading
     def base_rows(self, index: Any) -> np.ndarray:
         """Dataset rows of view rows ``index`` (int, slice, sequence, array or tensor; same shape)."""
-        if isinstance(index, torch.Tensor):
-            index = index.detach().cpu().numpy()
-        elif isinstance(index, tuple) and len(index) == 1 and isinstance(index[0], torch.Tensor):
-            index = index[0].detach().cpu().numpy()
-        idx = _index_array(index, self._num_rows)
+        idx = index_rows(index, self._num_rows)
         seg = np.searchsorted(self._seg_view, idx, side="right") - 1
         return self._seg_base[seg] + (idx - self._seg_view[seg])
 
@@ -200,17 +197,6 @@ class EpisodeView(TensorStorage):
         if self._num_rows == 0:
             raise RuntimeError(f"{self.root}: the view selects no rows (filter {self.where!r}); nothing to sample")
         return torch.randint(0, self._num_rows, (batch_size,), generator=self._rng)
-
-    def flatten(self) -> EpisodeView:
-        return self
-
-    def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
-        raise RuntimeError(_READ_ONLY)
-
-    def contains(self, item: Any) -> bool:
-        if isinstance(item, int):
-            return -len(self) <= item < len(self)
-        raise NotImplementedError(f"contains() takes an int, got {type(item).__name__}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"root": str(self.root), "num_rows": len(self), "episodes": self.episode_ids.tolist()}
@@ -223,26 +209,3 @@ class EpisodeView(TensorStorage):
     def __repr__(self) -> str:
         return (f"EpisodeView(root={str(self.root)!r}, where={self.where!r}, episodes={self.num_episodes}, "
                 f"rows={len(self)})")
-
-
-def _index_array(index: Any, n: int) -> np.ndarray:
-    if isinstance(index, tuple):
-        if len(index) != 1:
-            raise IndexError(f"a view is 1-D; expected one index, got a tuple of {len(index)}")
-        index = index[0]
-    if isinstance(index, slice):
-        return np.arange(*index.indices(n), dtype=np.int64)
-    idx = np.asarray(index)
-    if idx.dtype == np.bool_:
-        if idx.shape != (n,):
-            raise IndexError(f"a boolean index must have shape ({n},), got {idx.shape}")
-        return np.flatnonzero(idx)
-    if idx.size == 0:
-        return idx.astype(np.int64)
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"a row index must be integers, got dtype {idx.dtype}")
-    idx = idx.astype(np.int64, copy=True)
-    idx[idx < 0] += n
-    if idx.min() < 0 or idx.max() >= n:
-        raise IndexError(f"index out of range for a view of {n} rows (valid: [-{n}, {n}))")
-    return idx

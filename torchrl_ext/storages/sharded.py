@@ -156,9 +156,6 @@ class ShardedStorage(TensorStorage):
             raise RuntimeError(f"{self.root}: the dataset has no rows to sample")
         return torch.randint(0, len(self), (batch_size,), generator=self._rng)
 
-    def flatten(self) -> ShardedStorage:
-        return self
-
     # ------------------------------------------------------------------ reading
     def get(self, index: Any) -> TensorDict:
         idx = self.reader.index_array(index)
@@ -171,14 +168,6 @@ class ShardedStorage(TensorStorage):
         if self.device.type != "cpu":
             td = td.to(self.device, non_blocking=True)
         return td
-
-    def set(self, cursor: Any, data: Any, *, set_cursor: bool = True):
-        raise RuntimeError(_READ_ONLY)
-
-    def contains(self, item: Any) -> bool:
-        if isinstance(item, int):
-            return -len(self) <= item < len(self)
-        raise NotImplementedError(f"contains() takes an int, got {type(item).__name__}")
 
     def refresh(self) -> int:
         """Picks up shards committed since opening; returns the number of new rows."""
