@@ -83,7 +83,7 @@ def test_wrong_ndim_is_refused(tmp_path):
 
 def test_object_arrays_are_refused(tmp_path):
     src = _gz(tmp_path / "o.gz", np.array([{"a": 1}, None], dtype=object))
-    with pytest.raises(ValueError, match=r"object dtype .*refused"):
+    with pytest.raises(ValueError, match=r"objects or fields\); refused"):
         copy_npy(src, io.BytesIO())
 
 
@@ -92,8 +92,8 @@ def test_object_arrays_are_refused(tmp_path):
     [
         (b"\x93NUMPZ\x01\x00", "magic string is not correct"),
         (b"\x93NUMPY\x09\x00", "version 9.0 is not supported"),
-        (b"\x93NUMPY\x02\x00" + (10**6).to_bytes(4, "little"), "header is 1000000 bytes"),
-        (b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    ", "expected an npy header with descr"),
+        (b"\x93NUMPY\x02\x00" + (10**6).to_bytes(4, "little"), r"not a readable npy header \(header is 1000000 bytes, expected at most"),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    ", r"not a readable npy header \(Header does not contain the correct keys"),
     ],
     ids=["magic", "version", "huge-header", "bad-dict"],
 )

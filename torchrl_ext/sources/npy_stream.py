@@ -21,7 +21,6 @@ whatever the caller does with the bytes.
 
 from __future__ import annotations
 
-import ast
 import gzip
 import logging
 import os
@@ -54,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10_000
 DEFAULT_CHUNK_BYTES = 16 << 20
 GZIP_BACKEND = _gzip_impl.__name__
@@ -89,52 +87,38 @@ def open_gzip(src: str | os.PathLike | IO[bytes], *, threaded: bool = False) -> 
     return _gzip_impl.open(os.fspath(src), "rb")
 
 
-def _read_exact(stream: IO[bytes], n: int, name: str, what: str) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise ValueError(
-            f"{name}: truncated {what}: expected {n} bytes, found {len(data)}; "
-            "download the file again"
-        )
-    return data
+class _HeaderReads:
+    """Passes header reads to the stream, refusing one longer than ``MAX_HEADER_BYTES`` before reading it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > MAX_HEADER_BYTES:
+            raise ValueError(f"header is {n} bytes, expected at most {MAX_HEADER_BYTES}; the file is not trusted")
+        return self._stream.read(n)
 
 
 def read_npy_header(stream: IO[bytes], name: str = "<stream>") -> NpyHeader:
-    """Reads and validates an ``.npy`` header, leaving ``stream`` at the payload."""
-    magic = _read_exact(stream, 8, name, "npy magic")
-    if magic[:6] != MAGIC:
-        raise ValueError(f"{name}: the npy magic string is not correct; expected {MAGIC!r}, got {magic[:6]!r}")
-    major, minor = magic[6], magic[7]
-    if (major, minor) == (1, 0):
-        hlen = int.from_bytes(_read_exact(stream, 2, name, "npy header length"), "little")
-    elif (major, minor) in ((2, 0), (3, 0)):
-        hlen = int.from_bytes(_read_exact(stream, 4, name, "npy header length"), "little")
-    else:
-        raise ValueError(f"{name}: npy format version {major}.{minor} is not supported; expected 1.0, 2.0 or 3.0")
-    if hlen > MAX_HEADER_BYTES:
-        raise ValueError(f"{name}: npy header is {hlen} bytes, expected at most {MAX_HEADER_BYTES}; the file is not trusted")
-    raw = _read_exact(stream, hlen, name, "npy header")
+    """Reads and validates an ``.npy`` header with numpy's own parser, leaving ``stream`` at the payload.
+
+    Format versions 1.0 and 2.0 (numpy's ``read_array_header_1_0`` / ``_2_0``,
+    header capped at ``MAX_HEADER_BYTES``); object and structured dtypes are refused.
+    """
+    from numpy.lib import format as npy_format
+
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
     try:
-        header = ast.literal_eval(raw.decode("utf-8" if major == 3 else "latin1"))
-    except (SyntaxError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{name}: expected an npy header dict, could not parse {raw[:80]!r}") from err
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise ValueError(f"{name}: expected an npy header with descr, fortran_order and shape, got {header!r}")
-    shape = header["shape"]
-    if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise ValueError(f"{name}: npy shape must be a tuple of ints >= 0, got {shape!r}")
-    if not isinstance(header["fortran_order"], bool):
-        raise ValueError(f"{name}: npy fortran_order must be a bool, got {header['fortran_order']!r}")
-    descr = header["descr"]
-    if not isinstance(descr, str):
-        raise ValueError(f"{name}: npy descr {descr!r} is not a plain dtype; structured or object arrays are refused")
-    try:
-        dtype = np.dtype(descr)
-    except TypeError as err:
-        raise ValueError(f"{name}: npy descr {descr!r} is not a dtype") from err
-    if dtype.hasobject:
-        raise ValueError(f"{name}: npy array has object dtype {descr!r} (a pickle); refused, expected numbers")
-    return NpyHeader(dtype, shape, header["fortran_order"])
+        capped = _HeaderReads(stream)
+        version = npy_format.read_magic(capped)
+        if version not in readers:
+            raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported; expected 1.0 or 2.0")
+        shape, fortran_order, dtype = readers[version](capped, max_header_size=MAX_HEADER_BYTES)
+    except (ValueError, SyntaxError, TypeError) as err:  # gzip-layer errors pass through to the caller
+        raise ValueError(f"{name}: not a readable npy header ({err}); download the file again") from err
+    if dtype.hasobject or dtype.names is not None:
+        raise ValueError(f"{name}: npy array has dtype {dtype} (objects or fields); refused, expected plain numbers")
+    return NpyHeader(dtype, tuple(int(x) for x in shape), bool(fortran_order))
 
 
 def _check(header: NpyHeader, name: str, dtype: Any, ndim: int | None, tail: tuple[int, ...] | None) -> None:
