@@ -57,7 +57,7 @@ def test_pong_layout_and_truncation(pong):
     td = pong[np.arange(len(pong))]
     assert td["observation"].shape == (2 * STEPS, 84, 84) and td["observation"].dtype.is_floating_point is False
     assert td["next", "truncated"].sum().item() == 2 and td["next", "terminated"].sum().item() == 0
-    meta = pong.episode_table().metadata(1)
+    meta = pong.episode_table().row(1)
     assert (meta["env_id"], meta["seed"], meta["length"]) == ("ALE/Pong-v5", 4, STEPS)
 
 
