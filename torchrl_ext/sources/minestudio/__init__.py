@@ -4,6 +4,7 @@
 (``pip install torchrl-ext[minestudio]``).
 """
 
+from .generated import GeneratedImportStats, counter_events, generated_episode_ids, import_generated_episodes
 from .importer import IMPORTER_VERSION, ImportStats, import_minestudio, separate_roots
 from .layout import EVENT_DIR, MODALITY_DIRS, EpisodeRef, MineStudioLayout
 from .lmdb_parts import ChunkInfo, PartInfo, check_lmdb_file, chunk_key, close_envs, open_env, read_part
@@ -15,6 +16,11 @@ __all__ = [
     "separate_roots",
     "ImportStats",
     "IMPORTER_VERSION",
+    # MineGenerator episodes
+    "import_generated_episodes",
+    "generated_episode_ids",
+    "counter_events",
+    "GeneratedImportStats",
     # the on-disk layout
     "MineStudioLayout",
     "EpisodeRef",
