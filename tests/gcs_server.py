@@ -134,6 +134,7 @@ class FaultServer:
         self.omit, self.listing_errors, self.die_after_listing = omit, listing_errors, die_after_listing
         self.media_requests = 0
         self.listing_requests = 0
+        self.connections: set = set()  # open client connections, closed by stop()
         self.stopped = threading.Event()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fault_handler(self))
         self.httpd.daemon_threads = True
@@ -152,9 +153,17 @@ class FaultServer:
                 "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode()}
         return {k: v for k, v in item.items() if k not in self.omit}
 
-    def stop(self) -> None:
-        """Stops serving and closes the listening socket (new connections are refused)."""
+    def stop(self, keep: Any = None) -> None:
+        """Dies like a crashed server: the listening socket and every open connection close.
+
+        ``keep``: a connection still answering its last request (closed right after).
+        """
         self.stopped.set()
+        for conn in list(self.connections - {keep}):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
         def close() -> None:
             self.httpd.shutdown()
@@ -171,6 +180,14 @@ def _fault_handler(fs: FaultServer) -> type:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            fs.connections.add(self.connection)
+
+        def finish(self) -> None:
+            fs.connections.discard(self.connection)
+            super().finish()
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)
@@ -191,7 +208,7 @@ def _fault_handler(fs: FaultServer) -> type:
                 items = [fs.metadata(n) for n in sorted(fs.objects) if n.startswith(prefix)]
                 if fs.die_after_listing:  # stop listening first: every later connection is refused
                     self.close_connection = True
-                    fs.stop()
+                    fs.stop(keep=self.connection)
                 self._send(200, json.dumps({"kind": "storage#objects", "items": items}).encode())
             elif url.path.startswith(media):
                 self._media(urllib.parse.unquote(url.path[len(media):]))

@@ -74,7 +74,7 @@ def test_events_and_metadata(tmp_path):
         (0, 3, "reward:-1", -1.0), (0, 1, "life_lost", 2.0), (0, 1, "t_is_2", 2.0),
         (0, 4, "episode_end", 2.0),
     ])
-    meta = ShardedStorage(tmp_path / "ds").episode_table().metadata(0)
+    meta = ShardedStorage(tmp_path / "ds").episode_table().row(0)
     assert (meta["seed"], meta["episode_return"], meta["length"], meta["worker"]) == (2, 2.0, 5, 0)
     assert meta["env_id"] == "CountingEnv"
 
