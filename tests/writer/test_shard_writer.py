@@ -187,3 +187,15 @@ def test_storage_selects_episodes_by_sql(tmp_path):
     assert storage.select_episodes(None) is None
     with pytest.raises(ValueError, match="episode filter 'score >>' is not valid SQL"):
         storage.select_episodes("score >>")
+
+
+def test_create_with_overwrite_replaces_a_dataset_only(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(1,), events_every=2)
+    with ShardWriter.create(root, overwrite=True) as w:
+        w.add_episode(make_episode(7, 2, (1,)))
+    storage = ShardedStorage(root)
+    assert (len(storage), storage.num_episodes, storage.manifest.event_logs) == (2, 1, [])
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds other files \(notes.txt\)"):
+        ShardWriter.create(root, overwrite=True)
+    assert (root / "notes.txt").read_text() == "mine" and len(ShardedStorage(root)) == 2  # nothing lost

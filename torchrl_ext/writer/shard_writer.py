@@ -119,6 +119,7 @@ class ShardWriter:
         shard_bytes: int | None = None,
         source: Mapping[str, Any] | None = None,
         encodings: Mapping[str | Sequence[str], Any] | None = None,
+        overwrite: bool = False,
     ) -> ShardWriter:
         """Starts a new dataset at ``root`` (which must not hold one, nor unrelated files).
 
@@ -130,27 +131,33 @@ class ShardWriter:
             encodings: ``{key: encoding}`` for stored columns, e.g.
                 ``{"observation": "zstd"}`` or ``{"pixels": Video(crf=20)}``
                 (see :mod:`torchrl_ext.encodings`); other columns are raw.
+            overwrite: replace a dataset already at ``root`` (its files only;
+                unrelated files are still refused).
         """
         root = _as_path(root, "root")
         for name, value in (("shard_rows", shard_rows), ("shard_bytes", shard_bytes)):
             if value is not None and (type(value) is not int or value <= 0):
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}")
         resolved = _resolve_encodings(encodings)
-        if (root / MANIFEST_NAME).exists():
-            raise FileExistsError(
-                f"{root}: a dataset already exists here; use ShardWriter.open(root) to append "
-                "or choose another directory"
-            )
+        leftover: list[Path] = []
         if root.is_dir():
             leftover = [p for p in root.glob(f".{MANIFEST_NAME}.*.tmp") if p.is_file()]  # a create killed mid-write
-            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS and p not in leftover)
+            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS and p not in leftover
+                               and not (p.name.startswith("episodes.") and p.suffix == ".sqlite"))
             if unrelated:
                 raise FileExistsError(
                     f"{root}: the directory holds other files ({', '.join(unrelated[:5])}); "
                     "choose an empty or new directory for a dataset"
                 )
-            for p in leftover:
-                p.unlink()
+        if overwrite and (root / MANIFEST_NAME).exists():
+            _remove_dataset(root)
+        if (root / MANIFEST_NAME).exists():
+            raise FileExistsError(
+                f"{root}: a dataset already exists here; use ShardWriter.open(root) to append, "
+                "ShardWriter.create(root, overwrite=True) to replace it, or choose another directory"
+            )
+        for p in leftover:
+            p.unlink()
         (root / "shards").mkdir(parents=True, exist_ok=True)
         (root / "events").mkdir(exist_ok=True)
         lock_fd = cls._lock(root)
@@ -424,6 +431,18 @@ class ShardWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _remove_dataset(root: Path) -> None:
+    """Deletes the files of the dataset at ``root`` (manifest first, so it stops being one at once)."""
+    lock_fd = lock_dataset(root, "another ShardWriter holds this dataset; close it before overwriting")
+    try:
+        (root / MANIFEST_NAME).unlink()
+        for p in root.iterdir():
+            if p.name in _OURS - {LOCK_NAME} or (p.name.startswith("episodes.") and p.suffix == ".sqlite"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    finally:
+        unlock_dataset(root, lock_fd)
 
 
 def _as_path(root: Any, name: str) -> Path:
