@@ -10,7 +10,9 @@ explicitly, read by everyone else) -> :func:`select_windows` with a
 from .dataset import EventWindowDataset, batchify
 from .index import BUILD_MISSING, INDEX_DIR, EventIndex
 from .index_file import IndexSource
+from .minestudio import ItemSpec, MineStudioItems, minestudio_spec
 from .query import WindowQuery
+from .vpt_actions import CameraQuantization, agent_action
 from .windows import Windows, concat_windows, episode_in_train, select_windows, split_windows
 
 __all__ = [
@@ -29,4 +31,10 @@ __all__ = [
     # DataLoader dataset
     "EventWindowDataset",
     "batchify",
+    # MineStudio-compatible items
+    "MineStudioItems",
+    "ItemSpec",
+    "minestudio_spec",
+    "agent_action",
+    "CameraQuantization",
 ]

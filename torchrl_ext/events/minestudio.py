@@ -224,6 +224,8 @@ class MineStudioItems:
             if frames.shape[1:3] != (h, w):
                 import cv2
 
+                if torch.utils.data.get_worker_info() is not None:
+                    cv2.setNumThreads(1)  # DataLoader workers are the parallelism; idle OpenCV threads abort at exit
                 frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
             out[mask] = frames
         return out
