@@ -17,12 +17,12 @@ def test_positive_int_returns_a_python_int(value):
 
 
 @pytest.mark.parametrize("value, error, match", [
-    (0, ValueError, r"^`n` must be an int >= 1, got 0$"),
-    (-2, ValueError, r"^`n` must be an int >= 1, got -2$"),
-    (1.0, TypeError, r"^`n` must be an int >= 1, got 1.0 \(float\)$"),
-    (True, TypeError, r"^`n` must be an int >= 1, got True \(bool\)$"),
-    ("3", TypeError, r"^`n` must be an int >= 1, got '3' \(str\)$"),
-    (None, TypeError, r"^`n` must be an int >= 1, got None \(NoneType\)$"),
+    (0, ValueError, r"^`n` must be a positive int, got 0$"),
+    (-2, ValueError, r"^`n` must be a positive int, got -2$"),
+    (1.0, TypeError, r"^`n` must be a positive int, got 1.0 \(float\)$"),
+    (True, TypeError, r"^`n` must be a positive int, got True \(bool\)$"),
+    ("3", TypeError, r"^`n` must be a positive int, got '3' \(str\)$"),
+    (None, TypeError, r"^`n` must be a positive int, got None \(NoneType\)$"),
 ])
 def test_positive_int_errors(value, error, match):
     with pytest.raises(error, match=match):

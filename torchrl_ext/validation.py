@@ -63,7 +63,8 @@ def int_in_range(value: Any, name: str, lo: int | None = None, hi: int | None = 
     """
     if value is None and allow_none:
         return None
-    expected = " ".join(p for p in ("an int", _bounds(lo, hi), "or None" if allow_none else "") if p)
+    kind = "a positive int" if (lo, hi) == (1, None) else " ".join(p for p in ("an int", _bounds(lo, hi)) if p)
+    expected = f"{kind} or None" if allow_none else kind
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"`{name}` must be {expected}, got {value!r} ({type(value).__name__})")
     value = int(value)

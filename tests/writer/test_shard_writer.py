@@ -158,7 +158,7 @@ def test_second_writer_is_refused(tmp_path):
 
 
 def test_invalid_shard_rows(tmp_path):
-    with pytest.raises(ValueError, match="`shard_rows` must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="`shard_rows` must be a positive int or None, got 0"):
         ShardWriter.create(tmp_path / "ds", shard_rows=0)
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ..format import Key
 from ..storages import ShardedStorage, ShardReader
+from ..validation import one_of, positive_int
 
 __all__ = ["FrameStack", "FrameStackStorage", "LAYOUTS", "torchrl_layout"]
 
@@ -36,12 +37,9 @@ class FrameStack:
     layout: str = "torchrl_ext"
 
     def __post_init__(self) -> None:
-        if isinstance(self.stack, bool) or not isinstance(self.stack, int) or self.stack < 1:
-            raise ValueError(f"`stack` must be a positive int, got {self.stack!r}")
-        if self.pad not in _PADS:
-            raise ValueError(f"`pad` must be one of {_PADS}, got {self.pad!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"`layout` must be one of {LAYOUTS}, got {self.layout!r}")
+        positive_int(self.stack, "stack")
+        one_of(self.pad, "pad", _PADS)
+        one_of(self.layout, "layout", LAYOUTS)
 
     def __call__(self, reader: ShardReader, rows: np.ndarray, arrays: dict[Key, np.ndarray]) -> dict:
         n = rows.shape[0]

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..format import MANIFEST_NAME, read_manifest
+from ..validation import nonnegative_int, positive_int
 from ..writer import ShardWriter
 from .events import EventsFn
 from .workers import ProcessExecutor
@@ -53,11 +54,6 @@ def _check_picklable(name: str, fn: Any) -> None:
             f"`{name}` must be picklable to reach the workers, got {fn!r}; use a module-level "
             "function or functools.partial, not a lambda or local function"
         ) from err
-
-
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
 
 
 def generate(
@@ -125,11 +121,10 @@ def generate(
     Raises:
         WorkerFailed: a worker failed more than ``max_restarts`` times.
     """
-    _positive("num_episodes", num_episodes)
-    _positive("num_workers", num_workers)
-    _positive("max_steps", max_steps)
-    if not isinstance(max_restarts, int) or max_restarts < 0:
-        raise ValueError(f"`max_restarts` must be an int >= 0, got {max_restarts!r}")
+    positive_int(num_episodes, "num_episodes")
+    positive_int(num_workers, "num_workers")
+    positive_int(max_steps, "max_steps")
+    nonnegative_int(max_restarts, "max_restarts")
     if not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
     if executor not in EXECUTORS:

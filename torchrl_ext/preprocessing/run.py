@@ -53,6 +53,7 @@ from ..format import (
     write_manifest,
 )
 from ..parent_watch import exit_with_parent
+from ..validation import nonnegative_int, positive_int
 from ..storages import ShardedStorage
 from ..writer import LOCK_NAME, EpisodeTable, lock_dataset, unlock_dataset
 from .schema import apply_encodings, flatten_output, infer_schema, next_candidates, rows_equal
@@ -169,10 +170,8 @@ def preprocess(
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}")
     if next_from_row not in (True, False, "auto"):
         raise ValueError(f"`next_from_row` must be True, False or 'auto', got {next_from_row!r}")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        raise ValueError(f"`num_workers` must be an int >= 0 or None, got {num_workers!r}")
-    if batch_rows is not None and (not isinstance(batch_rows, int) or batch_rows <= 0):
-        raise ValueError(f"`batch_rows` must be a positive int or None, got {batch_rows!r}")
+    nonnegative_int(num_workers, "num_workers", allow_none=True)
+    positive_int(batch_rows, "batch_rows", allow_none=True)
     if not callable(fn):
         raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
     root = Path(source.root if isinstance(source, ShardedStorage) else source).resolve()

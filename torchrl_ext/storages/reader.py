@@ -36,6 +36,7 @@ from ..format import (
     validate_shards,
     verify_shard,
 )
+from ..validation import nonnegative_int, one_of, positive_int
 from ..writer import EpisodeTable
 from .routing import Route, gather, index_rows, route
 
@@ -75,13 +76,10 @@ class ShardReader:
                  decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"`root` must be a path (str or os.PathLike), got {type(root).__name__}")
-        for name, value in (("cache_bytes", cache_bytes), ("decode_cache_bytes", decode_cache_bytes)):
-            if type(value) is not int or value < 0:
-                raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
-        if decode_threads is not None and (type(decode_threads) is not int or decode_threads < 1):
-            raise ValueError(f"`decode_threads` must be a positive int or None, got {decode_threads!r}")
-        if verify not in VERIFY_MODES:
-            raise ValueError(f"`verify` must be one of {VERIFY_MODES}, got {verify!r}")
+        nonnegative_int(cache_bytes, "cache_bytes")
+        nonnegative_int(decode_cache_bytes, "decode_cache_bytes")
+        positive_int(decode_threads, "decode_threads", allow_none=True)
+        one_of(verify, "verify", VERIFY_MODES)
         self.root = Path(root)
         self.cache_bytes = cache_bytes
         self.verify_mode = verify
@@ -98,7 +96,7 @@ class ShardReader:
         self.next_keys: list[Key] = list(manifest.next_from_row)
         self._decoded = None
         self._dicts = load_dictionaries(self.root, self.columns)
-        if any(c.encoding != "raw" for c in self.columns):
+        if self.decode_cache_bytes and any(c.encoding != "raw" for c in self.columns):  # 0: decode into the output
             from ..encodings import DecodedChunkCache
 
             self._decoded = DecodedChunkCache(self.decode_cache_bytes)

@@ -37,6 +37,7 @@ from ..format import (
     write_manifest,
 )
 from .encoded import check_encoded, encoded_placeholders
+from ..validation import positive_int
 from .episodes import FIXED_COLUMNS, EpisodeTable
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard
@@ -135,9 +136,8 @@ class ShardWriter:
                 unrelated files are still refused).
         """
         root = _as_path(root, "root")
-        for name, value in (("shard_rows", shard_rows), ("shard_bytes", shard_bytes)):
-            if value is not None and (type(value) is not int or value <= 0):
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
+        positive_int(shard_rows, "shard_rows", allow_none=True)
+        positive_int(shard_bytes, "shard_bytes", allow_none=True)
         resolved = _resolve_encodings(encodings)
         leftover: list[Path] = []
         if root.is_dir():
