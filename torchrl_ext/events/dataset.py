@@ -31,7 +31,11 @@ def batchify(items: Sequence[Any]) -> Any:
     """Collates item dicts: tensors stacked, numbers to tensors, strings kept as lists, dicts recursed."""
     first = items[0]
     if isinstance(first, torch.Tensor):
-        return torch.stack(list(items))
+        out = None
+        if torch.utils.data.get_worker_info() is not None:  # as default_collate: stack straight into shared memory
+            storage = first._typed_storage()._new_shared(sum(x.numel() for x in items), device=first.device)
+            out = first.new(storage).resize_(len(items), *first.shape)
+        return torch.stack(list(items), out=out)
     if isinstance(first, np.ndarray):
         return torch.from_numpy(np.stack(items))
     if isinstance(first, dict):

@@ -196,6 +196,7 @@ class MineStudioItems:
         self.windows = windows
         self.texts = list(texts)
         self.spec = spec
+        self._frames: list[Any] = [None] * len(self.storages)
         self.names = []
         self.action_keys = []
         self.meta_keys = []
@@ -209,25 +210,41 @@ class MineStudioItems:
             if mod not in spec.modalities:
                 continue
             for r, st in enumerate(self.storages):
-                ok = (present in keys_of(st)) if present else bool(
+                ok = (present in _keys_of(st)) if present else bool(
                     self.action_keys[r] if mod == "action" else self.meta_keys[r])
                 if not ok:
                     raise ValueError(f"{st.root}: the {mod!r} modality was not imported; leave it out of the "
                                      "MineStudio arguments or import it")
 
-    def _image(self, st: Any, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _image(self, r: int, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
         h, w = self.spec.frame_height, self.spec.frame_width
+        if self._frames[r] is None:  # frames decode straight into the output without a decoded-chunk cache
+            from ..storages import ShardedStorage
+
+            self._frames[r] = ShardedStorage(self.storages[r].root, decode_cache_bytes=0).reader
+        reader = self._frames[r]
+        if mask.all():
+            frames = reader.gather_column(("image",), rows.reshape(-1))
+            if frames.shape[1:3] == (h, w):
+                return frames.reshape(*rows.shape, h, w, 3)
+            return self._resized(frames, h, w).reshape(*rows.shape, h, w, 3)
         out = np.zeros((*rows.shape, h, w, 3), np.uint8)
         valid = rows[mask]
         if valid.size:
-            frames = st.reader.gather_column(("image",), valid)
-            if frames.shape[1:3] != (h, w):
-                import cv2
+            frames = reader.gather_column(("image",), valid)
+            out[mask] = frames if frames.shape[1:3] == (h, w) else self._resized(frames, h, w)
+        return out
 
-                if torch.utils.data.get_worker_info() is not None:
-                    cv2.setNumThreads(1)  # DataLoader workers are the parallelism; idle OpenCV threads abort at exit
-                frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames])
-            out[mask] = frames
+    @staticmethod
+    def _resized(frames: np.ndarray, h: int, w: int) -> np.ndarray:
+        """``ImageKernelCallback.do_decode``'s resize of RGB frames to ``w x h``."""
+        import cv2
+
+        if torch.utils.data.get_worker_info() is not None:
+            cv2.setNumThreads(1)  # DataLoader workers are the parallelism; idle OpenCV threads abort at exit
+        out = np.empty((len(frames), h, w, 3), np.uint8)
+        for i, f in enumerate(frames):
+            cv2.resize(f, (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
         return out
 
     def _actions(self, r: int, rows: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -250,7 +267,7 @@ class MineStudioItems:
             st = self.storages[int(r)]
             parts: dict[str, Any] = {}
             if "image" in self.spec.modalities:
-                parts["image"] = self._image(st, rows[pos], mask[pos])
+                parts["image"] = self._image(int(r), rows[pos], mask[pos])
             if "action" in self.spec.modalities:
                 parts["action"] = self._actions(int(r), rows[pos], mask[pos])
                 if self.spec.prev_action:
@@ -301,7 +318,7 @@ class MineStudioItems:
         return item
 
 
-def keys_of(storage: Any) -> set[tuple[str, ...]]:
+def _keys_of(storage: Any) -> set[tuple[str, ...]]:
     return {c.key for c in storage.manifest.schema}
 
 

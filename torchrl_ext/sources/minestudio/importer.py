@@ -61,6 +61,7 @@ class ImportStats:
         events: events written; ``dropped_events``: events of episodes left out.
         bytes_read: bytes of LMDB values read.
         seconds: wall time.
+        reasons: why chunks were encoded again (reason -> chunks).
     """
 
     root: Path
