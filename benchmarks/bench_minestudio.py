@@ -16,6 +16,14 @@ modules import, torch 2.13.0 CPU, ``av==13.1.0``); this script calls
 ``DataLoader(batch_size=8, num_workers=2, shuffle=True)`` over the same
 windows (image + action callbacks, ``win_len=128``, every event, no split)
 one after the other on the same 2 cores.
+
+The MineStudio virtualenv (what its data modules and conversion tools import)::
+
+    python3.11 -m venv /tmp/msvenv
+    /tmp/msvenv/bin/pip install torch==2.13.0          # the CPU build this project uses
+    /tmp/msvenv/bin/pip install --no-deps minestudio==1.1.6
+    /tmp/msvenv/bin/pip install av==13.1.0 lmdb opencv-python-headless==4.8.0.76 "numpy<2" rich lightning \
+        albumentations attrs absl-py huggingface_hub requests tqdm gymnasium gym gym3 einops ray ipdb
 """
 
 from __future__ import annotations
