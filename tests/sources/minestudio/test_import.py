@@ -233,3 +233,13 @@ def test_killed_import_resumes_to_the_same_dataset(ms_dataset, imported, tmp_pat
     ta, tb = a.episode_table(), b.episode_table()
     assert [ta.metadata(e) for e in range(3)] == [tb.metadata(e) for e in range(3)]
     b.verify()
+
+
+def test_episode_missing_in_a_modality_is_left_out_with_its_events(tmp_path):
+    src = tmp_path / "ms"
+    write_minestudio_dataset(src, lengths=(64, 160), episodes_per_part=1)
+    shutil.rmtree(src / "action" / "part-2")
+    stats = import_minestudio(src, tmp_path / "ds", progress=False)
+    assert (stats.episodes, stats.left_out) == (1, 1)
+    assert stats.dropped_events == sum(len(events_of(1, t)) for t in range(160))
+    assert ShardedStorage(tmp_path / "ds").episode_table().metadata(0)["name"] == "player0-1000"

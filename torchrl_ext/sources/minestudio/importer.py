@@ -58,7 +58,7 @@ class ImportStats:
         frames: frames imported by this call.
         passthrough_chunks: image chunks stored as they are.
         reencoded_chunks: image chunks decoded and encoded again.
-        events: events written; ``dropped_events``: events of episodes left out.
+        events: events written; ``dropped_events``: events of episodes left out or past an episode's end.
         bytes_read: bytes of LMDB values read.
         seconds: wall time.
         reasons: why chunks were encoded again (reason -> chunks).
@@ -120,6 +120,9 @@ class _Importer:
         self.meta_names = meta_names
         self.progress = progress
         self.events = layout.events() if layout.has_events() else None
+        if self.events is not None:  # events of episodes MineStudio's readers leave out too
+            names = {ep.name for ep in layout.episodes}
+            stats.dropped_events += sum(len(v) for k, v in self.events.items() if k not in names)
         self._codec: Any = None
 
     def _read(self, n: int) -> None:
