@@ -45,7 +45,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from common import write_results  # noqa: E402
+from common import write_results
 
 OUT = HERE / "results" / "minestudio.md"
 BUTTONS = ("attack", "back", "forward", "jump", "left", "right", "sneak", "sprint", "use", "drop", "inventory",

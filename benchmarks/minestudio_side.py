@@ -31,8 +31,11 @@ warnings.filterwarnings("ignore")
 
 def build(source: str, out: str) -> None:
     import ray
-
-    from minestudio.data.minecraft.callbacks import ActionConvertCallback, ImageConvertCallback, MetaInfoConvertCallback
+    from minestudio.data.minecraft.callbacks import (
+        ActionConvertCallback,
+        ImageConvertCallback,
+        MetaInfoConvertCallback,
+    )
     from minestudio.data.minecraft.tools import event_convertion
     from minestudio.data.minecraft.tools.convertion import ConvertManager
 
@@ -58,11 +61,13 @@ def build(source: str, out: str) -> None:
 
 def loader(out: str, size: int, batches: int) -> None:
     import torch
-    from torch.utils.data import DataLoader
-
-    from minestudio.data.minecraft.callbacks import ActionKernelCallback, ImageKernelCallback
+    from minestudio.data.minecraft.callbacks import (
+        ActionKernelCallback,
+        ImageKernelCallback,
+    )
     from minestudio.data.minecraft.dataset_event import EventDataset
     from minestudio.data.minecraft.utils import batchify
+    from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
     ds = EventDataset(dataset_dirs=[out], modal_kernel_callbacks=[

@@ -6,10 +6,10 @@ import pytest
 
 pytest.importorskip("lmdb")
 
-from sources.minestudio.ms_maker import write_minestudio_dataset  # noqa: E402
+from sources.minestudio.ms_maker import write_minestudio_dataset
 
-from torchrl_ext import ShardedStorage  # noqa: E402
-from torchrl_ext.cli import main  # noqa: E402
+from torchrl_ext import ShardedStorage
+from torchrl_ext.cli import main
 
 
 def test_import_then_resume_is_a_no_op(tmp_path, capsys):

@@ -158,18 +158,18 @@ class ReferenceEventDataset:
                         f = f.to_ndarray(format="rgb24")
                         frames.append(f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR))
             data = np.array(frames)[sl]
-            pad = lambda d, k, left: np.concatenate(  # noqa: E731
+            pad = lambda d, k, left: np.concatenate(
                 [np.zeros((k, *d.shape[1:]), np.uint8), d] if left else [d, np.zeros((k, *d.shape[1:]), np.uint8)])
         elif mod == "action":
             chunks = [pickle.loads(r) for r in raw]
             data = {k: np.concatenate([c[k] for c in chunks])[sl] for k in chunks[0]}
-            pad = lambda d, k, left: {key: np.concatenate(  # noqa: E731
+            pad = lambda d, k, left: {key: np.concatenate(
                 [np.zeros((k, *v.shape[1:]), np.uint8), v] if left else [v, np.zeros((k, *v.shape[1:]), np.uint8)])
                 for key, v in d.items()}
         else:
             records = [r for raw_c in raw for r in pickle.loads(raw_c)]
             data = {k: [r[k] for r in records][sl] for k in records[0]}
-            pad = lambda d, k, left: {key: ([None] * k + v if left else v + [None] * k)  # noqa: E731
+            pad = lambda d, k, left: {key: ([None] * k + v if left else v + [None] * k)
                                       for key, v in d.items()}
         if pad_left:
             data = pad(data, pad_left, True)

@@ -9,16 +9,20 @@ import torch
 pytest.importorskip("lmdb")
 pytest.importorskip("cv2")
 
-from events.minestudio_reference import ReferenceEventDataset, batchify, naive_agent_action  # noqa: E402
-from sources.minestudio.ms_maker import write_minestudio_dataset  # noqa: E402
-from torchrl.data import TensorDictReplayBuffer  # noqa: E402
+from events.minestudio_reference import (
+    ReferenceEventDataset,
+    batchify,
+    naive_agent_action,
+)
+from sources.minestudio.ms_maker import write_minestudio_dataset
+from torchrl.data import TensorDictReplayBuffer
 
-from torchrl_ext import ShardedStorage  # noqa: E402
-from torchrl_ext.events import EventWindowDataset  # noqa: E402
-from torchrl_ext.events import batchify as our_batchify  # noqa: E402
-from torchrl_ext.events.vpt_actions import BUTTONS, agent_action  # noqa: E402
-from torchrl_ext.samplers import EventSliceSampler  # noqa: E402
-from torchrl_ext.sources.minestudio import import_minestudio  # noqa: E402
+from torchrl_ext import ShardedStorage
+from torchrl_ext.events import EventWindowDataset
+from torchrl_ext.events import batchify as our_batchify
+from torchrl_ext.events.vpt_actions import BUTTONS, agent_action
+from torchrl_ext.samplers import EventSliceSampler
+from torchrl_ext.sources.minestudio import import_minestudio
 
 
 @pytest.fixture(scope="module")

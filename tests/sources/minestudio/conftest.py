@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("lmdb")
 pytest.importorskip("av")
 
-from sources.minestudio.ms_maker import write_minestudio_dataset  # noqa: E402
+from sources.minestudio.ms_maker import write_minestudio_dataset
 
-from torchrl_ext.sources.minestudio import import_minestudio  # noqa: E402
+from torchrl_ext.sources.minestudio import import_minestudio
 
 
 @pytest.fixture(scope="session")

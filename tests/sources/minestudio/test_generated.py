@@ -7,13 +7,12 @@ import pickle
 import uuid
 
 import av
-import numpy as np
 import pytest
 import torch
+from helpers import read_events
 from PIL import Image
 from sources.minestudio.ms_maker import read_stamp, stamp
 
-from helpers import read_events
 from torchrl_ext import ShardedStorage
 from torchrl_ext.format import FormatError
 from torchrl_ext.sources.minestudio import import_generated_episodes

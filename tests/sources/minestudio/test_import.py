@@ -14,6 +14,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
+from helpers import read_events
 from sources.minestudio.ms_maker import (
     actions_of,
     events_of,
@@ -22,7 +23,6 @@ from sources.minestudio.ms_maker import (
     write_minestudio_dataset,
 )
 
-from helpers import read_events
 from torchrl_ext import ShardedStorage
 from torchrl_ext.format import FormatError
 from torchrl_ext.sources.minestudio import close_envs, import_minestudio, separate_roots

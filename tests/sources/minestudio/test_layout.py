@@ -8,7 +8,12 @@ import pytest
 from sources.minestudio.ms_maker import events_of, write_minestudio_dataset
 
 from torchrl_ext.format import FormatError
-from torchrl_ext.sources.minestudio import MineStudioLayout, chunk_key, close_envs, read_part
+from torchrl_ext.sources.minestudio import (
+    MineStudioLayout,
+    chunk_key,
+    close_envs,
+    read_part,
+)
 
 
 def test_chunk_keys_sort_as_strings():

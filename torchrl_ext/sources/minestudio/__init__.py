@@ -4,12 +4,31 @@
 (``pip install torchrl-ext[minestudio]``).
 """
 
-from .generated import GeneratedImportStats, counter_events, generated_episode_ids, import_generated_episodes
+from .generated import (
+    GeneratedImportStats,
+    counter_events,
+    generated_episode_ids,
+    import_generated_episodes,
+)
 from .importer import IMPORTER_VERSION, ImportStats, import_minestudio, separate_roots
 from .layout import EVENT_DIR, MODALITY_DIRS, EpisodeRef, MineStudioLayout
+from .lmdb_parts import (
+    ChunkInfo,
+    PartInfo,
+    check_lmdb_file,
+    chunk_key,
+    close_envs,
+    open_env,
+    read_part,
+)
 from .synthetic import read_stamp, stamp, write_minestudio_dataset
-from .lmdb_parts import ChunkInfo, PartInfo, check_lmdb_file, chunk_key, close_envs, open_env, read_part
-from .video_chunks import NotPassthrough, StreamParams, decode_mp4, mp4_to_payload, probe_mp4
+from .video_chunks import (
+    NotPassthrough,
+    StreamParams,
+    decode_mp4,
+    mp4_to_payload,
+    probe_mp4,
+)
 
 __all__ = [
     # import

@@ -33,7 +33,13 @@ import numpy as np
 from ...format import MANIFEST_NAME, FormatError, read_manifest
 from .layout import EpisodeRef, MineStudioLayout
 from .lmdb_parts import close_envs
-from .records import action_columns, meta_columns, meta_events, meta_records, numeric_fields
+from .records import (
+    action_columns,
+    meta_columns,
+    meta_events,
+    meta_records,
+    numeric_fields,
+)
 from .video_chunks import NotPassthrough, decode_mp4, mp4_to_payload, probe_mp4
 
 __all__ = ["IMPORTER_VERSION", "ImportStats", "import_minestudio", "separate_roots"]
