@@ -150,3 +150,21 @@ def test_small_column_cache_gives_the_same_rows(ds):
 def test_bad_cache_bytes(ds):
     with pytest.raises(ValueError, match="`cache_bytes` must be an int >= 0, got -1"):
         ShardedStorage(ds[0].root, cache_bytes=-1)
+
+
+@pytest.mark.slow  # a subprocess with its own open-file limit
+def test_many_shards_open_under_a_low_open_file_limit(tmp_path):
+    import subprocess
+    import sys
+
+    root = write_synthetic(tmp_path / "ds", episodes=100, length=10, obs_shape=(4,), shard_rows=5)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from torchrl_ext import ShardedStorage\n"
+        "s = ShardedStorage(sys.argv[1])\n"
+        "print(s.num_shards, s[[0, 999]]['step'].tolist())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["200", "[0,", "9]"]

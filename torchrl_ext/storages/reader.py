@@ -48,6 +48,31 @@ VERIFY_MODES = ("off", "first-read", "open")
 _SMALL_ROW_BYTES = 64
 
 
+def ensure_open_files(needed: int, where: Path) -> None:
+    """Raises the soft limit of open files when the memory maps of a dataset need more.
+
+    Every memory-mapped file holds a descriptor; a dataset of S shards and C
+    columns maps about ``S * C`` files. The soft limit is raised up to the hard
+    limit, like any program that needs many files; past the hard limit the
+    error says what to change.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 256  # room for everything else the process opens
+    if want <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and want > hard:
+        raise OSError(
+            f"{where}: reading this dataset maps about {needed} files, more than this process may open "
+            f"({hard}); raise the limit (`ulimit -Hn`) or write the dataset with larger shards (shard_bytes)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(hard, max(want, 2 * soft)), hard))
+    logger.info("raised the open-file limit from %d to %d for %s", soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0], where)
+
+
 class ShardReader:
     """Reads rows of a dataset written by :class:`torchrl_ext.ShardWriter`.
 
@@ -121,6 +146,7 @@ class ShardReader:
                                      threads=self.decode_threads)
 
     def _add_shards(self, manifest: Manifest) -> None:
+        ensure_open_files(len(manifest.shards) * (len(self.columns) + len(self.next_keys) + 1), self.root)
         known = len(self._shards)
         if manifest.shards[:known] != self._shards:
             # A resumed writer replaced a tail shard: reopen everything.
