@@ -5,7 +5,7 @@ compiled pattern), or raises ``TypeError`` for a value of the wrong type and
 ``ValueError`` for a value out of range. The message names the argument in
 backticks, says what was expected and what was found::
 
-    `win_len` must be an int >= 1, got 0
+    `win_len` must be a positive int, got 0
 
 ``bool`` is not accepted where an int is expected (``True`` is almost always a
 mistake there). Numpy integers and floats are accepted.
@@ -16,7 +16,7 @@ Examples:
     >>> positive_int(0, "win_len")
     Traceback (most recent call last):
     ...
-    ValueError: `win_len` must be an int >= 1, got 0
+    ValueError: `win_len` must be a positive int, got 0
     >>> int_in_range(None, "max_within", 0, allow_none=True) is None
     True
     >>> probability(0.25, "split_ratio")

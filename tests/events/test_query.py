@@ -9,7 +9,7 @@ from torchrl_ext.events.query import MAX_STEPS, query_from
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"win_len": 0}, "`win_len` must be an int >= 1"),
+    ({"win_len": 0}, "`win_len` must be a positive int, got 0"),
     ({"edge": "wrap"}, "`edge` must be one of"),
     ({"split_ratio": 1.5}, r"`split_ratio` must be in \[0, 1\]"),
     ({"min_nearby": -1}, "`min_nearby` must be an int >= 0 or None"),
@@ -26,8 +26,8 @@ def test_out_of_range_values_are_value_errors(kw, msg):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"win_len": 2.0}, r"`win_len` must be an int >= 1, got 2.0 \(float\)"),
-    ({"win_len": True}, r"`win_len` must be an int >= 1, got True \(bool\)"),
+    ({"win_len": 2.0}, r"`win_len` must be a positive int, got 2.0 \(float\)"),
+    ({"win_len": True}, r"`win_len` must be a positive int, got True \(bool\)"),
     ({"event_regex": 3}, r"`event_regex` must be a str holding a Python regular expression, got 3"),
     ({"split_ratio": "0.5"}, r"`split_ratio` must be in \[0, 1\] \(a float\), got '0.5'"),
     ({"minestudio_start": 1}, r"`minestudio_start` must be a bool, got 1"),

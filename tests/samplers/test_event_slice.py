@@ -210,7 +210,7 @@ def test_unknown_keyword_is_refused(storage):
 
 @pytest.mark.parametrize("kw, error, match", [
     ({"rank": 2, "world_size": 2}, ValueError, r"`rank` must be an int in \[0, 1\], got 2"),
-    ({"world_size": 0}, ValueError, r"`world_size` must be an int >= 1, got 0"),
+    ({"world_size": 0}, ValueError, r"`world_size` must be a positive int, got 0"),
     ({"seed": -3}, ValueError, r"`seed` must be an int >= 0 or None, got -3"),
     ({"balance": "episodes"}, ValueError, r"`balance` must be one of \('windows', 'names'\), got 'episodes'"),
     ({"where": 3}, TypeError, r"`where` must be an SQL WHERE clause \(str\) or None, got 3"),

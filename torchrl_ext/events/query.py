@@ -36,7 +36,7 @@ class WindowQuery:
         >>> WindowQuery(win_len=0)
         Traceback (most recent call last):
         ...
-        ValueError: `win_len` must be an int >= 1, got 0
+        ValueError: `win_len` must be a positive int, got 0
     """
 
     event_regex: str = ".*"
