@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                      num_workers=args.workers, max_steps=args.max_steps, seed=args.seed,
                      encodings={"observation": args.encoding})
     t_gen = time.perf_counter() - t0
-    index = EventIndex.build(root)
+    index = EventIndex.load(root)  # saved by generate()
     storage = ShardedStorage(root)
     sampler = EventSliceSampler(root, event_regex="reward:.*", win_len=WIN_LEN, bias=BIAS, seed=args.seed)
     num_windows = len(sampler.windows)

@@ -167,6 +167,9 @@ def generate(
             pool.close()
         writer.close()
         stats.seconds = time.perf_counter() - t0
+    from ..events import EventIndex
+
+    EventIndex.build(root)  # readers never build it; generation saves it once it is complete
     return stats
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ...format import read_manifest
+from ...format import atomic_write_json, read_manifest
 from ...writer import EpisodeTable, ShardWriter
 from ..npy_stream import NpyGzReader
 from .episodes import EpisodeParser, EpisodePlan, ParserState, SpanEpisodes
@@ -315,7 +315,8 @@ def convert_replay_logs(
             bar.close()
     if conv.dropped:
         logger.info("skipped %d transitions whose episode start was not logged", conv.dropped)
-    tmp = root / f".{DONE_NAME}.tmp"
-    tmp.write_text(json.dumps({"complete": True, **source}), encoding="utf-8")
-    os.replace(tmp, done_path)
+    from ...events import EventIndex
+
+    EventIndex.build(root)  # readers never build it; the conversion saves it once
+    atomic_write_json(done_path, {"complete": True, **source})
     return root
