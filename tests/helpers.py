@@ -34,3 +34,23 @@ def tree_snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
     st = root.lstat()
     snap["."] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return snap
+
+
+def kill_hook(action: str = "os._exit(17)") -> str:
+    """Python source that runs ``action`` at the ``int(sys.argv[2])``-th fsync/rename/replace call.
+
+    Prepended to a child script, it stops the child at a chosen stage of a commit:
+    ``os._exit(17)`` (no cleanup) or ``os.kill(os.getpid(), 9)`` (SIGKILL).
+    """
+    return f"""
+import os, sys
+kill_at = int(sys.argv[2]); calls = [0]
+def hook(real):
+    def wrapped(*a, **k):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            {action}
+        return real(*a, **k)
+    return wrapped
+os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+"""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import kill_hook
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.generate import generate
@@ -18,17 +19,7 @@ pytestmark = pytest.mark.slow  # subprocesses
 
 HERE = Path(__file__).parent
 ARGS = dict(num_episodes=12, num_workers=2, max_steps=50, seed=3, shard_rows=7, progress=False)
-CHILD = """
-import os, sys
-kill_at = int(sys.argv[2]); calls = [0]
-def hook(real):
-    def wrapped(*a, **k):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            os.kill(os.getpid(), 9)
-        return real(*a, **k)
-    return wrapped
-os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+CHILD = kill_hook("os.kill(os.getpid(), 9)") + """
 sys.path.insert(0, sys.argv[3])
 from generate_test_envs import CountingEnv
 from torchrl_ext.generate import generate

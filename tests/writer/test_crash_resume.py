@@ -15,24 +15,14 @@ pytestmark = pytest.mark.slow  # subprocesses
 from torchrl_ext import ShardedStorage, read_manifest
 from torchrl_ext.synthetic import write_synthetic
 
-from helpers import read_events
+from helpers import kill_hook, read_events
 from synthetic_reference import check_rows, reference_rows
 
 EPISODES, LENGTH, SHARD_ROWS = 8, (2, 9), 5
 ARGS = dict(episodes=EPISODES, length=LENGTH, obs_shape=(2, 3), shard_rows=SHARD_ROWS, events_every=3)
 
 # The child dies (os._exit, no cleanup) at the K-th fsync/rename/replace: every stage of a commit.
-CHILD = """
-import os, sys
-kill_at = int(sys.argv[2]); calls = [0]
-def hook(real):
-    def wrapped(*a, **k):
-        calls[0] += 1
-        if calls[0] == kill_at:
-            os._exit(17)
-        return real(*a, **k)
-    return wrapped
-os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+CHILD = kill_hook() + """
 from torchrl_ext.synthetic import write_synthetic
 write_synthetic(sys.argv[1], **%r, encodings=eval(sys.argv[3]) if len(sys.argv) > 3 else None)
 """ % (ARGS,)
@@ -107,7 +97,7 @@ def test_killed_with_encoded_columns_opens_and_resumes(tmp_path, encoded_referen
 def test_sigkill_mid_write(tmp_path, reference, kill_at):
     """SIGKILL (no cleanup, no flush of Python buffers) at a seeded fsync/rename call."""
     root = tmp_path / "ds"
-    child = CHILD.replace("os._exit(17)", "os.kill(os.getpid(), 9)")
+    child = CHILD.replace(kill_hook(), kill_hook("os.kill(os.getpid(), 9)"))
     proc = subprocess.run([sys.executable, "-c", child, str(root), str(kill_at)], capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     if (root / "dataset.json").exists():

@@ -89,9 +89,9 @@ def test_unknown_episode_or_agent_is_named(cp_storage):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"downsample_frequency": 0}, "`downsample_frequency` must be an int >= 1"),
+    ({"downsample_frequency": 0}, "`downsample_frequency` must be a positive int"),
     ({"downsample_frequency": 4, "downsample_offset": 4}, r"`downsample_offset` must be an int in \[0, 3\]"),
-    ({"stack_n": 0}, "`stack_n` must be an int >= 1"),
+    ({"stack_n": 0}, "`stack_n` must be a positive int"),
 ])
 def test_bad_arguments(cp_storage, kwargs, match):
     with pytest.raises(ValueError, match=match):
