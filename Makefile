@@ -25,7 +25,6 @@ demo: $(STAMP)
 	$(BIN)/python -m torchrl_ext.demo --root demo_data
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

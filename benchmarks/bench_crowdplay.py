@@ -26,7 +26,6 @@ import platform
 import shutil
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,11 +33,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 from common import write_results  # noqa: E402
-from sources.crowdplay.crowdplay_maker import P0, ale_stream  # noqa: E402
-from sources.crowdplay.crowdplay_reference import reference_processed  # noqa: E402
+from torchrl_ext.testing.crowdplay_maker import P0, ale_stream  # noqa: E402
+from torchrl_ext.testing.crowdplay_reference import reference_processed  # noqa: E402
 
 from torchrl_ext import ShardedStorage, ShardWriter, preprocess  # noqa: E402
 from torchrl_ext.sources.crowdplay import (  # noqa: E402

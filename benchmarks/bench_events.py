@@ -35,10 +35,9 @@ from torchrl.data.datasets.atari_dqn import _AtariStorage  # peer under comparis
 from torchrl.data.replay_buffers import SliceSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_storage import write_atari_layout  # noqa: E402
 from common import identity_collate, timeit, write_results  # noqa: E402
-from events.naive_events import naive_windows  # noqa: E402
+from torchrl_ext.testing.naive_events import naive_windows  # noqa: E402
 
 from torchrl_ext import EventIndex, EventSliceSampler, ShardedStorage, read_manifest  # noqa: E402
 from torchrl_ext.events import WindowQuery, select_windows  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from events.naive_events import naive_minestudio_split, naive_windows
+from torchrl_ext.testing.naive_events import naive_minestudio_split, naive_windows
 from torchrl_ext.events import EventIndex, EventWindowDataset, WindowQuery, batchify
 from torchrl_ext.synthetic import make_episode, obs_value, write_synthetic
 from torchrl_ext.writer import ShardWriter

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.naive_events import naive_minestudio_split, naive_rows_and_mask, naive_windows
+from torchrl_ext.testing.naive_events import naive_minestudio_split, naive_rows_and_mask, naive_windows
 from torchrl_ext.events import EventIndex, WindowQuery, episode_in_train, select_windows
 
 

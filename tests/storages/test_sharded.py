@@ -14,7 +14,7 @@ from torchrl.data.replay_buffers import Storage
 from torchrl_ext import ShardedStorage
 from torchrl_ext.synthetic import write_synthetic
 
-from synthetic_reference import check_rows, reference_rows
+from torchrl_ext.testing.synthetic_reference import check_rows, reference_rows
 
 EPISODES, LENGTH = 9, (1, 12)
 

@@ -14,7 +14,7 @@ from torchrl_ext import ShardedStorage
 from torchrl_ext.storages import RowDataset, collate_rows
 from torchrl_ext.synthetic import write_synthetic
 
-from synthetic_reference import check_rows, reference_rows
+from torchrl_ext.testing.synthetic_reference import check_rows, reference_rows
 
 LENGTH = (4, 15)
 

@@ -16,7 +16,7 @@ from torchrl_ext import ShardedStorage, read_manifest
 from torchrl_ext.synthetic import write_synthetic
 
 from helpers import kill_hook, read_events
-from synthetic_reference import check_rows, reference_rows
+from torchrl_ext.testing.synthetic_reference import check_rows, reference_rows
 
 EPISODES, LENGTH, SHARD_ROWS = 8, (2, 9), 5
 ARGS = dict(episodes=EPISODES, length=LENGTH, obs_shape=(2, 3), shard_rows=SHARD_ROWS, events_every=3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sources.crowdplay.crowdplay_maker import crowdplay_episodes, make_crowdplay_dir
+from torchrl_ext.testing.crowdplay_maker import crowdplay_episodes, make_crowdplay_dir
 
 from torchrl_ext.sources.crowdplay import import_crowdplay
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from sources.crowdplay.crowdplay_maker import (
+from torchrl_ext.testing.crowdplay_maker import (
     P0,
     P1,
     SPECS,

@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 
 import pytest
-from sources.crowdplay.crowdplay_maker import P0, P1, SPECS, TWO_PLAYER
+from torchrl_ext.testing.crowdplay_maker import P0, P1, SPECS, TWO_PLAYER
 
 from torchrl_ext import FormatError
 from torchrl_ext.sources.crowdplay import (

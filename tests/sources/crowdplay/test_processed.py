@@ -6,8 +6,8 @@ import functools
 
 import numpy as np
 import pytest
-from sources.crowdplay.crowdplay_maker import P0, P1, TWO_PLAYER
-from sources.crowdplay.crowdplay_reference import reference_processed
+from torchrl_ext.testing.crowdplay_maker import P0, P1, TWO_PLAYER
+from torchrl_ext.testing.crowdplay_reference import reference_processed
 
 from torchrl_ext import preprocess
 from torchrl_ext.sources.crowdplay import (
