@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,7 +61,10 @@ def test_meta_holds_version_source_and_names(root):
 def test_save_leaves_no_temporary_directories(root):
     EventIndex.build(root)
     EventIndex.build(root)
-    assert sorted(p.name for p in (root / "events").iterdir() if p.is_dir()) == ["index"]
+    events = root / "events"
+    dirs = sorted(p.name for p in events.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(dirs) == 1 and dirs[0].startswith("index-")  # the replaced index is gone
+    assert (events / "index").is_symlink() and os.readlink(events / "index") == dirs[0]
     assert not list((root / "shards").glob("*/events*"))
 
 

@@ -105,6 +105,8 @@ def test_missing_ted_keys(tmp_path):
         ([(5, "x", 1.0)], r"event 'x' has step 5; expected an int in \[0, 3\)"),
         ([(0, "", 1.0)], "event name must be a non-empty str"),
         ([(0, "x")], r"an event must be a \(step, name, value\) triple"),
+        ([(True, "x", 1.0)], r"event 'x' has step True; expected an int"),
+        ([(1, "x", "big")], r"event 'x' has value 'big'; expected a number"),
     ],
 )
 def test_bad_events(tmp_path, events, match):

@@ -34,15 +34,15 @@ Arrays are ``.npy`` files (format 1.0 or 2.0, C order, no pickles) sorted by
     prefix). Rebuilding with them reproduces the index.
 
 Writing: every file is written and fsynced inside ``events/.tmp-index-<hex>/``,
-which is renamed into place (an existing index is renamed aside first and
-removed after), so a reader sees the old index or the new one. Reading opens
+which is renamed to ``events/index-<hex>/``; ``events/index`` is a symlink to
+it, replaced atomically, so a reader (and a process killed at any moment)
+sees the old index or the new one. The replaced directory is removed after. Reading opens
 the directory once and every file relative to it, so the files read belong
 to one index even while another process replaces it.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import mmap
 import os
@@ -274,24 +274,42 @@ def write_index(root: str | os.PathLike, meta: IndexMeta, arrays: Mapping[str, n
     return final
 
 
-def _swap_in(tmp: Path, final: Path, attempts: int = 5) -> None:
-    for _ in range(attempts):
-        old = None
-        if os.path.lexists(final):
-            old = final.parent / f".old-index-{uuid.uuid4().hex[:12]}"
-            try:
-                os.rename(final, old)
-            except FileNotFoundError:  # another writer moved it first
-                old = None
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Makes the written directory ``tmp`` the index: ``final`` is a symlink replaced atomically.
+
+    The directory is renamed to ``index-<hex>`` and a new symlink is renamed over
+    ``final`` (``rename(2)`` replaces a symlink atomically, a non-empty directory
+    not at all), so at every instant ``final`` names a complete index. The index
+    it replaced is removed afterwards. A legacy ``final`` that is a directory is
+    moved aside first: the only moment a reader could find no index.
+    """
+    parent = final.parent
+    target = parent / f"index-{uuid.uuid4().hex[:12]}"
+    commit_dir(tmp, target)
+    link = parent / f".index-link-{uuid.uuid4().hex[:12]}"
+    os.symlink(target.name, link)
+    old = None
+    if final.is_symlink():
+        old = parent / os.readlink(final)
+    elif final.is_dir():
+        old = parent / f".old-index-{uuid.uuid4().hex[:12]}"
+        os.rename(final, old)
+    os.replace(link, final)
+    fsync_dir(parent)
+    if old is not None and old.resolve() != target.resolve() and parent in old.resolve().parents:
+        shutil.rmtree(old, ignore_errors=True)
+    _remove_stale(parent, keep=target)
+
+
+def _remove_stale(parent: Path, keep: Path, age: float = 3600.0) -> None:
+    """Removes index directories left by builds killed more than ``age`` seconds ago."""
+    import time
+
+    now = time.time()
+    for d in [*parent.glob("index-*"), *parent.glob(".tmp-index-*"), *parent.glob(".old-index-*")]:
         try:
-            commit_dir(tmp, final)
-        except OSError as err:
-            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            continue  # another writer committed between our two renames
-        finally:
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        return
-    raise OSError(errno.EBUSY, f"{final}: replaced by other writers {attempts} times in a row; build again")
+            if d != keep and d.is_dir() and not d.is_symlink() and now - d.stat().st_mtime > age:
+                shutil.rmtree(d, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
