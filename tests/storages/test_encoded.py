@@ -210,3 +210,25 @@ def test_corrupt_dictionary_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=r"observation.zdict: checksum .* the dictionary is corrupt"):
         ShardedStorage(root)
+
+
+def test_event_windows_over_zstd_equal_raw(tmp_path):
+    from torchrl_ext import EventIndex, EventWindowDataset
+    from torchrl_ext.synthetic import write_synthetic
+
+    args = dict(episodes=6, length=(20, 40), obs_shape=(6, 5), shard_rows=37, events_every=5)
+    raw = write_synthetic(tmp_path / "raw", **args)
+    enc = write_synthetic(tmp_path / "enc", **args, encodings={"observation": Zstd(chunk_rows=8)})
+    for root in (raw, enc):
+        EventIndex.build(root)
+    a = EventWindowDataset(raw, event_regex="tick:.*", win_len=12, bias=3)
+    b = EventWindowDataset(enc, event_regex="tick:.*", win_len=12, bias=3)
+    assert len(a) == len(b) > 0
+
+    def same(x, y):
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        return torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+
+    assert all(same(a[i], b[i]) for i in range(len(a)))
+    assert torch.equal(a[0]["observation"], torch.as_tensor(b[0]["observation"]))
