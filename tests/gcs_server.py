@@ -185,9 +185,6 @@ def _fault_handler(fs: FaultServer) -> type:
             super().setup()
             fs.connections.add(self.connection)
 
-        def finish(self) -> None:
-            fs.connections.discard(self.connection)
-            super().finish()
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)
@@ -242,6 +239,7 @@ def _fault_handler(fs: FaultServer) -> type:
             self.connection.close()
 
         def finish(self) -> None:
+            fs.connections.discard(self.connection)
             try:
                 super().finish()
             except OSError:

@@ -42,7 +42,7 @@ from .episodes import FIXED_COLUMNS, EpisodeTable
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard
 from .recovery import copy_prefix, drop_leftovers, drop_partial_tail
-from .schema import OWNED, MetadataTypes, check_events, episode_length, flatten_episode, infer_schema, split_episode
+from .schema import MetadataTypes, check_events, episode_length, flatten_episode, infer_schema, split_episode
 
 __all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
 
