@@ -201,3 +201,28 @@ def test_create_with_overwrite_replaces_a_dataset_only(tmp_path):
     with pytest.raises(FileExistsError, match=r"holds other files \(notes.txt\)"):
         ShardWriter.create(root, overwrite=True)
     assert (root / "notes.txt").read_text() == "mine" and len(ShardedStorage(root)) == 2  # nothing lost
+
+
+def test_a_failed_write_stops_the_writer_and_keeps_the_last_commit(tmp_path, monkeypatch):
+    from torchrl_ext.writer import PendingShard
+
+    root = tmp_path / "ds"
+    w = ShardWriter.create(root, shard_rows=4)
+    w.add_episode(make_episode(0, 4, (1,)))  # one full shard, committed
+    real = PendingShard.append
+
+    def disk_full(self, columns):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PendingShard, "append", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        w.add_episode(make_episode(1, 3, (1,)))
+    monkeypatch.setattr(PendingShard, "append", real)
+    with pytest.raises(RuntimeError, match="an earlier write failed .*reopen with ShardWriter.open"):
+        w.add_episode(make_episode(2, 3, (1,)))
+    w.close()
+    assert (len(ShardedStorage(root)), ShardedStorage(root).num_episodes) == (4, 1)
+    with ShardWriter.open(root) as again:
+        assert again.num_episodes == 1
+        again.add_episode(make_episode(1, 3, (1,)))
+    assert len(ShardedStorage(root)) == 7

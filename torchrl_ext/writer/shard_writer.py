@@ -109,6 +109,7 @@ class ShardWriter:
         self._held: list[tuple[dict, dict | None]] = []
         self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
         self._closed = False
+        self._failed: BaseException | None = None  # a write that raised after checks passed
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -254,11 +255,19 @@ class ShardWriter:
         schema, next_keys = (m.schema, m.next_from_row) if (m.schema or m.shards) else self._new_schema(cols)
         rows, final = split_episode(cols, schema, next_keys, length)
         events = check_events(events, length)
-        metadata = self._meta_types.check(metadata)
         if chunks:
             check_encoded(chunks, schema, m.shard_rows or self._default_shard_rows(schema),
                           self._written_rows - m.stored_rows)
             rows.update(chunks)
+        metadata = self._meta_types.check(metadata)  # last check: it records the keys' types
+        try:
+            return self._record(rows, final, length, metadata, events, schema, next_keys)
+        except BaseException as err:  # e.g. a full disk: the shard being written is unusable
+            self._failed = err
+            raise
+
+    def _record(self, rows, final, length, metadata, events, schema, next_keys) -> int:
+        m = self._manifest
         if not m.schema:
             self._set_schema(schema, next_keys)
         episode = self._next_episode
@@ -412,11 +421,18 @@ class ShardWriter:
         logger.debug("committed %s (%d rows)", info.dir, info.rows)
 
     def close(self) -> None:
-        """Commits what is pending and releases the dataset."""
+        """Commits what is pending and releases the dataset.
+
+        After a failed write nothing more is committed: the dataset keeps its last
+        commit, and :meth:`open` resumes from there.
+        """
         if self._closed:
             return
         try:
-            self.flush()
+            if self._failed is None:
+                self.flush()
+            elif self._pending is not None:
+                self._pending.discard()
         finally:
             self._closed = True
             self._table.close()
@@ -425,6 +441,11 @@ class ShardWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.root}: writer is closed; use ShardWriter.open(root) to append")
+        if self._failed is not None:
+            raise RuntimeError(
+                f"{self.root}: an earlier write failed ({self._failed!r}); close this writer and "
+                "reopen with ShardWriter.open(root) to resume from the last commit"
+            )
 
     def __enter__(self) -> ShardWriter:
         return self
