@@ -15,6 +15,7 @@ from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
 from torchrl_ext.sources import (
     BucketReplayLogs,
     ChecksumMismatchError,
+    convert_atari_run,
     convert_atari_runs,
     convert_replay_logs,
 )
@@ -210,3 +211,10 @@ def test_ray_executor_on_private_loopback_cluster(logs, tmp_path):
         _same_datasets(tmp_path / run_id, ref / run_id)
     assert not ray.is_initialized()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == before
+
+
+def test_deadline_reaches_the_bucket_stream(bucket_run, tmp_path):
+    logs = BucketReplayLogs.for_run("Pong", 1, bucket=bucket_run.bucket, deadline=2.5)
+    assert logs.deadline == 2.5
+    with pytest.raises(ValueError, match="`deadline` must be a positive number of seconds, got 0"):
+        convert_atari_run("Pong/1", tmp_path / "root", bucket=bucket_run.bucket, deadline=0, progress=False)

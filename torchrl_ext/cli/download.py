@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--keep-download", action="store_true",
                    help="keep the .gz files in ROOT/.downloads (default: stream them, store nothing)")
     a.add_argument("--force", action="store_true", help="convert again even if done")
+    a.add_argument("--deadline", type=float, default=600.0,
+                   help="seconds a download may go without data before it fails (rerun to resume)")
     a.add_argument("--encoding", default="zstd-dict", choices=("zstd-dict", "zstd", "raw"),
                    help="observation frames: zstd per frame with a dictionary (random sampling), "
                         "zstd chunks of 16 frames (smallest, windows) or raw memory maps")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoints=parse_checkpoints(args.checkpoints), num_procs=args.num_procs,
         keep_download=args.keep_download, executor=args.executor, address=args.address,
         encodings=None if args.encoding == "zstd-dict" else {"observation": args.encoding},
+        deadline=args.deadline,
     )
     for path in paths:
         print(path)

@@ -111,6 +111,7 @@ def prepare_atari_dqn(
     encodings: dict[str, Any] | None = None,
     executor: str = "process",
     address: str | None = None,
+    deadline: float | None = None,
 ) -> Path | list[Path]:
     """Converts runs that are not converted yet; returns the dataset directory (a list for a list of ids).
 
@@ -127,6 +128,7 @@ def prepare_atari_dqn(
             (default: stream them, nothing is stored but the datasets).
         encodings: column encodings of new datasets, e.g. ``{"observation": "zstd"}``.
         executor, address: as in :func:`~torchrl_ext.sources.convert_atari_runs`.
+        deadline: seconds a download may go without data before it fails (default 600).
     """
     ids = _ids(dataset_id)
     root = Path(root)
@@ -141,7 +143,8 @@ def prepare_atari_dqn(
         for i in todo:
             shutil.rmtree(paths[ids.index(i)], ignore_errors=True)
     kw = {"local_dir": local_dir, "bucket": bucket, "prefix": prefix, "checkpoints": checkpoints,
-          "keep_download": keep_download, "encodings": encodings}
+          "keep_download": keep_download, "encodings": encodings,
+          **({"deadline": deadline} if deadline is not None else {})}
     if len(todo) > 1 and (num_procs > 1 or executor == "ray"):
         convert_atari_runs(todo, root, executor=executor, num_workers=max(1, int(num_procs)), address=address, **kw)
     else:

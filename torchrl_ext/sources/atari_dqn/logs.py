@@ -142,9 +142,9 @@ class BucketReplayLogs(ReplayLogs):
 
     @classmethod
     def for_run(cls, game: str, run: int, *, bucket: str = ATARI_BUCKET, prefix: str = ATARI_PREFIX,
-                client: Any = None) -> BucketReplayLogs:
+                client: Any = None, deadline: float = DEFAULT_DEADLINE) -> BucketReplayLogs:
         """The run ``game``/``run`` of the Atari DQN Replay Dataset (``<prefix>/<game>/<run>/replay_logs/``)."""
-        return cls(bucket, atari_run_prefix(game, run, prefix), client=client)
+        return cls(bucket, atari_run_prefix(game, run, prefix), client=client, deadline=deadline)
 
     def checkpoints(self) -> list[int]:
         return sorted(int(m.group(1)) for name in self._blobs if (m := _PATTERN.match(name)))

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..gcs import ATARI_BUCKET, ATARI_PREFIX, download_atari_run, list_atari_checkpoints
+from ..gcs import ATARI_BUCKET, ATARI_PREFIX, DEFAULT_DEADLINE, download_atari_run, list_atari_checkpoints
 from .convert import convert_replay_logs
 from .logs import BucketReplayLogs, LocalReplayLogs, ReplayLogs
 
@@ -67,16 +67,17 @@ def resolve_replay_dir(local_dir: str | os.PathLike, game: str, run: int) -> Pat
 
 
 def _download(game: str, run: int, root: Path, bucket: str, prefix: str, checkpoints: list[int] | None,
-              progress: bool) -> ReplayLogs:
+              progress: bool, deadline: float) -> ReplayLogs:
     dest = root / ".downloads" / game / str(run) / "replay_logs"
     wanted = None
     if checkpoints is not None:
-        available = list_atari_checkpoints(game, run, bucket=bucket, prefix=prefix)
+        available = list_atari_checkpoints(game, run, bucket=bucket, prefix=prefix, deadline=deadline)
         wanted = set(checkpoints)
         if available and max(wanted) == available[-1] and len(available) > 1:
             wanted.add(available[-2])  # places a final log (see timeline)
         wanted = sorted(wanted)
-    download_atari_run(game, run, dest, bucket=bucket, prefix=prefix, checkpoints=wanted, progress=progress)
+    download_atari_run(game, run, dest, bucket=bucket, prefix=prefix, checkpoints=wanted, progress=progress,
+                       deadline=deadline)
     return LocalReplayLogs(dest)
 
 
@@ -94,6 +95,7 @@ def convert_atari_run(
     shard_bytes: int | None = None,
     force: bool = False,
     progress: Any = True,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> Path:
     """Converts one run into ``<root>/<game>/<run>`` (resumes, or returns at once if it is done).
 
@@ -107,6 +109,8 @@ def convert_atari_run(
         checkpoints: convert only these checkpoint indices.
         stack_size, encodings, shard_bytes, progress: as in :func:`convert_replay_logs`.
         force: delete an existing conversion first.
+        deadline: seconds a download or stream may go without data before it fails
+            (resumable; see :func:`torchrl_ext.sources.download_prefix`).
 
     Returns:
         The dataset directory.
@@ -121,9 +125,9 @@ def convert_atari_run(
     if local_dir is not None:
         logs: ReplayLogs = LocalReplayLogs(resolve_replay_dir(local_dir, game, run))
     elif keep_download:
-        logs = _download(game, run, root, bucket, prefix, checkpoints, progress is True)
+        logs = _download(game, run, root, bucket, prefix, checkpoints, progress is True, deadline)
     else:
-        logs = BucketReplayLogs.for_run(game, run, bucket=bucket, prefix=prefix)
+        logs = BucketReplayLogs.for_run(game, run, bucket=bucket, prefix=prefix, deadline=deadline)
     return convert_replay_logs(logs, path, checkpoints=checkpoints, stack_size=stack_size, game=game, run=run,
                                shard_bytes=shard_bytes, encodings=encodings, progress=progress)
 
@@ -229,7 +233,8 @@ def convert_atari_runs(
         raise ValueError(f"`num_workers` must be a positive int, got {num_workers!r}")
     workers = num_workers or max(1, min(len(ids), os.cpu_count() or 1))
     bad = sorted(set(run_kwargs) - {"local_dir", "bucket", "prefix", "keep_download", "checkpoints",
-                                    "stack_size", "encodings", "shard_bytes", "force"})
+                                    "stack_size", "encodings", "shard_bytes", "force",
+                                    "deadline"})
     if bad:
         raise TypeError(f"convert_atari_runs got unexpected keyword arguments {bad}; see convert_atari_run")
     root = Path(root)
