@@ -54,3 +54,18 @@ def hook(real):
     return wrapped
 os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
 """
+
+
+def assert_same_datasets(a: str | os.PathLike, b: str | os.PathLike) -> None:
+    """Two datasets hold the same rows, episodes and episode metadata."""
+    from torchrl_ext import ShardedStorage
+
+    sa, sb = ShardedStorage(a), ShardedStorage(b)
+    assert len(sa) == len(sb) and sa.num_episodes == sb.num_episodes
+    assert (sa[:] == sb[:]).all()
+    ta, tb = sa.episode_table(), sb.episode_table()
+    try:
+        assert [ta.metadata(e) for e in range(sa.num_episodes)] == [tb.metadata(e) for e in range(sb.num_episodes)]
+    finally:
+        ta.close()
+        tb.close()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from gcs_server import upload_tree
+from helpers import assert_same_datasets
 from sources.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
@@ -24,15 +25,6 @@ from torchrl_ext.sources.atari_dqn import DONE_NAME
 SMALL = (6, 6)
 C = 200
 RUNS = {"Pong/1": 31, "Pong/2": 32, "Breakout/1": 33}
-
-
-def _same_datasets(a, b):
-    sa, sb = ShardedStorage(a), ShardedStorage(b)
-    assert len(sa) == len(sb) and sa.num_episodes == sb.num_episodes
-    assert (sa[:] == sb[:]).all()
-    ta, tb = sa.episode_table(), sb.episode_table()
-    assert [ta.metadata(e) for e in range(sa.num_episodes)] == [tb.metadata(e) for e in range(sb.num_episodes)]
-    ta.close(), tb.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +51,7 @@ def test_streaming_from_bucket_equals_local_conversion(bucket_run, logs, tmp_pat
     _, ref = logs
     src = BucketReplayLogs(bucket_run.bucket, "dqn/Pong/1/replay_logs/", chunk_bytes=4096)
     convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, shard_bytes=3000, progress=False)
-    _same_datasets(tmp_path / "ds", ref / "Pong" / "1")
+    assert_same_datasets(tmp_path / "ds", ref / "Pong" / "1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no .gz file lands on disk
 
 
@@ -79,7 +71,7 @@ def test_interrupted_stream_resumes(bucket_run, logs, tmp_path, monkeypatch):
         convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, shard_bytes=3000, progress=False)
     monkeypatch.setattr(ShardWriter, "add_episode", original)
     convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, shard_bytes=3000, progress=False)
-    _same_datasets(tmp_path / "ds", ref / "Pong" / "1")
+    assert_same_datasets(tmp_path / "ds", ref / "Pong" / "1")
 
 
 def test_streamed_bytes_failing_crc32c_are_refused(bucket_run, tmp_path):
@@ -113,7 +105,7 @@ def test_process_executor_converts_each_run(logs, tmp_path):
     paths = convert_atari_runs(list(RUNS), tmp_path, num_workers=2, local_dir=base, shard_bytes=3000, progress=False)
     assert paths == [tmp_path / r for r in RUNS]
     for run_id in RUNS:
-        _same_datasets(tmp_path / run_id, ref / run_id)
+        assert_same_datasets(tmp_path / run_id, ref / run_id)
         assert (tmp_path / run_id / DONE_NAME).is_file()
 
 
@@ -124,7 +116,7 @@ def test_failed_run_is_reported_and_the_others_finish(logs, tmp_path):
     with pytest.raises(RuntimeError, match=r"1 of 2 runs failed: Pong/2: FileNotFoundError: .*no replay logs for Pong/2"):
         convert_atari_runs(["Pong/1", "Pong/2"], tmp_path / "out", num_workers=1, local_dir=tmp_path / "logs",
                            shard_bytes=3000, progress=False)
-    _same_datasets(tmp_path / "out" / "Pong" / "1", ref / "Pong" / "1")
+    assert_same_datasets(tmp_path / "out" / "Pong" / "1", ref / "Pong" / "1")
 
 
 @pytest.mark.parametrize(
@@ -196,7 +188,7 @@ def test_killed_multi_run_conversion_resumes(logs, tmp_path):
     convert_atari_runs(["Pong/1", "Pong/2"], out, num_workers=1, local_dir=base, shard_bytes=3000, progress=False)
     assert (out / "Pong" / "1" / "dataset.json").stat().st_mtime_ns == done_first  # not converted again
     for run_id in ("Pong/1", "Pong/2"):
-        _same_datasets(out / run_id, ref / run_id)
+        assert_same_datasets(out / run_id, ref / run_id)
 
 
 @pytest.mark.slow
@@ -208,7 +200,7 @@ def test_ray_executor_on_private_loopback_cluster(logs, tmp_path):
                                shard_bytes=3000, progress=False)
     assert paths == [tmp_path / "Pong" / "1", tmp_path / "Breakout" / "1"]
     for run_id in ("Pong/1", "Breakout/1"):
-        _same_datasets(tmp_path / run_id, ref / run_id)
+        assert_same_datasets(tmp_path / run_id, ref / run_id)
     assert not ray.is_initialized()
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == before
 

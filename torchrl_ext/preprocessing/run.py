@@ -85,6 +85,7 @@ class _Cloudpickled:
 
     def __setstate__(self, blob: bytes) -> None:
         self._blob = blob
+        # Not a downloaded file: the bytes this process's parent cloudpickled from the caller's own fn.
         self._fn = pickle.loads(blob)
 
     def __call__(self, td: Any) -> Any:
