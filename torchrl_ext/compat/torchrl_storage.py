@@ -36,8 +36,8 @@ def read_only_storage(cls: type) -> type:
     ``flatten`` (the storage itself), the same for every read-only storage.
 
     The class must define ``__len__``, ``storage_keys`` (a list of key tuples),
-    ``read_only_message`` (the error text of every mutation) and ``_rng``-free
-    sampling through :meth:`random_rows`.
+    ``read_only_message`` (the error text of every mutation) and ``random_rows(n)``
+    (uniform row indices for TorchRL's samplers).
     """
 
     def _len(self) -> int:

@@ -143,8 +143,7 @@ class ShardWriter:
         leftover: list[Path] = []
         if root.is_dir():
             leftover = [p for p in root.glob(f".{MANIFEST_NAME}.*.tmp") if p.is_file()]  # a create killed mid-write
-            unrelated = sorted(p.name for p in root.iterdir() if p.name not in _OURS and p not in leftover
-                               and not (p.name.startswith("episodes.") and p.suffix == ".sqlite"))
+            unrelated = sorted(p.name for p in root.iterdir() if not _is_ours(p.name) and p not in leftover)
             if unrelated:
                 raise FileExistsError(
                     f"{root}: the directory holds other files ({', '.join(unrelated[:5])}); "
@@ -454,13 +453,18 @@ class ShardWriter:
         self.close()
 
 
+def _is_ours(name: str) -> bool:
+    """A name a dataset directory holds (including a rewritten episode table, ``episodes.<hex>.sqlite``)."""
+    return name in _OURS or (name.startswith("episodes.") and name.endswith(".sqlite"))
+
+
 def _remove_dataset(root: Path) -> None:
     """Deletes the files of the dataset at ``root`` (manifest first, so it stops being one at once)."""
     lock_fd = lock_dataset(root, "another ShardWriter holds this dataset; close it before overwriting")
     try:
         (root / MANIFEST_NAME).unlink()
         for p in root.iterdir():
-            if p.name in _OURS - {LOCK_NAME} or (p.name.startswith("episodes.") and p.suffix == ".sqlite"):
+            if p.name != LOCK_NAME and _is_ours(p.name):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     finally:
         unlock_dataset(root, lock_fd)
