@@ -138,8 +138,9 @@ def test_index_too_long(shard):
     index.write_bytes(index.read_bytes() + b"\0")
     with pytest.raises(FormatError, match=f"index of 8 chunks must be {index_size(8)} bytes, found {index_size(8) + 1}"):
         _open(shard)
-    index.write_bytes(b"\0" * (index_size(30) + 1))
-    with pytest.raises(FormatError, match=f"index of 30 rows must be at most {index_size(30)} bytes"):
+    largest = index_size(30, irregular=True)  # 30 one-row chunks, each listed
+    index.write_bytes(b"\0" * (largest + 1))
+    with pytest.raises(FormatError, match=f"index of 30 rows must be at most {largest} bytes"):
         _open(shard)
 
 
@@ -258,3 +259,53 @@ def test_reader_arguments(shard):
 def test_bad_key():
     with pytest.raises(ValueError, match="`key` must be a non-empty tuple of plain names"):
         chunk_file_paths("d", ("..", "x"))
+
+
+@pytest.fixture
+def irregular(tmp_path, values):
+    """Chunks of 3, 4, 3, 4, 4, 4, 4, 4 rows: cut after rows 3 and 10."""
+    with ChunkedColumnWriter(tmp_path, KEY, np.int16, (6,), OPTIONS) as writer:
+        writer.append(values[:3])
+        writer.cut()
+        writer.append(values[3:10])
+        writer.cut()
+        writer.cut()  # nothing buffered: no empty chunk
+        writer.append(values[10:])
+    return tmp_path
+
+
+def test_irregular_grid_layout_and_reads(irregular, values):
+    _, index = chunk_file_paths(irregular, KEY)
+    data = index.read_bytes()
+    assert data[:8] == b"\x93CHIDX\x02\x00" and len(data) == index_size(8, irregular=True) == 60 + 20 * 8
+    parsed = ChunkIndex.from_bytes(data, "test")
+    assert parsed.row_starts.tolist() == [0, 3, 7, 10, 14, 18, 22, 26, 30]
+    reader = _open(irregular)
+    assert np.array_equal(reader.read(0, 30), values) and np.array_equal(reader.read(2, 11), values[2:11])
+    rows = np.array([29, 0, 3, 2, 9, 10, 6, 6])
+    assert np.array_equal(reader.gather(rows, np.empty((8, 6), np.int16)), values[rows])
+    prefix = reader.encoded_prefix(12)  # chunks ending at 3, 7, 10; the one of row 12 is not whole
+    assert prefix.rows == (3, 4, 3) and len(prefix) == 10
+
+
+def _rewrite(index, data: bytes) -> None:
+    index.write_bytes(data[:-4] + zlib.crc32(data[:-4]).to_bytes(4, "little"))
+
+
+def test_bad_row_starts_are_refused(irregular):
+    _, index = chunk_file_paths(irregular, KEY)
+    data = bytearray(index.read_bytes())
+    starts = 40 + 8 * 9  # after the header and the offsets of 8 chunks
+    data[starts + 8 : starts + 16] = (8).to_bytes(8, "little")  # chunk 0 of 8 rows, more than chunk_rows=4
+    _rewrite(index, bytes(data))
+    with pytest.raises(FormatError, match=r"chunk row starts must go from 0 to 30 in steps of 1..4 rows"):
+        _open(irregular)
+
+
+def test_unknown_index_version_is_refused(irregular):
+    _, index = chunk_file_paths(irregular, KEY)
+    data = bytearray(index.read_bytes())
+    data[6] = 3
+    _rewrite(index, bytes(data))
+    with pytest.raises(FormatError, match=r"index version 3 is not supported, this reader knows 1 and 2"):
+        _open(irregular)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from torchrl_ext import ShardedStorage, ShardWriter
-from torchrl_ext.encodings import ChunkedColumnWriter, EncodedChunks, Video, load_codec
+from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
+from torchrl_ext.encodings import ChunkedColumnReader, ChunkedColumnWriter, EncodedChunks, Video, load_codec
 
 pytest.importorskip("av")
 
@@ -42,20 +46,111 @@ def test_encoded_chunk_is_stored_as_given(tmp_path):
     assert (tmp_path / "image.chunks").read_bytes() == payloads[0] + payloads[1]
 
 
-def test_encoded_chunk_must_start_on_a_boundary(tmp_path):
+def decoded(root) -> np.ndarray:
+    st = ShardedStorage(root)
+    return st.get(torch.arange(len(st)))["image"].numpy()
+
+
+def index_version(path) -> int:
+    return path.read_bytes()[6]
+
+
+def test_buffered_rows_are_cut_before_an_encoded_chunk(tmp_path):
     w = ChunkedColumnWriter(tmp_path, ("image",), np.uint8, SHAPE, OPTIONS)
     w.append(frames(1))
-    with pytest.raises(ValueError, match=r"1 rows appended since the last chunk boundary"):
-        w.append_encoded_chunk(b"x", GOP)
-    w.abort()
+    w.append_encoded_chunk(chunks_of(frames(4, first=1)).payloads[0], GOP)
+    w.append(frames(3, first=5))
+    assert w.close().chunks == 3  # [1], [1..4], [5..7]
+    assert index_version(tmp_path / "image.index") == 2
+    reader = ChunkedColumnReader(tmp_path, ("image",), np.uint8, SHAPE, OPTIONS, 8)
+    assert np.abs(reader.read(0, 8).astype(int) - frames(8)).max() <= 3
+    assert np.array_equal(reader.gather(np.array([7, 0, 4, 1]), np.empty((4, *SHAPE), np.uint8)),
+                          reader.read(0, 8)[[7, 0, 4, 1]])
 
 
-def test_short_encoded_chunk_is_the_last(tmp_path):
-    w = ChunkedColumnWriter(tmp_path, ("image",), np.uint8, SHAPE, OPTIONS)
-    w.append_encoded_chunk(chunks_of(frames(2)).payloads[0], 2)
-    with pytest.raises(ValueError, match=r"so it is the last chunk of this shard"):
-        w.append(frames(1))
-    assert w.close().rows == 2
+def test_regular_grid_keeps_index_version_1(tmp_path):
+    with ChunkedColumnWriter(tmp_path, ("image",), np.uint8, SHAPE, OPTIONS) as w:
+        w.append_encoded(chunks_of(frames(6)))  # chunks of 4 and 2: only the last is short
+    assert index_version(tmp_path / "image.index") == 1
+
+
+def test_short_encoded_chunks_inside_a_shard(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=16, encodings={"image": OPTIONS}) as w:
+        for e, n in enumerate((6, 3, 5)):  # chunks [4, 2], [3], [4, 1]
+            w.add_episode(episode(n), encoded={"image": chunks_of(frames(n, first=10 * e))})
+    want = np.concatenate([frames(6, 0), frames(3, 10), frames(5, 20)])
+    assert np.abs(decoded(tmp_path / "ds").astype(int) - want).max() <= 3
+    st = ShardedStorage(tmp_path / "ds")
+    assert st.num_shards == 1 and index_version(tmp_path / "ds/shards/000000/image.index") == 2
+    assert st.episode(1)["image"].shape[0] == 3
+
+
+def test_episode_split_across_shards_at_a_chunk_end(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=6, encodings={"image": OPTIONS}) as w:
+        w.add_episode(episode(10), encoded={"image": chunks_of(frames(10))})  # chunks 4, 4, 2
+        w.add_episode(episode(2), encoded={"image": chunks_of(frames(2, first=10))})
+    m = read_manifest(tmp_path / "ds")
+    assert [s.rows for s in m.shards] == [4, 6, 2]  # 6 rows would cut the second chunk: the shard ends at 4
+    assert np.abs(decoded(tmp_path / "ds").astype(int) - frames(12)).max() <= 3
+
+
+def test_raw_rows_then_encoded_chunks_in_one_shard(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=8, encodings={"image": OPTIONS}) as w:
+        w.add_episode({**episode(3), "image": frames(3)})
+        w.add_episode(episode(4), encoded={"image": chunks_of(frames(4, first=3))})
+        w.add_episode({**episode(1), "image": frames(1, first=7)})
+    assert read_manifest(tmp_path / "ds").shards[0].rows == 8
+    assert np.abs(decoded(tmp_path / "ds").astype(int) - frames(8)).max() <= 3
+
+
+def test_chunk_larger_than_the_column_chunk_is_refused(tmp_path):
+    big = load_codec(OPTIONS, np.uint8, SHAPE).encode(frames(5))
+    with ShardWriter.create(tmp_path / "ds", shard_rows=8, encodings={"image": OPTIONS}) as w:
+        with pytest.raises(ValueError, match=r"has a chunk of 5 rows, the column's chunks hold at most 4"):
+            w.add_episode(episode(5), encoded={"image": EncodedChunks((big,), (5,), np.uint8, SHAPE, "h264")})
+        assert w.num_episodes == 0
+
+
+def test_shard_smaller_than_a_chunk_is_refused(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=3, encodings={"image": OPTIONS}) as w:
+        with pytest.raises(ValueError, match=r"chunks of up to 4 rows do not fit shards of 3 rows"):
+            w.add_episode(episode(4), encoded={"image": chunks_of(frames(4))})
+        assert w.num_episodes == 0
+
+
+def test_encoded_columns_with_different_boundaries_are_refused(tmp_path):
+    enc = {"image": OPTIONS, "depth": OPTIONS}
+    split = EncodedChunks(chunks_of(frames(2)).payloads + chunks_of(frames(4)).payloads[:1], (2, 4),
+                          np.uint8, SHAPE, "h264")
+    with ShardWriter.create(tmp_path / "ds", shard_rows=8, encodings=enc) as w:
+        with pytest.raises(ValueError, match=r"must share their chunk boundaries"):
+            w.add_episode(episode(6), encoded={"image": chunks_of(frames(6)), "depth": split})
+
+
+# The child commits shards holding episode 0 and the first 12 rows of episode 1, then dies.
+CRASH = """
+import os, sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_encoded_chunks import ShardWriter, OPTIONS, chunks_of, episode, frames
+w = ShardWriter.create(sys.argv[1], shard_rows=8, encodings={"image": OPTIONS})
+w.add_episode(episode(4), encoded={"image": chunks_of(frames(4))})
+w.add_episode(episode(14), encoded={"image": chunks_of(frames(14, first=4))})
+os._exit(0)
+"""
+
+
+def test_resume_copies_whole_chunks_as_stored(tmp_path):
+    root = tmp_path / "ds"
+    subprocess.run([sys.executable, "-c", CRASH, str(root), str(Path(__file__).parent)], check=True)
+    first = (root / "shards/000000/image.chunks").read_bytes()
+    assert read_manifest(root).num_episodes == 1 and read_manifest(root).shards[0].rows == 8
+    with ShardWriter.open(root) as w:  # the shard's 4 committed rows are copied into a new shard
+        w.add_episode(episode(14), encoded={"image": chunks_of(frames(14, first=4))})
+    ep0 = chunks_of(frames(4)).payloads[0]
+    assert first.startswith(ep0)
+    m = read_manifest(root)
+    assert m.num_episodes == 2 and (root / m.shards[0].dir / "image.chunks").read_bytes().startswith(ep0)
+    assert np.abs(decoded(root).astype(int) - frames(18)).max() <= 3
 
 
 @pytest.mark.parametrize("rows", [0, GOP + 1, True])
@@ -83,27 +178,6 @@ def test_encoded_and_encoder_rows_decode_alike(tmp_path):
         w.add_episode(episode(8), encoded={"image": chunks_of(frames(8))})
     got = ShardedStorage(tmp_path / "ds").get(torch.arange(16))["image"].numpy()
     assert np.array_equal(got[:8], got[8:])
-
-
-def test_shard_rows_not_a_multiple_of_the_chunk_is_refused(tmp_path):
-    with ShardWriter.create(tmp_path / "ds", shard_rows=6, encodings={"image": OPTIONS}) as w:
-        with pytest.raises(ValueError, match=r"need shard_rows a multiple of 4 .* got shard_rows=6"):
-            w.add_episode(episode(8), encoded={"image": chunks_of(frames(8))})
-        assert w.num_episodes == 0
-
-
-def test_episode_off_the_chunk_grid_is_refused(tmp_path):
-    with ShardWriter.create(tmp_path / "ds", shard_rows=8, encodings={"image": OPTIONS}) as w:
-        w.add_episode({**episode(3), "image": frames(3)})
-        with pytest.raises(ValueError, match=r"3 rows already in the shard"):
-            w.add_episode(episode(4), encoded={"image": chunks_of(frames(4))})
-        assert w.num_episodes == 1
-
-
-def test_partial_chunks_are_refused(tmp_path):
-    with ShardWriter.create(tmp_path / "ds", shard_rows=8, encodings={"image": OPTIONS}) as w:
-        with pytest.raises(ValueError, match=r"has chunks of \[2, 4\] rows; every chunk must hold the column's 4"):
-            w.add_episode(episode(6), encoded={"image": chunks_of(frames(6))})
 
 
 def test_raw_column_refuses_encoded_chunks(tmp_path):

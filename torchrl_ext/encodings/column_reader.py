@@ -15,6 +15,7 @@ import numpy as np
 from ..format import FormatError
 from .cache import DecodedChunkCache
 from .chunk_format import ChunkIndex, chunk_file_paths, index_size
+from .column_writer import EncodedChunks
 from .options import EncodingOptions, Raw, Video, load_codec, resolve_encoding
 
 __all__ = ["ChunkedColumnReader"]
@@ -87,12 +88,13 @@ class ChunkedColumnReader:
         self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         where = f"{self.index_path} (column {self.key!r})"
         expected = index_size(math.ceil(self.rows / self.chunk_rows))
+        largest = index_size(self.rows, irregular=True)  # one-row chunks listed one by one
         try:
             with open(self.index_path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                if size > index_size(self.rows):  # one-row chunks give the largest index
+                if size > largest:
                     raise FormatError(
-                        f"{where}: index of {self.rows} rows must be at most {index_size(self.rows)} "
+                        f"{where}: index of {self.rows} rows must be at most {largest} "
                         f"bytes ({expected} for {self.chunk_rows} rows per chunk), found {size}; {_FIX}"
                     )
                 data = f.read()
@@ -221,9 +223,7 @@ class ChunkedColumnReader:
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.rows:
             raise IndexError(f"`local_rows` must lie in [0, {self.rows}), got values in [{lo}, {hi}]")
-        cr = self.chunk_rows
-        chunk = idx // cr
-        within = idx - chunk * cr
+        chunk, within = self._index.locate(idx)
         direct = self.cache is None and isinstance(self.options, Video)
         if n == 1 and not direct:
             (arr,) = self._decoded([int(chunk[0])], [int(within[0]) + 1])
@@ -271,21 +271,32 @@ class ChunkedColumnReader:
         out = np.empty((stop - start, *self.shape), dtype=self.dtype)
         if stop == start:
             return out
-        cr = self.chunk_rows
-        chunks = list(range(start // cr, (stop - 1) // cr + 1))
+        index = self._index
+        chunks = list(range(index.chunk_of(start), index.chunk_of(stop - 1) + 1))
+        firsts = [index.chunk_start(c) for c in chunks]
+        spans = [(max(start, f), min(stop, f + index.chunk_len(c))) for c, f in zip(chunks, firsts)]
         if self.cache is None:
-            jobs = []
-            for c in chunks:
-                a, b = max(start, c * cr), min(stop, (c + 1) * cr)
-                jobs.append((c, None, out[a - start : b - start], a - c * cr))
-            self._run(jobs)
+            self._run([(c, None, out[a - start : b - start], a - f)
+                       for c, f, (a, b) in zip(chunks, firsts, spans)])
             return out
-        stops = [min(stop - c * cr, self._index.chunk_len(c)) for c in chunks]
-        for c, arr in zip(chunks, self._decoded(chunks, stops)):
-            a = max(start, c * cr)
-            b = min(stop, (c + 1) * cr)
-            out[a - start : b - start] = arr[a - c * cr : b - c * cr]
+        stops = [b - f for f, (_, b) in zip(firsts, spans)]
+        for arr, f, (a, b) in zip(self._decoded(chunks, stops), firsts, spans):
+            out[a - start : b - start] = arr[a - f : b - f]
         return out
+
+    def encoded_prefix(self, stop: int) -> EncodedChunks:
+        """The chunks that lie wholly inside rows ``[0, stop)``, crc-checked and not decoded.
+
+        Their payloads can be appended to another shard's column of the same
+        encoding (and dictionary) as they are.
+        """
+        if not isinstance(stop, (int, np.integer)) or not 0 <= stop <= self.rows:
+            raise IndexError(f"`stop` must be an int in [0, {self.rows}], got {stop!r}")
+        index = self._index
+        n = index.chunk_of(int(stop)) if stop < self.rows else self.n_chunks  # chunks before the one of row `stop`
+        payloads = tuple(self._payload(c).tobytes() for c in range(n))
+        return EncodedChunks(payloads, tuple(index.chunk_len(c) for c in range(n)), self.dtype, self.shape,
+                             self.options.codec_tag)
 
     def verify(self, decode: bool = False) -> None:
         """Checks every chunk's crc32 (and, with ``decode``, that it decodes to its rows).

@@ -102,8 +102,12 @@ class ChunkedColumnWriter:
     """Appends rows of one column of one shard, encoding them a chunk at a time.
 
     Both files are created exclusively (an existing file is an error). Rows are
-    buffered until a chunk is full; :meth:`close` encodes the partial last chunk,
-    writes the index, fsyncs both files and their directory.
+    buffered until a chunk is full; :meth:`cut` ends a chunk early (so the next
+    row starts a chunk, e.g. at an episode end) and :meth:`close` encodes the
+    partial last chunk, writes the index, fsyncs both files and their
+    directory. Chunks all full but the last make a regular grid (index version
+    1); a short chunk anywhere else makes the index list each chunk's rows
+    (version 2).
 
     Args:
         dir: the shard directory.
@@ -154,9 +158,9 @@ class ChunkedColumnWriter:
         self._fill = 0
         self._rows = 0
         self._offsets = [0]
+        self._lengths: list[int] = []
         self._crcs: list[int] = []
         self._crc = 0
-        self._sealed = False  # a short chunk was appended: only close() may follow
         self._closed = False
 
     @property
@@ -168,7 +172,6 @@ class ChunkedColumnWriter:
         """Appends ``rows`` of shape ``[n, *shape]`` (any ``n``, including 0)."""
         if self._closed:
             raise ValueError(f"{self.chunks_path}: the writer is closed")
-        self._check_not_sealed()
         rows = np.asarray(rows)
         if rows.dtype != self.dtype or rows.shape[1:] != self.shape or rows.ndim != len(self.shape) + 1:
             raise ValueError(
@@ -183,7 +186,6 @@ class ChunkedColumnWriter:
             i = take
             if self._fill == cr:
                 self._write_chunk(self._buffer)
-                self._fill = 0
         while n - i >= cr:
             self._write_chunk(rows[i : i + cr])
             i += cr
@@ -192,39 +194,32 @@ class ChunkedColumnWriter:
             self._fill = n - i
         self._rows += n
 
-    def _check_not_sealed(self) -> None:
-        if self._sealed:
-            raise ValueError(
-                f"{self.chunks_path}: a chunk of fewer than {self.chunk_rows} rows was appended, so it is the "
-                "last chunk of this shard; close the writer and continue in the next shard"
-            )
+    def cut(self) -> None:
+        """Ends the chunk being filled now: rows buffered by :meth:`append` become a (short) chunk."""
+        if self._closed:
+            raise ValueError(f"{self.chunks_path}: the writer is closed")
+        if self._fill:
+            self._write_chunk(self._buffer[: self._fill])
 
     def append_encoded_chunk(self, payload: bytes, rows: int) -> None:
         """Appends one chunk encoded elsewhere, in this column's codec payload format, holding ``rows`` rows.
 
         The payload is stored as it is (not decoded; the caller vouches that
-        it decodes to ``rows`` rows of this column). The column must stand on
-        a chunk boundary (no rows buffered by :meth:`append`); ``rows`` must
-        be ``chunk_rows``, or fewer for the shard's last chunk, after which
-        only :meth:`close` may follow.
+        it decodes to ``rows`` rows of this column). Rows buffered by
+        :meth:`append` are first cut into a chunk of their own; ``rows`` may
+        be anything in ``[1, chunk_rows]``.
 
         Raises:
-            ValueError: when the writer is closed, not on a chunk boundary, or
-                ``rows`` is not in ``[1, chunk_rows]``.
+            ValueError: when the writer is closed or ``rows`` is not in
+                ``[1, chunk_rows]``.
         """
         if self._closed:
             raise ValueError(f"{self.chunks_path}: the writer is closed")
-        self._check_not_sealed()
-        if self._fill:
-            raise ValueError(
-                f"{self.chunks_path}: {self._fill} rows appended since the last chunk boundary; an encoded "
-                f"chunk must start on a boundary (a multiple of {self.chunk_rows} rows)"
-            )
         if not isinstance(rows, (int, np.integer)) or isinstance(rows, bool) or not 1 <= rows <= self.chunk_rows:
             raise ValueError(f"`rows` must be an int in [1, {self.chunk_rows}] (the chunk size), got {rows!r}")
-        self._store(bytes(payload))
+        self.cut()
+        self._store(bytes(payload), int(rows))
         self._rows += int(rows)
-        self._sealed = rows < self.chunk_rows
 
     def append_encoded(self, chunks: EncodedChunks) -> None:
         """Appends every chunk of ``chunks`` with :meth:`append_encoded_chunk`, after checking they fit the column.
@@ -245,10 +240,12 @@ class ChunkedColumnWriter:
             self.append_encoded_chunk(payload, rows)
 
     def _write_chunk(self, rows: np.ndarray) -> None:
-        self._store(self.codec.encode(rows))
+        self._store(self.codec.encode(rows), len(rows))
+        self._fill = 0
 
-    def _store(self, payload: bytes) -> None:
+    def _store(self, payload: bytes, rows: int) -> None:
         self._chunks.write(payload)
+        self._lengths.append(rows)
         self._offsets.append(self._offsets[-1] + len(payload))
         self._crcs.append(zlib.crc32(payload))
         self._crc = zlib.crc32(payload, self._crc)
@@ -257,17 +254,9 @@ class ChunkedColumnWriter:
         """Encodes the last partial chunk, writes the index, fsyncs and returns what was written."""
         if self._closed:
             raise ValueError(f"{self.chunks_path}: the writer is already closed")
-        if self._fill:
-            self._write_chunk(self._buffer[: self._fill])
-            self._fill = 0
-        index = ChunkIndex(
-            codec=self.options.codec_tag,
-            rows=self._rows,
-            row_bytes=self.row_bytes,
-            chunk_rows=self.chunk_rows,
-            offsets=np.asarray(self._offsets, dtype=np.int64),
-            crcs=np.asarray(self._crcs, dtype=np.uint32),
-        ).to_bytes()
+        self.cut()
+        index = ChunkIndex.from_chunk_rows(self.options.codec_tag, self.row_bytes, self.chunk_rows,
+                                           self._lengths, self._offsets, self._crcs).to_bytes()
         self._index.write(index)
         for f in (self._chunks, self._index):
             f.flush()

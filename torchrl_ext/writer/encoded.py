@@ -1,11 +1,14 @@
 """Columns handed to the writer as chunks encoded elsewhere (:class:`~torchrl_ext.encodings.EncodedChunks`).
 
 An episode may pass a column's rows as already-coded chunks (e.g. one closed
-GOP per chunk demuxed from an mp4) instead of an array. The chunks are stored
-as they are, so each must land exactly on the chunk grid of its shard: the
-column's encoding has the same codec and chunk size, every chunk is full,
-the shard size is a multiple of the chunk size and the episode starts on a
-chunk boundary of the shard being written. Everything is checked before the
+GOP per chunk demuxed from an mp4, or frames a generation worker encoded)
+instead of an array. The chunks are stored as they are: the column's encoding
+must have the same codec, dtype and row shape, and no chunk may hold more
+rows than the column's chunk size (a short chunk, at an episode end say, is
+fine: the shard's index then lists each chunk's rows). An episode that
+continues in the next shard is split there at a chunk boundary, so a shard
+may end a few rows short of ``shard_rows``. Several encoded columns of one
+episode must share their chunk boundaries. Everything is checked before the
 episode is recorded.
 """
 
@@ -52,18 +55,22 @@ def encoded_placeholders(encoded: Mapping[Any, Any] | None, cols: dict[Key, np.n
     return out
 
 
-def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: int, position: int) -> None:
-    """``ValueError`` unless every encoded column lands on its shard's chunk grid.
+def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: int) -> tuple[int, ...] | None:
+    """``ValueError`` unless every encoded column fits its column; returns the chunks' row counts.
 
     Args:
         chunks: ``{key: EncodedChunks}`` of one episode.
         schema: the dataset's columns (with their encodings).
         shard_rows: rows per shard.
-        position: rows already in the shard the episode starts in.
+
+    Returns:
+        The row count of each chunk (shared by every encoded column), or None
+        when ``chunks`` is empty.
     """
     from ..encodings import column_options
 
     by_key = {c.key: c for c in schema}
+    grid = None
     for key, ch in chunks.items():
         col = by_key[key]
         if col.encoding == "raw":
@@ -78,15 +85,20 @@ def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: i
                 f"`encoded[{key!r}]` holds (codec, dtype, shape)={(ch.codec, ch.dtype, ch.shape)}, the column is "
                 f"{(options.codec_tag, col.dtype, col.shape)}; pass the rows as an array to encode them"
             )
-        if any(r != size for r in ch.rows):
+        if max(ch.rows, default=0) > size:
             raise ValueError(
-                f"`encoded[{key!r}]` has chunks of {sorted(set(ch.rows))} rows; every chunk must hold the "
-                f"column's {size} rows; pass the rows as an array to encode them"
+                f"`encoded[{key!r}]` has a chunk of {max(ch.rows)} rows, the column's chunks hold at most {size}; "
+                f"create the dataset with an encoding of chunk size >= {max(ch.rows)} or pass the rows as an array"
             )
-        if shard_rows % size or position % size:
+        if size > shard_rows:
             raise ValueError(
-                f"`encoded[{key!r}]`: chunks of {size} rows need shard_rows a multiple of {size} and episodes "
-                f"starting on a chunk boundary, got shard_rows={shard_rows} and {position} rows already in the "
-                f"shard; create the dataset with shard_rows a multiple of {size} and write every episode of a "
-                f"length divisible by {size}"
+                f"`encoded[{key!r}]`: chunks of up to {size} rows do not fit shards of {shard_rows} rows; create "
+                f"the dataset with shard_rows >= {size}"
             )
+        if grid is not None and ch.rows != grid:
+            raise ValueError(
+                f"`encoded[{key!r}]` has chunks of {ch.rows} rows, another encoded column of the episode has "
+                f"{grid}; encoded columns of one episode must share their chunk boundaries"
+            )
+        grid = ch.rows
+    return grid

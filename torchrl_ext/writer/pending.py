@@ -95,19 +95,25 @@ class PendingShard:
 
     def append(self, columns: Mapping[Key, Any]) -> None:
         """Appends rows: an array per column, or ``EncodedChunks`` for an encoded column."""
-        from ..encodings import EncodedChunks
-
         n = 0
         for col in self.schema:
-            value = columns[col.key]
-            if isinstance(value, EncodedChunks):  # stored as they are
-                self._writers[col.key].append_encoded(value)
-                n = len(value)
-                continue
-            arr = np.asarray(value)
-            n = arr.shape[0]
-            self._writers[col.key].append(arr)
-        self.rows += int(n)
+            n = self.append_column(col.key, columns[col.key])
+        self.rows += n
+
+    def append_column(self, key: Key, value: Any) -> int:
+        """Appends rows to one column only (the caller adds them to ``rows`` once every column has them).
+
+        Returns:
+            The rows appended.
+        """
+        from ..encodings import EncodedChunks
+
+        if isinstance(value, EncodedChunks):  # stored as they are
+            self._writers[key].append_encoded(value)
+            return len(value)
+        arr = np.asarray(value)
+        self._writers[key].append(arr)
+        return int(arr.shape[0])
 
     def append_final(self, local_row: int, values: Mapping[Key, np.ndarray]) -> None:
         for col in self.final_cols:
@@ -154,6 +160,11 @@ class ShardColumns:
         self._rows = rows
         self._dicts = dictionaries or {}
         self._open: dict[Key, Any] = {}
+
+    def encoded_prefix(self, key: Key, stop: int) -> Any:
+        """The whole chunks of an encoded column inside rows ``[0, stop)``, as stored (``EncodedChunks``)."""
+        self.read(key, 0, 0)
+        return self._open[key].encoded_prefix(stop)
 
     def read(self, key: Key, start: int, stop: int) -> np.ndarray:
         col = self._cols[key]

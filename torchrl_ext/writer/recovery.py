@@ -64,13 +64,22 @@ def drop_partial_tail(root: Path, manifest: Manifest) -> tuple[list[str], tuple[
 
 def copy_prefix(root: Path, manifest: Manifest, shard: ShardInfo, rows: int, pending: PendingShard,
                 chunk_bytes: int = 64 << 20) -> None:
-    """Copies the first ``rows`` rows (and their final values) of ``shard`` into ``pending``."""
+    """Copies the first ``rows`` rows (and their final values) of ``shard`` into ``pending``.
+
+    Whole chunks of encoded columns are copied as stored (no decode, no
+    re-encode: a lossy video column loses nothing more); rows past the last
+    whole chunk, and raw columns, are copied ``chunk_bytes`` at a time.
+    """
     src = ShardColumns(root / shard.dir, manifest.schema, shard.rows, pending.dictionaries)
     row_bytes = max(sum(c.row_bytes for c in manifest.schema), 1)
     step = max(1, chunk_bytes // row_bytes)
-    for a in range(0, rows, step):
-        b = min(rows, a + step)
-        pending.append({c.key: src.read(c.key, a, b) for c in manifest.schema})
+    for col in manifest.schema:
+        first = 0
+        if col.encoding != "raw":
+            first = pending.append_column(col.key, src.encoded_prefix(col.key, rows))
+        for a in range(first, rows, step):
+            pending.append_column(col.key, src.read(col.key, a, min(rows, a + step)))
+    pending.rows += rows
     if shard.finals:
         fin = ShardColumns(root / shard.dir / "final", final_columns(manifest), shard.finals)
         local = fin.read(FINAL_ROW, 0, shard.finals)

@@ -243,8 +243,8 @@ class ShardWriter:
             encoded: ``{key: EncodedChunks}``: columns given as chunks already
                 coded in their encoding's payload format (not in ``td``),
                 stored without re-encoding; see :mod:`torchrl_ext.writer.encoded`
-                for the conditions (full chunks, ``shard_rows`` a multiple of
-                the chunk size).
+                for the conditions (same codec, chunks no larger than the
+                column's chunk size).
         """
         self._check_open()
         cols = flatten_episode(td)
@@ -255,8 +255,7 @@ class ShardWriter:
         rows, final = split_episode(cols, schema, next_keys, length)
         events = check_events(events, length)
         if chunks:
-            check_encoded(chunks, schema, m.shard_rows or self._default_shard_rows(schema),
-                          self._written_rows - m.stored_rows)
+            check_encoded(chunks, schema, m.shard_rows or self._default_shard_rows(schema))
             rows.update(chunks)
         metadata = self._meta_types.check(metadata)  # last check: it records the keys' types
         try:
@@ -285,18 +284,26 @@ class ShardWriter:
         self._append(rows, final)
         return episode
 
-    def _append(self, rows: dict[Key, np.ndarray], final: dict[Key, np.ndarray] | None) -> None:
+    def _append(self, rows: dict[Key, Any], final: dict[Key, np.ndarray] | None) -> None:
         m = self._manifest
         length = len(rows[("step",)])
+        ends = _chunk_ends(rows)
         written = 0
         while written < length:
             pending = self._ensure_pending()
             take = min(length - written, m.shard_rows - pending.rows)
+            cut = ends is not None and written + take < length
+            if cut:  # the episode goes on in the next shard: split it where a pre-encoded chunk ends
+                k = int(np.searchsorted(ends, written + take, side="right"))
+                take = (int(ends[k - 1]) if k else 0) - written
+                if take <= 0:  # the next chunk does not fit: this shard ends here
+                    self._commit()
+                    continue
             pending.append({k: v[written:written + take] for k, v in rows.items()})
             written += take
             if written == length and final is not None:
                 pending.append_final(pending.rows - 1, final)
-            if pending.rows >= m.shard_rows:
+            if pending.rows >= m.shard_rows or cut:
                 self._commit()
 
     def _new_schema(self, cols: Mapping[Key, np.ndarray]):
@@ -451,6 +458,16 @@ class ShardWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _chunk_ends(rows: Mapping[Key, Any]) -> np.ndarray | None:
+    """Rows at which the pre-encoded chunks of an episode end, or None when it has none."""
+    from ..encodings import EncodedChunks
+
+    for value in rows.values():
+        if isinstance(value, EncodedChunks):
+            return np.cumsum(value.rows, dtype=np.int64)
+    return None
 
 
 def _is_ours(name: str) -> bool:
