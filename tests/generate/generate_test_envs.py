@@ -75,3 +75,18 @@ def missing_env():
 
     gymnasium.register_envs(ale_py)
     return gymnasium.make("ALE/NoSuchGame-v5")
+
+
+class FrameEnv(CountingEnv):
+    """CountingEnv with 16x16 RGB frames: red = 16 * t, green = 40 * (seed % 6), blue a fixed gradient."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.observation_space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+
+    def _obs(self) -> np.ndarray:
+        frame = np.empty((16, 16, 3), np.uint8)
+        frame[..., 0] = (16 * self.t) % 256
+        frame[..., 1] = 40 * (self.seed_ % 6)
+        frame[..., 2] = np.arange(16, dtype=np.uint8)[None, :] * 8
+        return frame

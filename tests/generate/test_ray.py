@@ -70,3 +70,19 @@ def test_private_cluster_is_loopback_only_and_shut_down(tmp_path):
     np.testing.assert_array_equal(result["data"]["observation"][:, 1], np.arange(3 + 7 % 5))  # seed 7 -> 5 steps
     assert not ray.is_initialized()
 
+
+
+def test_ray_workers_encode_frames(tmp_path):
+    from generate_test_envs import FrameEnv
+    from torchrl_ext.encodings import Zstd
+
+    enc = {"observation": Zstd(chunk_rows=4)}
+    generate(FrameEnv, None, tmp_path / "ray", num_episodes=4, num_workers=2, max_steps=50, executor="ray",
+             shard_rows=16, encodings=enc, progress=False)
+    generate(FrameEnv, None, tmp_path / "ref", num_episodes=4, max_steps=50, progress=False)
+    got, ref = _rows(tmp_path / "ray"), _rows(tmp_path / "ref")
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    with pytest.raises(WorkerFailed, match=r"actor 0 could not encode episode 0: .*nothing is retried"):
+        generate(CountingEnv, None, tmp_path / "bad", num_episodes=1, max_steps=50, executor="ray",
+                 encodings={"observation": "video"}, progress=False)

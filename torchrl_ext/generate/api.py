@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..format import MANIFEST_NAME, read_manifest
 from ..validation import nonnegative_int, positive_int
 from ..writer import ShardWriter
+from .encode import FrameEncoder, unpack_episode
 from .events import EventsFn
 from .workers import ProcessExecutor
 
@@ -112,8 +113,12 @@ def generate(
         ray_address: address of a running Ray cluster (``executor="ray"``).
         progress: show a tqdm bar.
         encodings: ``{key: encoding}`` for a new dataset, e.g.
-            ``{"observation": "zstd"}`` (see :mod:`torchrl_ext.encodings`); a
-            resumed dataset keeps its own.
+            ``{"observation": "zstd"}`` or ``{"observation": "video"}`` (see
+            :mod:`torchrl_ext.encodings`); a resumed dataset keeps its own.
+            The workers encode these columns (chunk bytes cross to this
+            process, not frames; see :mod:`torchrl_ext.generate.encode`),
+            except a zstd column with a dictionary still to be trained,
+            which this process encodes.
 
     Returns:
         :class:`GenerateStats` for this call.
@@ -159,7 +164,8 @@ def generate(
     pool = None
     try:
         pool = _make_executor(executor, env_fn, policy_fn, max_steps=max_steps, events_fn=events_fn,
-                              num_workers=num_workers, max_restarts=max_restarts, ray_address=ray_address)
+                              num_workers=num_workers, max_restarts=max_restarts, ray_address=ray_address,
+                              encoder=FrameEncoder(writer.encoded_columns()))
         _run(pool, writer, start, num_episodes, seed, num_workers, progress, stats, t0)
     finally:
         if pool is not None:
@@ -197,11 +203,12 @@ def _run(pool, writer: ShardWriter, start: int, total: int, seed: int, num_worke
                     ready.setdefault(episode, result)  # a late duplicate of a retried episode is dropped
             while next_write in ready:
                 result = ready.pop(next_write)
-                writer.add_episode(result["data"], metadata=result["metadata"], events=result["events"])
+                td, encoded = unpack_episode(result)
+                writer.add_episode(td, metadata=result["metadata"], events=result["events"], encoded=encoded)
                 if not stats.generated:
                     stats.first_episode_seconds = time.perf_counter() - t0
                 stats.generated += 1
-                stats.steps += len(result["data"]["action"])
+                stats.steps += len(td["action"])
                 next_write += 1
                 bar.update(1)
                 bar.set_postfix(steps_per_s=f"{stats.steps / max(time.perf_counter() - t0, 1e-9):.0f}")

@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 from ..compat.ray_cluster import loopback_only, restore
+from .encode import EncodeError, FrameEncoder
 from .events import EventsFn
 from .rollout import Episode, make_agent, rollout
 from .workers import WorkerFailed
@@ -28,7 +29,6 @@ from .workers import WorkerFailed
 __all__ = ["RayExecutor", "EpisodeActor", "import_ray"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def import_ray():
@@ -44,10 +44,12 @@ def import_ray():
 class EpisodeActor:
     """Actor body: one env and agent, one episode per call."""
 
-    def __init__(self, env_fn, policy_fn, max_steps: int, events_fn: EventsFn | None, worker_id: int) -> None:
+    def __init__(self, env_fn, policy_fn, max_steps: int, events_fn: EventsFn | None, worker_id: int,
+                 encoder: FrameEncoder | None = None) -> None:
         self.env = env_fn()
         self.agent = make_agent(policy_fn, self.env)
         self.max_steps, self.events_fn, self.worker_id = max_steps, events_fn, worker_id
+        self.encoder = encoder
 
     def ready(self) -> bool:
         return True
@@ -55,6 +57,8 @@ class EpisodeActor:
     def run(self, seed: int) -> Episode:
         result = rollout(self.env, self.agent, seed, self.max_steps, self.events_fn)
         result["metadata"]["worker"] = self.worker_id
+        if self.encoder:
+            self.encoder(result)
         return result
 
 
@@ -62,7 +66,8 @@ class RayExecutor:
     """Plays episodes in ``num_workers`` Ray actors."""
 
     def __init__(self, env_fn, policy_fn, *, max_steps: int, events_fn: EventsFn | None = None,
-                 num_workers: int = 1, max_restarts: int = 3, address: str | None = None) -> None:
+                 num_workers: int = 1, max_restarts: int = 3, address: str | None = None,
+                 encoder: FrameEncoder | None = None) -> None:
         ray = self._ray = import_ray()
         self._temp_dir = None
         self._owns_cluster = False
@@ -88,7 +93,7 @@ class RayExecutor:
         self.max_restarts = max_restarts
         self.restarts = 0
         self._failures = [0] * num_workers
-        self._actors = [self._actor_cls.remote(*self._args, wid) for wid in range(num_workers)]
+        self._actors = [self._actor_cls.remote(*self._args, wid, encoder) for wid in range(num_workers)]
         self._jobs: dict[Any, tuple[int, tuple[int, int]]] = {}  # ref -> (worker, (episode, seed))
         self._queue: deque[tuple[int, int]] = deque()
         self._pings: dict[Any, int] = {}  # ref -> worker waiting to come back after a restart
@@ -132,6 +137,11 @@ class RayExecutor:
 
     def _failed(self, wid: int, job: tuple[int, int], err: Exception) -> None:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if isinstance(err, EncodeError) or isinstance(getattr(err, "cause", None), EncodeError):
+            raise WorkerFailed(
+                f"generation actor {wid} could not encode episode {job[0]}: {reason}; nothing is retried "
+                "(every episode would fail the same way)"
+            ) from err
         if self._failures[wid] >= self.max_restarts:
             raise WorkerFailed(
                 f"generation actor {wid} failed {self._failures[wid] + 1} times "

@@ -2,7 +2,8 @@
 
 Each worker owns one env and one agent and plays one episode at a time,
 sent over its own pipe as ``(episode, seed)``; the finished episode comes back
-as numpy arrays. The parent watches every worker's pipe and process sentinel:
+as numpy arrays (or, with an encoder, with its encoded columns as chunk
+bytes). The parent watches every worker's pipe and process sentinel:
 a worker that dies (``os._exit``, a signal, an exception in the env) is
 restarted, up to ``max_restarts`` times per worker, and its unfinished episode
 is queued again at the front. Nothing a worker sends is written until the
@@ -21,6 +22,7 @@ from multiprocessing.connection import wait as wait_any
 from typing import Any
 
 from ..parent_watch import exit_with_parent
+from .encode import EncodeError, FrameEncoder
 from .events import EventsFn
 from .rollout import Episode, make_agent, rollout
 
@@ -34,8 +36,8 @@ class WorkerFailed(RuntimeError):
 
 
 def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, events_fn: EventsFn | None,
-                worker_id: int) -> None:
-    """Body of one worker process: build env and agent, play episodes until told to stop."""
+                worker_id: int, encoder: FrameEncoder | None = None) -> None:
+    """Body of one worker process: build env and agent, play (and encode) episodes until told to stop."""
     exit_with_parent()
     episode = None
     try:
@@ -53,6 +55,13 @@ def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, even
             episode, seed = msg
             result = rollout(env, agent, seed, max_steps, events_fn)
             result["metadata"]["worker"] = worker_id
+            if encoder:
+                try:
+                    encoder(result)
+                except EncodeError as err:  # deterministic: restarting would fail the same way
+                    conn.send(("fatal", episode, str(err)))
+                    conn.close()
+                    sys.exit(1)
             conn.send(("ok", episode, result))
             episode = None
         env.close()
@@ -75,12 +84,13 @@ class ProcessExecutor:
     """Plays episodes in ``num_workers`` local processes (forkserver, or spawn where unavailable)."""
 
     def __init__(self, env_fn, policy_fn, *, max_steps: int, events_fn: EventsFn | None = None,
-                 num_workers: int = 1, max_restarts: int = 3) -> None:
+                 num_workers: int = 1, max_restarts: int = 3, encoder: FrameEncoder | None = None) -> None:
         methods = mp.get_all_start_methods()
         self._ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
             self._ctx.set_forkserver_preload([__name__])
         self._args = (env_fn, policy_fn, max_steps, events_fn)
+        self._encoder = encoder
         self.max_restarts = max_restarts
         self.restarts = 0
         self._queue: deque[tuple[int, int]] = deque()
@@ -89,7 +99,7 @@ class ProcessExecutor:
 
     def _start(self, wid: int) -> _Worker:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, wid), daemon=True,
+        proc = self._ctx.Process(target=worker_main, args=(child, *self._args, wid, self._encoder), daemon=True,
                                  name=f"torchrl_ext-generate-{wid}")
         proc.start()
         child.close()
@@ -125,6 +135,11 @@ class ProcessExecutor:
                     if status == "ok":
                         done.append((episode, payload))
                         w.job = None
+                    elif status == "fatal":
+                        raise WorkerFailed(
+                            f"generation worker {w.wid} could not encode episode {episode}: {payload}; "
+                            "nothing is retried (every episode would fail the same way)"
+                        )
                     elif status == "setup":
                         raise WorkerFailed(
                             f"generation worker {w.wid} could not build its env or agent: "

@@ -220,6 +220,22 @@ class ShardWriter:
     def shard_rows(self) -> int:
         return self._manifest.shard_rows
 
+    def encoded_columns(self) -> dict[Key, tuple[Any, bytes | None]]:
+        """``{key: (encoding options, dictionary bytes or None)}`` of the columns that rows may arrive
+        pre-encoded for (``add_episode(..., encoded=...)``): the schema's encoded columns, or before the
+        first episode those given to :meth:`create`. A zstd column whose dictionary is not trained yet
+        is left out: its rows must reach the writer as arrays.
+        """
+        from ..encodings import column_options
+
+        m = self._manifest
+        if m.schema:
+            cols = {c.key: c for c in m.schema if c.encoding != "raw"}
+            return {k: (column_options(c), self._dicts.get(k)) for k, c in cols.items()
+                    if k not in self._untrained}
+        return {k: (o, None) for k, o in self._encodings.items()
+                if o.name != "raw" and not getattr(o, "dictionary", False)}
+
     # ------------------------------------------------------------------ writing
     def add_episode(
         self,
