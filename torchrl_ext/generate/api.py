@@ -37,6 +37,7 @@ class GenerateStats:
     seconds: float
     restarts: int  # worker restarts after crashes
     first_episode_seconds: float = 0.0  # from the call until the first episode was written (start-up)
+    last_episode_seconds: float = 0.0  # from the call until the last episode was written (before shut-down)
 
     @property
     def steps_per_second(self) -> float:
@@ -209,6 +210,7 @@ def _run(pool, writer: ShardWriter, start: int, total: int, seed: int, num_worke
                     stats.first_episode_seconds = time.perf_counter() - t0
                 stats.generated += 1
                 stats.steps += len(td["action"])
+                stats.last_episode_seconds = time.perf_counter() - t0
                 next_write += 1
                 bar.update(1)
                 bar.set_postfix(steps_per_s=f"{stats.steps / max(time.perf_counter() - t0, 1e-9):.0f}")
