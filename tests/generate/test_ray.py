@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import numpy as np
@@ -73,16 +74,26 @@ def test_private_cluster_is_loopback_only_and_shut_down(tmp_path):
 
 
 def test_ray_workers_encode_frames(tmp_path):
+    """On a running cluster (one start for both calls): encoded frames equal the process executor's."""
+    import ray
     from generate_test_envs import FrameEnv
+    from torchrl_ext.compat.ray_cluster import loopback_only, restore
     from torchrl_ext.encodings import Zstd
 
-    enc = {"observation": Zstd(chunk_rows=4)}
-    generate(FrameEnv, None, tmp_path / "ray", num_episodes=4, num_workers=2, max_steps=50, executor="ray",
-             shard_rows=16, encodings=enc, progress=False)
     generate(FrameEnv, None, tmp_path / "ref", num_episodes=4, max_steps=50, progress=False)
+    saved = loopback_only()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if os.path.isdir(p))}})
+    try:
+        generate(FrameEnv, None, tmp_path / "ray", num_episodes=4, num_workers=2, max_steps=50, executor="ray",
+                 shard_rows=16, encodings={"observation": Zstd(chunk_rows=4)}, progress=False)
+        with pytest.raises(WorkerFailed, match=r"actor 0 could not encode episode 0: .*nothing is retried"):
+            generate(CountingEnv, None, tmp_path / "bad", num_episodes=1, max_steps=50, executor="ray",
+                     encodings={"observation": "video"}, progress=False)
+        assert ray.is_initialized()  # a cluster the caller started is left running
+    finally:
+        ray.shutdown()
+        restore(saved)
     got, ref = _rows(tmp_path / "ray"), _rows(tmp_path / "ref")
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
-    with pytest.raises(WorkerFailed, match=r"actor 0 could not encode episode 0: .*nothing is retried"):
-        generate(CountingEnv, None, tmp_path / "bad", num_episodes=1, max_steps=50, executor="ray",
-                 encodings={"observation": "video"}, progress=False)
