@@ -4,7 +4,9 @@ Follows ``minestudio/data/minecraft/dataset_event.py`` (``EventKernel.filter_out
 ``build_items``, ``locate_item``, ``__getitem__``, ``to_tensor``) and
 ``core.py`` (``ModalKernel.read_frames``: chunks from ``start // c * c`` to
 ``end // c * c``, slice, left/right padding with zeros, mask of the last
-modality read), the image, action and meta_info callbacks, and its ``batchify``;
+modality read), the image, action, meta_info and segmentation callbacks
+(``SegmentationKernelCallback.do_merge``/``do_slice``/``do_pad``, its random
+pick of an interaction made by a ``choose`` function), and its ``batchify``;
 the VPT mapping comes from :func:`naive_agent_action` (one row at a time,
 like ``CameraHierarchicalMapping.from_factored``).
 """
@@ -70,11 +72,61 @@ def batchify(batch):
     return batch
 
 
-DIRS = {"image": ("image", "video"), "action": ("action",), "meta_info": ("meta_info", "contractor_info")}
+DIRS = {"image": ("image", "video"), "action": ("action",), "meta_info": ("meta_info", "contractor_info"),
+        "segmentation": ("segment", "segmentation")}
+SEG_RE_MAP = {0: 0, 1: 3, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6}
+
+
+def rle_decode(mask_rle, shape):
+    """``SegmentationKernelCallback.rle_decode``, one run at a time."""
+    s = mask_rle.split()
+    starts, lengths = [np.asarray(x, dtype=int) for x in (s[0:][::2], s[1:][::2])]
+    starts -= 1
+    ends = starts + lengths
+    binary_mask = np.zeros(shape[0] * shape[1], dtype=np.uint8)
+    for lo, hi in zip(starts, ends):
+        binary_mask[lo:hi] = 1
+    return binary_mask.reshape(shape)
+
+
+def segment_merge(raw_frames, width, height, choose):
+    """``do_merge`` over per-frame interaction dicts; ``choose(keys)`` stands for its ``random.choice``."""
+    n = len(raw_frames)
+    res = {"obj_id": [-1] * n, "obj_mask": [np.zeros((height, width), np.uint8) for _ in range(n)],
+           "event": [""] * n, "point": [np.array((-1, -1)) for _ in range(n)], "frame_id": [-1] * n,
+           "frame_range": [np.array((-1, -1)) for _ in range(n)]}
+    last = None
+    for i in range(n - 1, -1, -1):
+        if len(raw_frames[i]) == 0:
+            continue
+        if last is None or last not in raw_frames[i]:
+            last = choose(list(raw_frames[i].keys()))
+        c = raw_frames[i][last]
+        res["obj_id"][i] = SEG_RE_MAP[c["obj_id"]]
+        res["obj_mask"][i] = cv2.resize(rle_decode(c["rle_mask"], (360, 640)), (width, height),
+                                        interpolation=cv2.INTER_NEAREST)
+        res["event"][i] = c["event"]
+        if c["point"] is not None:
+            res["point"][i] = np.array(c["point"]) / np.array([360.0, 640.0])
+        res["frame_id"][i] = c["frame_id"]
+        res["frame_range"][i] = np.array(c["frame_range"])
+    return {k: v if k == "event" else np.array(v) for k, v in res.items()}
+
+
+def segment_pad(d, k, left, width, height):
+    """``do_pad``: a new dict, ``event`` first."""
+    pads = {"obj_id": np.zeros(k, np.int32), "obj_mask": np.zeros((k, height, width), np.uint8),
+            "point": np.zeros((k, 2), np.int32) - 1, "frame_id": np.zeros(k, np.int32) - 1,
+            "frame_range": np.zeros((k, 2), np.int32) - 1}
+    out = {"event": [""] * k + d["event"] if left else d["event"] + [""] * k}
+    for key, pad in pads.items():
+        out[key] = np.concatenate([pad, d[key]] if left else [d[key], pad], axis=0)
+    return out
 
 
 class ReferenceEventDataset:
-    """``callbacks``: ``[("image", {"frame_width", "frame_height"}), ("action", {"prev": bool}), ("meta_info", {})]``."""
+    """``callbacks``: ``[("image", {"frame_width", "frame_height"}), ("action", {"prev": bool}), ("meta_info", {}),
+    ("segmentation", {"frame_width", "frame_height", "choose"})]`` (``choose`` default: the first key)."""
 
     def __init__(self, dataset_dirs, callbacks, win_len=1, skip_frame=1, split="train", split_ratio=0.8, bias=0,
                  event_regex="", min_nearby=None, max_within=None):
@@ -166,6 +218,12 @@ class ReferenceEventDataset:
             pad = lambda d, k, left: {key: np.concatenate(
                 [np.zeros((k, *v.shape[1:]), np.uint8), v] if left else [v, np.zeros((k, *v.shape[1:]), np.uint8)])
                 for key, v in d.items()}
+        elif mod == "segmentation":
+            w, h = settings["frame_width"], settings["frame_height"]
+            merged = segment_merge([f for r in raw for f in pickle.loads(r)], w, h,
+                                   settings.get("choose", lambda keys: keys[0]))
+            data = {k: v[sl] for k, v in merged.items()}
+            pad = lambda d, k, left: segment_pad(d, k, left, w, h)
         else:
             records = [r for raw_c in raw for r in pickle.loads(raw_c)]
             data = {k: [r[k] for r in records][sl] for k in records[0]}

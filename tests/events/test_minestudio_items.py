@@ -155,8 +155,6 @@ def test_raw_minestudio_directory_asks_for_an_import(dirs):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(enable_segment=True), r"segmentation is not imported"),
-    (dict(modal_kernel_callbacks=["image", "segmentation"]), r"segmentation is not imported"),
     (dict(modal_kernel_callbacks=["image"], modal_kernel_config={"image": {"enable_video_aug": True}}),
      r"random augmentation is not reproduced"),
     (dict(modal_kernel_callbacks=["action"], modal_kernel_config={"action": {"enable_prev_action": True}}),

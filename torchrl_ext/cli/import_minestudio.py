@@ -20,8 +20,8 @@ def add_parser(kinds: argparse._SubParsersAction, name: str, help_: str) -> None
     p.add_argument("--separate", action="store_true",
                    help="one dataset per DIR, ROOT/<DIR name> (what EventWindowDataset(dataset_dirs=[...]) reads "
                         "as MineStudio does: min_nearby/max_within per directory)")
-    p.add_argument("--modalities", nargs="+", choices=("image", "action", "meta_info"), default=None,
-                   help="modalities to import (default: image, plus action and meta_info when present)")
+    p.add_argument("--modalities", nargs="+", choices=("image", "action", "meta_info", "segment"), default=None,
+                   help="modalities to import (default: image, plus action, meta_info and segment when present)")
     p.add_argument("--reencode", action="store_true", help="decode and encode every image chunk again")
     p.add_argument("--crf", type=int, default=20, help="h264 quality of chunks that are encoded again")
     p.add_argument("--shard-chunks", type=int, default=128, help="image chunks (MineStudio's chunk_size frames each) per shard")

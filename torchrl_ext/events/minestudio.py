@@ -24,6 +24,9 @@ items (:class:`MineStudioItems`), same windows in the same order:
     uint8 ``[T]``: MineStudio keeps the mask of the last modality read, so
     when that is an action with ``enable_prev_action`` it is all ones;
     otherwise 1 inside the episode, 0 past its end.
+``segmentation``
+    with ``enable_segment=True`` or the ``"segmentation"`` callback:
+    ``SegmentationKernelCallback``'s entry (:mod:`.minestudio_segment`).
 ``text``, ``episode``, ``timestamp``
     the event name without ``"minecraft."``, MineStudio's episode name, and
     ``arange(start, start + win_len, skip_frame)``.
@@ -45,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .minestudio_segment import SegmentItems, SegmentSpec, segment_spec
 from .vpt_actions import CameraQuantization, agent_action
 
 __all__ = ["MINESTUDIO_OPTIONS", "ItemSpec", "minestudio_spec", "is_minestudio_import", "MineStudioItems",
@@ -69,6 +73,7 @@ class ItemSpec:
     camera: CameraQuantization = field(default_factory=CameraQuantization, compare=False)
     ones_mask: bool = False  # MineStudio 1.1: mask of the last modality, all ones for a prev-action read
     dataset_dirs: tuple[str, ...] | None = None
+    segment: SegmentSpec | None = None
 
 
 def _size(value: Any, name: str) -> int:
@@ -94,7 +99,7 @@ def _callback(cb: Any, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
                             camera_mu=tr.camera_mu, camera_quantization_scheme=tr.camera_quantization_scheme)
     if name not in ("image", "action", "meta_info", "segmentation"):
         raise ValueError(f"`modal_kernel_callbacks` entry {cb!r} is not one of MineStudio's 'image', 'action', "
-                         "'meta_info' callbacks")
+                         "'meta_info', 'segmentation' callbacks")
     return name, settings
 
 
@@ -108,16 +113,14 @@ def minestudio_spec(options: dict[str, Any], *, default: bool = False) -> ItemSp
     as 1.0 returns them).
 
     Raises:
-        ValueError: segmentation or video augmentation asked for, event
-            paths outside the datasets, or an unsupported action read.
+        ValueError: video augmentation asked for, event paths outside the
+            datasets, or an unsupported action read.
     """
     given = {k: options.pop(k) for k in MINESTUDIO_OPTIONS if k in options}
     if not given and not default:
         return None
     if given.get("event_paths") is not None:
         raise ValueError("`event_paths` is not supported: events are part of each imported dataset; leave it None")
-    if given.get("enable_segment"):
-        raise ValueError("`enable_segment=True`: segmentation is not imported; leave it False")
     dirs = given.get("dataset_dirs")
     if dirs is not None:
         dirs = (str(dirs),) if isinstance(dirs, (str, os.PathLike)) else tuple(str(d) for d in dirs)
@@ -125,17 +128,20 @@ def minestudio_spec(options: dict[str, Any], *, default: bool = False) -> ItemSp
     if callbacks is None:
         mods = tuple(m for m, on in (("image", given.get("enable_video", True)),
                                      ("action", given.get("enable_action", True)),
-                                     ("meta_info", given.get("enable_contractor_info", False))) if on)
+                                     ("meta_info", given.get("enable_contractor_info", False)),
+                                     ("segmentation", given.get("enable_segment", False))) if on)
         if not mods:
             raise ValueError("enable at least one of `enable_video`, `enable_action`, `enable_contractor_info`")
-        return ItemSpec(mods, _size(given.get("frame_width", 128), "frame_width"),
-                        _size(given.get("frame_height", 128), "frame_height"), True, CameraQuantization(), False, dirs)
+        fw = _size(given.get("frame_width", 128), "frame_width")
+        fh = _size(given.get("frame_height", 128), "frame_height")
+        return ItemSpec(mods, fw, fh, True, CameraQuantization(), False, dirs,
+                        SegmentSpec(fw, fh) if "segmentation" in mods else None)
     config = given.get("modal_kernel_config") or {}
-    mods, image, action = [], {}, {}
+    mods, image, action, segment = [], {}, {}, None
     for cb in callbacks:
         name, settings = _callback(cb, config)
         if name == "segmentation":
-            raise ValueError("the 'segmentation' callback: segmentation is not imported; leave it out")
+            segment = segment_spec(settings if isinstance(cb, str) else cb)
         mods.append(name)
         if name == "image":
             image = settings
@@ -153,7 +159,7 @@ def minestudio_spec(options: dict[str, Any], *, default: bool = False) -> ItemSp
     camera = CameraQuantization(**{k: action[k] for k in _CAMERA_ARGS if k in action})
     return ItemSpec(tuple(mods), _size(image.get("frame_width", 128), "frame_width"),
                     _size(image.get("frame_height", 128), "frame_height"), prev, camera,
-                    mods[-1] == "action" and prev, dirs)
+                    mods[-1] == "action" and prev, dirs, segment)
 
 
 def minestudio_roots(spec: ItemSpec, roots: Any) -> Any:
@@ -215,6 +221,7 @@ class MineStudioItems:
                 if not ok:
                     raise ValueError(f"{st.root}: the {mod!r} modality was not imported; leave it out of the "
                                      "MineStudio arguments or import it")
+        self.segments = SegmentItems(self.storages, windows, spec.segment) if spec.segment is not None else None
 
     def _image(self, r: int, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
         h, w = self.spec.frame_height, self.spec.frame_width
@@ -284,6 +291,8 @@ class MineStudioItems:
                 for key in self.meta_keys[int(r)]:
                     col = st.reader.gather_column(key, flat).reshape(rows[pos].shape)
                     parts["meta_info"][key[1]] = np.where(mask[pos], col, np.zeros((), col.dtype))
+            if self.segments is not None:
+                parts["segmentation"] = self.segments.gather(int(r), ids[pos], rows[pos], mask[pos])
             for j, p in enumerate(pos):
                 out[p] = self._item(int(r), int(ids[p]), j, parts, mask[p], steps[p])
         return out  # type: ignore[return-value]
@@ -307,6 +316,8 @@ class MineStudioItems:
                 else:
                     item["env_action"] = {k: _to_tensor(v) for k, v in env.items()}
                     item["agent_action"] = _agent(env, spec.camera)
+            elif mod == "segmentation":
+                item["segmentation"] = SegmentItems.item(parts["segmentation"], j)
             else:
                 item["meta_info"] = {k: _to_tensor(v[j]) for k, v in parts["meta_info"].items()}
         ones = np.ones(mask.shape, np.uint8)

@@ -1,4 +1,4 @@
-"""MineStudio interop: import MineStudio 1.1.6 datasets (LMDB + mp4 chunks) and MineGenerator episodes.
+"""MineStudio interop: import MineStudio 1.1.6 datasets (LMDB + mp4 chunks, segmentation) and MineGenerator episodes.
 
 ``lmdb``, PyAV and OpenCV load only when a function here runs
 (``pip install torchrl-ext[minestudio]``).
@@ -20,6 +20,17 @@ from .lmdb_parts import (
     close_envs,
     open_env,
     read_part,
+)
+from .segments import (
+    MASK_SHAPE,
+    SEGMENT_KEYS,
+    SegmentEpisode,
+    pick_interactions,
+    rle_decode,
+    rle_encode,
+    segment_episode,
+    segment_events,
+    segment_frames,
 )
 from .synthetic import read_stamp, stamp, write_minestudio_dataset
 from .video_chunks import (
@@ -53,6 +64,16 @@ __all__ = [
     "open_env",
     "close_envs",
     "check_lmdb_file",
+    # segmentation chunks
+    "MASK_SHAPE",
+    "SEGMENT_KEYS",
+    "SegmentEpisode",
+    "rle_encode",
+    "rle_decode",
+    "segment_frames",
+    "pick_interactions",
+    "segment_episode",
+    "segment_events",
     # small datasets in MineStudio's layout (docs, tests, benchmarks)
     "write_minestudio_dataset",
     "stamp",

@@ -8,7 +8,10 @@ for the numeric meta_info fields, zero rewards and ``done``/``truncated`` at
 the last frame. Events come from the ``event`` environment (or, without one,
 from meta_info's per-frame ``events`` dicts, as ``event_convertion.py`` does)
 with MineStudio's names; the episode table holds MineStudio's episode
-``name``, its ``dataset_dir``, ``part`` and ``episode_idx``.
+``name``, its ``dataset_dir``, ``part`` and ``episode_idx``. A segmentation
+modality, when imported, becomes the ``segment/...`` columns of
+:mod:`.segments` (the masks as lossless zstd chunks aligned with the image
+chunks) and the episode's ``segment_events`` metadata.
 
 Order and resuming: directories in the order given, episodes in MineStudio's
 order (sorted names). A dataset holding ``M`` committed episodes of the same
@@ -20,6 +23,7 @@ dropped whole and no committed frame is ever decoded and encoded again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -40,6 +44,7 @@ from .records import (
     meta_records,
     numeric_fields,
 )
+from .segments import EVENTS_FIELD, MASK_SHAPE, segment_episode
 from .video_chunks import NotPassthrough, decode_mp4, mp4_to_payload, probe_mp4
 
 __all__ = ["IMPORTER_VERSION", "ImportStats", "import_minestudio", "separate_roots"]
@@ -65,6 +70,8 @@ class ImportStats:
         passthrough_chunks: image chunks stored as they are.
         reencoded_chunks: image chunks decoded and encoded again.
         events: events written; ``dropped_events``: events of episodes left out or past an episode's end.
+        segment_frames: frames with an interaction (segmentation imported);
+            ``segment_picks``: frames holding several, where one was picked.
         bytes_read: bytes of LMDB values read.
         seconds: wall time.
         reasons: why chunks were encoded again (reason -> chunks).
@@ -79,6 +86,8 @@ class ImportStats:
     reencoded_chunks: int = 0
     events: int = 0
     dropped_events: int = 0
+    segment_frames: int = 0
+    segment_picks: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -97,9 +106,12 @@ def separate_roots(dataset_dirs: Sequence[str | os.PathLike], root: str | os.Pat
     return out
 
 
-def _source(dirs: list[Path], modalities: tuple[str, ...]) -> dict[str, Any]:
-    return {"format": SOURCE_FORMAT, "minestudio_version": "1.1.6", "importer_version": IMPORTER_VERSION,
-            "dataset_dirs": [str(d) for d in dirs], "modalities": list(modalities)}
+def _source(dirs: list[Path], modalities: tuple[str, ...], chunk_size: int) -> dict[str, Any]:
+    out = {"format": SOURCE_FORMAT, "minestudio_version": "1.1.6", "importer_version": IMPORTER_VERSION,
+           "dataset_dirs": [str(d) for d in dirs], "modalities": list(modalities)}
+    if "segment" in modalities:  # items rebuild MineStudio's chunk reads of segmentation
+        out["chunk_size"] = chunk_size
+    return out
 
 
 def _modalities(dirs: list[Path], modalities: Sequence[str] | None) -> tuple[str, ...]:
@@ -109,7 +121,7 @@ def _modalities(dirs: list[Path], modalities: Sequence[str] | None) -> tuple[str
             raise ValueError(f"`modalities` must include 'image', got {mods}")
         return mods
     probe = [MineStudioLayout(d, ("image",)) for d in dirs]
-    has = [m for m in ("action", "meta_info") if all(p.modality_dir(m) is not None for p in probe)]
+    has = [m for m in ("action", "meta_info", "segment") if all(p.modality_dir(m) is not None for p in probe)]
     return ("image", *has)
 
 
@@ -118,7 +130,7 @@ class _Importer:
 
     def __init__(self, writer: Any, layout: MineStudioLayout, stats: ImportStats, *, shape: tuple[int, ...],
                  options: Any, passthrough: bool, meta_fields: dict[str, np.dtype] | None,
-                 meta_names: Sequence[str] | None, progress: Any) -> None:
+                 meta_names: Sequence[str] | None, progress: Any, mask_options: Any = None) -> None:
         self.writer, self.layout, self.stats = writer, layout, stats
         self.shape, self.options = shape, options
         self.passthrough = passthrough and options.codec == "h264"
@@ -130,6 +142,8 @@ class _Importer:
             names = {ep.name for ep in layout.episodes}
             stats.dropped_events += sum(len(v) for k, v in self.events.items() if k not in names)
         self._codec: Any = None
+        self._mask_codec: Any = None
+        self.mask_options = mask_options
 
     def _read(self, n: int) -> None:
         self.stats.bytes_read += n
@@ -194,14 +208,31 @@ class _Importer:
         image = EncodedChunks(payloads, (cs,) * len(payloads), np.uint8, self.shape, self.options.codec_tag)
         part, idx = ep.parts["image"]
         metadata = {"name": ep.name, "dataset_dir": str(self.layout.dir), "part": part.path.name, "episode_idx": idx}
+        encoded = {"image": image}
+        if "segment" in ep.parts:
+            td["segment"], encoded[("segment", "mask")], metadata[EVENTS_FIELD] = self._segment(ep, where)
         try:
-            self.writer.add_episode(td, metadata, kept, encoded={"image": image})
+            self.writer.add_episode(td, metadata, kept, encoded=encoded)
         except (ValueError, TypeError) as err:
             raise FormatError(f"{where}: does not fit the episodes imported before it ({err})") from err
         self.writer.flush()  # the next episode starts a shard: a resume never rewrites these frames
         self.stats.episodes += 1
         self.stats.frames += n
         self.stats.events += len(kept)
+
+
+    def _segment(self, ep: EpisodeRef, where: str) -> tuple[dict[str, np.ndarray], Any, str]:
+        from ...encodings import EncodedChunks, load_codec
+
+        if self._mask_codec is None:
+            self._mask_codec = load_codec(self.mask_options, np.uint8, MASK_SHAPE)
+        cs = self.layout.chunk_size
+        seg = segment_episode(self._chunks("segment", ep), ep.num_frames, cs, self._mask_codec, where)
+        self.stats.segment_frames += seg.with_interaction
+        self.stats.segment_picks += seg.picked
+        mask = EncodedChunks(seg.mask_chunks, (cs,) * len(seg.mask_chunks), np.uint8, MASK_SHAPE,
+                             self.mask_options.codec_tag)
+        return seg.columns, mask, json.dumps(seg.events)
 
 
 def _image_column(root: Path, layout: MineStudioLayout, crf: int, preset: str) -> tuple[tuple[int, ...], Any]:
@@ -242,13 +273,13 @@ def import_minestudio(
 
     Args:
         dataset_dirs: one directory or several, each holding ``image/``,
-            ``action/``, ``meta_info/`` and ``event/`` as MineStudio's
-            conversion tools write them; imported in this order.
+            ``action/``, ``meta_info/``, ``segment/`` and ``event/`` as
+            MineStudio's conversion tools write them; imported in this order.
         root: the dataset to write (created, or resumed when it holds this
             same import).
         modalities: modalities whose episodes are imported, ``"image"`` first;
-            default: image plus each of action and meta_info that every
-            directory has. Episodes are those present in all of them with the
+            default: image plus each of action, meta_info and segment that
+            every directory has. Episodes are those present in all of them with the
             same frame count, as MineStudio's ``KernelManager`` reads them.
         meta_fields: meta_info fields to store (default: every field holding
             a number or bool in the first frame).
@@ -280,6 +311,7 @@ def import_minestudio(
 
 def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset, build_index,
             progress) -> ImportStats:
+    from ...encodings import Zstd
     from ...writer import ShardWriter
 
     t0 = time.perf_counter()
@@ -299,9 +331,10 @@ def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough
         shard_rows = 128 * cs
     if type(shard_rows) is not int or shard_rows <= 0 or shard_rows % cs:
         raise ValueError(f"`shard_rows` must be a positive multiple of the chunk size {cs}, got {shard_rows!r}")
-    source = _source(dirs, mods)
+    source = _source(dirs, mods, cs)
     stats = ImportStats(root=root, left_out=sum(len(lay.skipped) for lay in layouts))
     shape, options = _image_column(root, layouts[0], crf, preset)
+    mask_options = Zstd(chunk_rows=cs)  # one mask chunk per image chunk; the level leaves the format alone
     names = None if meta_fields is None else list(meta_fields)
     fields = None
     if (root / MANIFEST_NAME).exists():
@@ -314,7 +347,10 @@ def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough
         if m.schema:
             fields = stored
     else:
-        writer = ShardWriter.create(root, shard_rows=shard_rows, source=source, encodings={"image": options})
+        encodings = {"image": options}
+        if "segment" in mods:
+            encodings["segment", "mask"] = mask_options
+        writer = ShardWriter.create(root, shard_rows=shard_rows, source=source, encodings=encodings)
     bar = None
     try:
         stats.kept = skip = writer.num_episodes
@@ -331,7 +367,7 @@ def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough
             if not todo:
                 continue
             imp = _Importer(writer, lay, stats, shape=shape, options=options, passthrough=passthrough,
-                            meta_fields=fields, meta_names=names, progress=bar)
+                            meta_fields=fields, meta_names=names, progress=bar, mask_options=mask_options)
             for ep in todo:
                 imp.episode(ep)
                 fields = imp.meta_fields

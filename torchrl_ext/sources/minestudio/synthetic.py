@@ -3,7 +3,8 @@
 Mirrors what ``minestudio/data/minecraft/tools/convertion.py`` (``ConvertWorker.run``,
 ``ConvertManager.dispatch``), the ``Image``/``Action``/``MetaInfoConvertCallback``
 and ``tools/event_convertion.py`` write (specified in :mod:`.lmdb_parts` and
-:mod:`.layout`): one LMDB environment per part named ``part-<episodes so far>``,
+:mod:`.layout`), and optionally what ``SegmentationConvertCallback`` writes
+(:mod:`.segments`): one LMDB environment per part named ``part-<episodes so far>``,
 chunk keys ``str((episode_idx, chunk_start))``, pickled metadata and chunks,
 one mp4 (h264, PyAV's default encoder settings) per image chunk, and the event
 environment built from meta_info's per-frame ``events``, with a codebook.
@@ -11,7 +12,9 @@ environment built from meta_info's per-frame ``events``, with a codebook.
 Frames carry their identity: :func:`stamp` draws a 16-bit code
 (``episode * 1024 + t``) as 8x8 black/white blocks in the top 16 rows, so a
 decoded frame tells which frame it is (:func:`read_stamp`); the rest of the
-frame moves so that the encoder uses B-frames.
+frame moves so that the encoder uses B-frames. Segmentation interactions
+(:func:`interactions_of`) last 6-39 frames, some overlapping and some apart,
+and each frame's mask is a rectangle of its own (:func:`segment_mask`).
 """
 
 from __future__ import annotations
@@ -25,12 +28,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUTTONS", "EVENTS", "stamp", "read_stamp", "mp4_chunk", "actions_of", "events_of", "meta_of",
-           "write_events", "write_minestudio_dataset"]
+from .segments import MASK_SHAPE, rle_encode
+
+__all__ = ["BUTTONS", "EVENTS", "SEGMENT_EVENTS", "stamp", "read_stamp", "mp4_chunk", "actions_of", "events_of",
+           "meta_of", "interactions_of", "segment_mask", "segments_of", "write_events", "write_minestudio_dataset"]
 
 BUTTONS = ("attack", "back", "forward", "jump", "left", "right", "sneak", "sprint", "use", "drop", "inventory",
            *(f"hotbar.{i}" for i in range(1, 10)))
 EVENTS = ("minecraft.mine_block:minecraft.dirt", "minecraft.kill_entity:minecraft.cow", "minecraft.craft_item:stick")
+SEGMENT_EVENTS = ("minecraft.mine_block:minecraft.dirt", "minecraft.kill_entity:minecraft.cow",
+                  "minecraft.use_item:minecraft.bucket")
+_SEGMENT_TEXT = ("mine dirt", "kill cow", "use bucket")
 
 
 def stamp(episode: int, t: int, h: int, w: int) -> np.ndarray:
@@ -102,6 +110,50 @@ def meta_of(episode: int, t: int) -> dict[str, Any]:
             "player_name": f"p{episode}", "events": events_of(episode, t), "inventory": {"dirt": t // 10}}
 
 
+def interactions_of(episode: int, n: int) -> list[tuple[int, int, int]]:
+    """``(first, last, obj_id)`` of an episode's interactions; odd episodes have none in frames 96-191."""
+    rng = np.random.default_rng(7000 + episode)
+    out: list[tuple[int, int, int]] = []
+    t = int(rng.integers(0, 12))
+    while t < n:
+        length = int(rng.integers(6, 40))
+        last = min(t + length - 1, n - 1)
+        if not (episode % 2 and t < 192 and last >= 96):
+            out.append((t, last, (episode + len(out)) % 7))
+        t = max(t + 1, t + length + int(rng.integers(-12, 16)))
+    return out
+
+
+def segment_mask(episode: int, interaction: int, t: int) -> np.ndarray:
+    """The 360x640 mask of interaction ``interaction`` at frame ``t``: a rectangle placed by all three."""
+    i = interaction + 5 * episode
+    mask = np.zeros(MASK_SHAPE, np.uint8)
+    y, x = (29 * i + 3 * t) % 300, (41 * i + 7 * t) % 560
+    mask[y:y + 10 + (7 * i + t) % 50, x:x + 10 + (13 * i + 2 * t) % 80] = 1
+    if interaction % 4 == 0:
+        mask[-1, -1] = 1  # a run that ends at the last pixel
+    return mask
+
+
+def segments_of(episode: int, n: int) -> list[dict[tuple[int, str], dict[str, Any]]]:
+    """``SegmentationConvertCallback.do_convert``'s per-frame dicts of an episode (every frame kept).
+
+    Interactions of a frame come in order of their last frame, latest first.
+    """
+    out: list[dict[tuple[int, str], dict[str, Any]]] = [{} for _ in range(n)]
+    spans = interactions_of(episode, n)
+    for i in sorted(range(len(spans)), key=lambda i: -spans[i][1]):
+        first, last, obj_id = spans[i]
+        for t in range(first, last + 1):
+            mask = segment_mask(episode, i, t)
+            ys, xs = np.nonzero(mask[:-1, :-1])
+            point = None if i % 5 == 3 else (int(ys.mean()), int(xs.mean()))
+            out[t][(i, SEGMENT_EVENTS[i % 3])] = {
+                "obj_id": obj_id, "rle_mask": rle_encode(mask), "event": _SEGMENT_TEXT[i % 3], "point": point,
+                "ori_frame_id": t, "ori_frame_range": (first, last), "frame_id": t, "frame_range": (first, last)}
+    return out
+
+
 def _write_part(path: Path, episodes: list[tuple[str, int, int]], chunk_size: int, values: Any) -> None:
     import lmdb
 
@@ -153,7 +205,7 @@ def write_events(root: Path, episodes: list[tuple[str, int, int]]) -> None:
 def write_minestudio_dataset(root: str | os.PathLike, lengths: tuple[int, ...] = (288, 192, 320), *,
                              chunk_size: int = 32, size: tuple[int, int] = (64, 64), episodes_per_part: int = 2,
                              names: list[str] | None = None, codec: str = "h264", events: bool = True,
-                             meta: bool = True) -> list[tuple[str, int, int]]:
+                             meta: bool = True, segment: str | None = None) -> list[tuple[str, int, int]]:
     """Writes a small dataset in MineStudio 1.1.6's layout at ``root`` (which must not exist).
 
     Args:
@@ -166,6 +218,8 @@ def write_minestudio_dataset(root: str | os.PathLike, lengths: tuple[int, ...] =
         codec: the mp4 chunks' codec (``"h264"`` as MineStudio writes them).
         events: write the ``event`` environment.
         meta: write ``meta_info``.
+        segment: also write segmentation (:func:`segments_of`) into a folder
+            of this name (``"segment"`` or ``"segmentation"``).
 
     Returns:
         ``(name, episode number, frames)`` per episode, in part order.
@@ -199,6 +253,16 @@ def write_minestudio_dataset(root: str | os.PathLike, lengths: tuple[int, ...] =
     modalities = OrderedDict(image=images, action=actions)
     if meta:
         modalities["meta_info"] = metas
+    if segment is not None:
+        if segment not in ("segment", "segmentation"):
+            raise ValueError(f"`segment` must be 'segment', 'segmentation' or None, got {segment!r}")
+
+        def segments(e: int, n: int) -> Any:
+            frames = segments_of(e, n)
+            for s in range(0, n, chunk_size):
+                yield s, pickle.dumps(frames[s:s + chunk_size])
+
+        modalities[segment] = segments
     for modality, values in modalities.items():
         for first in range(0, len(episodes), episodes_per_part):
             part = episodes[first:first + episodes_per_part]
