@@ -10,8 +10,9 @@ item key ``segmentation`` (the callback's name):
     remapping (1 becomes 3, 0 and 2-6 stay), -1 without an interaction, 0
     past the episode's end.
 ``obj_mask``
-    uint8 ``[T, height, width]``: the 360x640 mask resized with
-    ``cv2.INTER_NEAREST``; zeros without an interaction.
+    uint8 ``[T, height, width]``: the 360x640 mask (unpacked from
+    ``segment/mask_bits``) resized with ``cv2.INTER_NEAREST``; zeros without
+    an interaction.
 ``event``
     list of ``T`` str, ``""`` without an interaction.
 ``point``
@@ -47,6 +48,7 @@ SEG_RE_MAP = {0: 0, 1: 3, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6}
 DEFAULT_SIZE = 224
 _REMAP = np.array([-1, *(SEG_RE_MAP[i] for i in range(len(SEG_RE_MAP)))], np.int64)  # index: stored obj_id + 1
 _SCALE = np.array([float(MASK_SHAPE[0]), float(MASK_SHAPE[1])])
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # byte -> its 8 pixels, first bit first
 _COLUMNS = ("obj_id", "event", "point", "frame_id", "frame_range")
 
 
@@ -84,18 +86,22 @@ def segment_spec(source: Any) -> SegmentSpec:
     return SegmentSpec(_size(width, "frame_width"), _size(height, "frame_height"))
 
 
-def _resize(masks: np.ndarray, h: int, w: int) -> np.ndarray:
-    """``do_merge``'s resize of each mask to ``w x h`` (``cv2.INTER_NEAREST``)."""
-    if masks.shape[1:] == (h, w):
-        return masks
+def _unpack_resized(bits: np.ndarray, out: np.ndarray) -> None:
+    """Unpacks each ``[360, 80]`` row of mask bits and resizes it into ``out[i]`` (``cv2.INTER_NEAREST``)."""
+    h, w = out.shape[1:]
+    rows, width = MASK_SHAPE
+    if (h, w) == MASK_SHAPE:
+        for i, b in enumerate(bits):
+            np.take(_BITS, b, axis=0, out=out[i].reshape(rows, -1, 8))
+        return
     import cv2
 
     if torch.utils.data.get_worker_info() is not None:
         cv2.setNumThreads(1)  # DataLoader workers are the parallelism
-    out = np.empty((len(masks), h, w), np.uint8)
-    for i, m in enumerate(masks):
-        cv2.resize(m, (w, h), dst=out[i], interpolation=cv2.INTER_NEAREST)
-    return out
+    buf = np.empty((rows, bits.shape[-1], 8), np.uint8)
+    for i, b in enumerate(bits):
+        np.take(_BITS, b, axis=0, out=buf)
+        cv2.resize(buf.reshape(rows, -1)[:, :width], (w, h), dst=out[i], interpolation=cv2.INTER_NEAREST)
 
 
 class SegmentItems:
@@ -113,7 +119,7 @@ class SegmentItems:
         for st in self.storages:
             keys = {c.key for c in st.manifest.schema}
             cs = (st.manifest.source or {}).get("chunk_size")
-            if ("segment", "mask") not in keys or not isinstance(cs, int) or cs < 1:
+            if ("segment", "mask_bits") not in keys or not isinstance(cs, int) or cs < 1:
                 raise ValueError(f"{st.root}: the 'segmentation' modality was not imported; import the MineStudio "
                                  "directory with its segment/ folder (modalities=[..., 'segment']) or leave it out")
             self.chunk_size.append(cs)
@@ -121,14 +127,6 @@ class SegmentItems:
             where = f"{st.root} episode table"
             self.events.append([segment_events(v[0], where)
                                 for v in table.values([EVENTS_FIELD], num_episodes=st.num_episodes)])
-        self._masks: list[Any] = [None] * len(self.storages)
-
-    def _mask_reader(self, r: int) -> Any:
-        if self._masks[r] is None:  # masks decode straight into the output, no decoded-chunk cache
-            from ..storages import ShardedStorage
-
-            self._masks[r] = ShardedStorage(self.storages[r].root, decode_cache_bytes=0).reader
-        return self._masks[r]
 
     def _any_point(self, r: int, ids: np.ndarray) -> np.ndarray:
         """Per window: does a frame of the chunks MineStudio reads for it have a point?"""
@@ -155,8 +153,13 @@ class SegmentItems:
         obj_id = np.where(ok, _REMAP[stored + 1], 0)
         masks = np.zeros((flat.size, spec.frame_height, spec.frame_width), np.uint8)
         if inter.any():
-            masks[inter] = _resize(self._mask_reader(r).gather_column(("segment", "mask"), flat[inter]),
-                                   spec.frame_height, spec.frame_width)
+            bits = st.reader.gather_column(("segment", "mask_bits"), flat[inter])
+            if inter.all():
+                _unpack_resized(bits, masks)
+            else:
+                part = np.empty((len(bits), spec.frame_height, spec.frame_width), np.uint8)
+                _unpack_resized(bits, part)
+                masks[inter] = part
         point = cols["point"]
         point = np.where(ok[:, None] & ~np.isnan(point), point / _SCALE, -1.0)
         frame_id = np.where(inter, cols["frame_id"], -1)

@@ -22,6 +22,7 @@ from .lmdb_parts import (
     read_part,
 )
 from .segments import (
+    BITS_SHAPE,
     MASK_SHAPE,
     SEGMENT_KEYS,
     SegmentEpisode,
@@ -66,6 +67,7 @@ __all__ = [
     "check_lmdb_file",
     # segmentation chunks
     "MASK_SHAPE",
+    "BITS_SHAPE",
     "SEGMENT_KEYS",
     "SegmentEpisode",
     "rle_encode",

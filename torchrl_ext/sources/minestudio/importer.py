@@ -10,8 +10,8 @@ from meta_info's per-frame ``events`` dicts, as ``event_convertion.py`` does)
 with MineStudio's names; the episode table holds MineStudio's episode
 ``name``, its ``dataset_dir``, ``part`` and ``episode_idx``. A segmentation
 modality, when imported, becomes the ``segment/...`` columns of
-:mod:`.segments` (the masks as lossless zstd chunks aligned with the image
-chunks) and the episode's ``segment_events`` metadata.
+:mod:`.segments` (the masks as packed bits in lossless zstd chunks aligned
+with the image chunks) and the episode's ``segment_events`` metadata.
 
 Order and resuming: directories in the order given, episodes in MineStudio's
 order (sorted names). A dataset holding ``M`` committed episodes of the same
@@ -44,7 +44,7 @@ from .records import (
     meta_records,
     numeric_fields,
 )
-from .segments import EVENTS_FIELD, MASK_SHAPE, segment_episode
+from .segments import BITS_SHAPE, EVENTS_FIELD, segment_episode
 from .video_chunks import NotPassthrough, decode_mp4, mp4_to_payload, probe_mp4
 
 __all__ = ["IMPORTER_VERSION", "ImportStats", "import_minestudio", "separate_roots"]
@@ -210,7 +210,7 @@ class _Importer:
         metadata = {"name": ep.name, "dataset_dir": str(self.layout.dir), "part": part.path.name, "episode_idx": idx}
         encoded = {"image": image}
         if "segment" in ep.parts:
-            td["segment"], encoded[("segment", "mask")], metadata[EVENTS_FIELD] = self._segment(ep, where)
+            td["segment"], encoded[("segment", "mask_bits")], metadata[EVENTS_FIELD] = self._segment(ep, where)
         try:
             self.writer.add_episode(td, metadata, kept, encoded=encoded)
         except (ValueError, TypeError) as err:
@@ -225,12 +225,12 @@ class _Importer:
         from ...encodings import EncodedChunks, load_codec
 
         if self._mask_codec is None:
-            self._mask_codec = load_codec(self.mask_options, np.uint8, MASK_SHAPE)
+            self._mask_codec = load_codec(self.mask_options, np.uint8, BITS_SHAPE)
         cs = self.layout.chunk_size
         seg = segment_episode(self._chunks("segment", ep), ep.num_frames, cs, self._mask_codec, where)
         self.stats.segment_frames += seg.with_interaction
         self.stats.segment_picks += seg.picked
-        mask = EncodedChunks(seg.mask_chunks, (cs,) * len(seg.mask_chunks), np.uint8, MASK_SHAPE,
+        mask = EncodedChunks(seg.mask_chunks, (cs,) * len(seg.mask_chunks), np.uint8, BITS_SHAPE,
                              self.mask_options.codec_tag)
         return seg.columns, mask, json.dumps(seg.events)
 
@@ -349,7 +349,7 @@ def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough
     else:
         encodings = {"image": options}
         if "segment" in mods:
-            encodings["segment", "mask"] = mask_options
+            encodings["segment", "mask_bits"] = mask_options
         writer = ShardWriter.create(root, shard_rows=shard_rows, source=source, encodings=encodings)
     bar = None
     try:

@@ -38,8 +38,11 @@ Columns, one row per frame (no interaction: -1, zeros, NaN):
 ``segment/obj_id`` int8
     the interaction's ``obj_id`` as stored (the reader's remapping is applied
     when items are read).
-``segment/mask`` uint8 ``[360, 640]``
-    the decoded mask (0 or 1); lossless zstd chunks aligned with the image chunks.
+``segment/mask_bits`` uint8 ``[360, 80]``
+    the decoded mask, 8 pixels a byte (``np.packbits(mask, axis=-1)``;
+    ``np.unpackbits(bits, axis=-1)`` gives the 0/1 ``[360, 640]`` mask back),
+    lossless zstd chunks aligned with the image chunks: a fraction of the
+    bytes to decompress that whole masks would need.
 ``segment/event`` int32
     index into the episode's ``segment_events`` metadata (a JSON list of str).
 ``segment/point`` float64 ``[2]``
@@ -63,13 +66,15 @@ import numpy as np
 from ...format import FormatError
 from ..safe_pickle import safe_loads
 
-__all__ = ["MASK_SHAPE", "SEGMENT_KEYS", "SegmentEpisode", "rle_encode", "rle_decode", "segment_frames",
+__all__ = ["MASK_SHAPE", "BITS_SHAPE", "SEGMENT_KEYS", "SegmentEpisode", "rle_encode", "rle_decode", "segment_frames",
            "pick_interactions", "segment_episode", "segment_events"]
 
 MASK_SHAPE = (360, 640)
 """``(height, width)`` MineStudio decodes every mask at, whatever the frames' size."""
+BITS_SHAPE = (MASK_SHAPE[0], (MASK_SHAPE[1] + 7) // 8)
+"""Row shape of ``segment/mask_bits``."""
 SEGMENT_KEYS = ("obj_id", "event", "point", "frame_id", "frame_range", "interactions")
-"""Columns under ``segment/`` besides ``mask``."""
+"""Columns under ``segment/`` besides ``mask_bits``."""
 EVENTS_FIELD = "segment_events"
 _FIELDS = ("obj_id", "rle_mask", "event", "point", "frame_id", "frame_range")
 _FIX = "the segment part is damaged; re-run MineStudio's SegmentationConvertCallback for this episode"
@@ -184,7 +189,7 @@ def pick_interactions(frames: Sequence[dict[Hashable, Any]]) -> list[Hashable | 
 
 @dataclass
 class SegmentEpisode:
-    """The segment columns of one episode: ``columns`` (all but the mask), ``events`` and the mask's chunks."""
+    """The segment columns of one episode: ``columns`` (all but the masks), ``events`` and the mask bits' chunks."""
 
     columns: dict[str, np.ndarray]
     events: list[str]
@@ -194,13 +199,13 @@ class SegmentEpisode:
 
 
 def segment_episode(chunks: Iterable[bytes], frames: int, chunk_rows: int, codec: Any, where: str) -> SegmentEpisode:
-    """Reads an episode's segment chunks into columns; masks are decoded ``chunk_rows`` frames at a time.
+    """Reads an episode's segment chunks into columns; masks are decoded and packed ``chunk_rows`` frames at a time.
 
     Args:
         chunks: the raw chunk values in frame order.
         frames: the episode's frames (a multiple of ``chunk_rows``).
         chunk_rows: frames per mask chunk.
-        codec: the mask column's codec (``encode(rows) -> bytes``).
+        codec: the ``mask_bits`` column's codec (``encode(rows) -> bytes``).
         where: names the episode in errors.
 
     Raises:
@@ -226,13 +231,14 @@ def segment_episode(chunks: Iterable[bytes], frames: int, chunk_rows: int, codec
         frame_id[t] = inter["frame_id"]
         frame_range[t] = inter["frame_range"]
     payloads = []
-    buf = np.zeros((chunk_rows, *MASK_SHAPE), np.uint8)
+    buf = np.zeros((chunk_rows, *BITS_SHAPE), np.uint8)
     for start in range(0, frames, chunk_rows):
         buf[:] = 0
         for i in range(chunk_rows):
             key = picks[start + i]
             if key is not None:
-                buf[i] = rle_decode(per_frame[start + i][key]["rle_mask"], f"{where} frame {start + i} {key!r}")
+                mask = rle_decode(per_frame[start + i][key]["rle_mask"], f"{where} frame {start + i} {key!r}")
+                buf[i] = np.packbits(mask, axis=-1)
         payloads.append(codec.encode(buf))
     columns = {"obj_id": obj_id, "event": event, "point": point, "frame_id": frame_id, "frame_range": frame_range,
                "interactions": count}
