@@ -15,7 +15,10 @@ gray frames are coded as luma only and read back from the luma plane.
 
 Decoding uses one long-lived decoder per thread and process, reset with
 ``flush_buffers()`` before each chunk and drained with ``decode(None)`` at its
-end, so every chunk yields exactly its frames in order.
+end, so every chunk yields exactly its frames in order. A read of part of an
+h264 chunk with B-frames (such as MineStudio's, imported as they are) sends
+only the packets its frames need (:mod:`.h264_order`); RGB conversion runs on
+the calling thread.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .h264_order import gop_order, has_non_reference
 from .options import Video
 
 __all__ = ["VideoCodec", "make_codec", "encoder_name", "decoder_name", "pack_packets"]
@@ -70,6 +74,23 @@ def decoder_name(codec: str) -> str:
         f"codec 'av1' needs a PyAV build with one of the decoders {_AV1_DECODERS}; this PyAV "
         f"{av.__version__} has none"
     )
+
+
+def _one_thread_kwargs() -> dict[str, int]:
+    """``reformat`` keywords for a conversion on the calling thread (PyAV >= 14 defaults to swscale threads).
+
+    One frame is small: waking swscale's threads costs more than they save,
+    and readers already decode chunks in parallel.
+    """
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    try:
+        VideoReformatter().reformat(frame, format="rgb24", threads=1)
+    except TypeError:  # PyAV without the keyword converts on the calling thread
+        return {}
+    return {"threads": 1}
+
+
+_REFORMAT_KW = _one_thread_kwargs()
 
 
 def _thread_decoder(name: str) -> tuple[av.CodecContext, VideoReformatter]:
@@ -188,7 +209,7 @@ class VideoCodec:
             )
             out[i, :, :, 0], out[i, :, :, 1], out[i, :, :, 2] = r, g, b
         else:
-            out[i] = reformatter.reformat(frame, format="rgb24").to_ndarray()
+            out[i] = reformatter.reformat(frame, format="rgb24", **_REFORMAT_KW).to_ndarray()
 
     def decode(
         self, payload: object, n_rows: int, stop: int | None = None, out: np.ndarray | None = None, first: int = 0
@@ -211,24 +232,70 @@ class VideoCodec:
             if not 0 <= first <= stop <= n_rows:
                 raise ValueError(f"frames [{first}, {stop}) are not in a chunk of {n_rows}")
         packets = _unpack(payload)
+        if stop == first:
+            return out
         ctx, reformatter = _thread_decoder(self.decoder)
-        ctx.flush_buffers()
-        got = 0
         try:
-            for pkt in [*packets, None]:
-                for frame in ctx.decode(None if pkt is None else av.Packet(pkt)):
-                    if got >= n_rows:
-                        raise ValueError(f"the chunk yields more than {n_rows} frames")
-                    if first <= got < stop:
-                        self._store(frame, out, got - first, reformatter)
-                    got += 1
-                if got >= stop and stop < n_rows:
-                    break
+            part = (first > 0 or stop < n_rows) and self.decoder == "h264" and len(packets) == n_rows
+            if not (part and self._decode_part(ctx, reformatter, packets, first, out)):
+                self._decode_all(ctx, reformatter, packets, n_rows, first, out)
         except av.error.FFmpegError as err:
             raise ValueError(f"{self.decoder} could not decode the chunk ({err})") from err
+        return out
+
+    def _decode_all(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview],
+                    n_rows: int, first: int, out: np.ndarray) -> None:
+        """Frames ``[first, first + len(out))``, every packet up to the last of them decoded in order."""
+        stop = first + len(out)
+        ctx.flush_buffers()
+        got = 0
+        for pkt in [*packets, None]:
+            for frame in ctx.decode(None if pkt is None else av.Packet(pkt)):
+                if got >= n_rows:
+                    raise ValueError(f"the chunk yields more than {n_rows} frames")
+                if first <= got < stop:
+                    self._store(frame, out, got - first, reformatter)
+                got += 1
+            if got >= stop and stop < n_rows:
+                break
         if got < stop:
             raise ValueError(f"the chunk yields {got} frames, expected {n_rows}")
-        return out
+
+    def _decode_part(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview],
+                     first: int, out: np.ndarray) -> bool:
+        """Frames ``[first, first + len(out))`` from only the packets they need (:mod:`.h264_order`).
+
+        Non-reference pictures outside the range are not decoded and no packet
+        after the last needed one is sent. Each packet carries its display
+        position as pts and the decoder hands it back on the frame, so a frame
+        is stored where the decoder's own order puts it. Returns False (the
+        caller then decodes everything) when the headers are not understood or
+        the decoder's order disagrees with them.
+        """
+        if not has_non_reference(packets):
+            return False  # nothing to leave out
+        order = gop_order(packets)
+        if order is None:
+            return False
+        stop = first + len(out)
+        ctx.flush_buffers()
+        last, stored = -1, 0
+        for i in [*order.needed(first, stop), None]:
+            if i is None:
+                frames = ctx.decode(None)
+            else:
+                pkt = av.Packet(packets[i])
+                pkt.pts = order.display[i]
+                frames = ctx.decode(pkt)
+            for frame in frames:
+                d = frame.pts
+                if d is None or d <= last:
+                    return False
+                last = d
+                if first <= d < stop:
+                    self._store(frame, out, d - first, reformatter)
+                    stored += 1
+        return stored == stop - first
 
 
 def make_codec(

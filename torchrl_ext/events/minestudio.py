@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .minestudio_frames import WindowFrames
 from .minestudio_segment import SegmentItems, SegmentSpec, segment_spec
 from .vpt_actions import CameraQuantization, agent_action
 
@@ -224,35 +225,10 @@ class MineStudioItems:
         self.segments = SegmentItems(self.storages, windows, spec.segment) if spec.segment is not None else None
 
     def _image(self, r: int, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        h, w = self.spec.frame_height, self.spec.frame_width
-        if self._frames[r] is None:  # frames decode straight into the output without a decoded-chunk cache
-            from ..storages import ShardedStorage
-
-            self._frames[r] = ShardedStorage(self.storages[r].root, decode_cache_bytes=0).reader
-        reader = self._frames[r]
-        if mask.all():
-            frames = reader.gather_column(("image",), rows.reshape(-1))
-            if frames.shape[1:3] == (h, w):
-                return frames.reshape(*rows.shape, h, w, 3)
-            return self._resized(frames, h, w).reshape(*rows.shape, h, w, 3)
-        out = np.zeros((*rows.shape, h, w, 3), np.uint8)
-        valid = rows[mask]
-        if valid.size:
-            frames = reader.gather_column(("image",), valid)
-            out[mask] = frames if frames.shape[1:3] == (h, w) else self._resized(frames, h, w)
-        return out
-
-    @staticmethod
-    def _resized(frames: np.ndarray, h: int, w: int) -> np.ndarray:
-        """``ImageKernelCallback.do_decode``'s resize of RGB frames to ``w x h``."""
-        import cv2
-
-        if torch.utils.data.get_worker_info() is not None:
-            cv2.setNumThreads(1)  # DataLoader workers are the parallelism; idle OpenCV threads abort at exit
-        out = np.empty((len(frames), h, w, 3), np.uint8)
-        for i, f in enumerate(frames):
-            cv2.resize(f, (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
-        return out
+        if self._frames[r] is None:
+            self._frames[r] = WindowFrames(self.storages[r], self.spec.frame_width, self.spec.frame_height)
+        out = np.empty((*rows.shape, self.spec.frame_height, self.spec.frame_width, 3), np.uint8)
+        return self._frames[r].fill(rows, mask, out)
 
     def _actions(self, r: int, rows: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         st = self.storages[r]
