@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
-from torchrl_ext.encodings import ChunkedColumnReader, ChunkedColumnWriter, EncodedChunks, Video, load_codec
+from torchrl_ext.encodings import ChunkedColumnReader, ChunkedColumnWriter, ChunkIndex, EncodedChunks, Video, load_codec
 
 pytest.importorskip("av")
 
@@ -197,3 +197,12 @@ def test_encoded_chunks_slice_on_boundaries():
     assert c[4:12].rows == (4, 4) and c[4:12].payloads == c.payloads[1:]
     with pytest.raises(ValueError, match=r"rows \[0, 5\) do not start and end on chunk boundaries"):
         c[0:5]
+
+
+def test_video_chunks_end_with_each_episode(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=16, encodings={"image": OPTIONS}) as w:
+        for e, n in enumerate((6, 5)):  # encoded by the writer: chunks [4, 2] and [4, 1]
+            w.add_episode({**episode(n), "image": frames(n, first=10 * e)})
+    index = tmp_path / "ds/shards/000000/image.index"
+    assert ChunkIndex.from_bytes(index.read_bytes(), "x").row_starts.tolist() == [0, 4, 6, 10, 11]
+    assert np.abs(decoded(tmp_path / "ds").astype(int) - np.concatenate([frames(6), frames(5, first=10)])).max() <= 3

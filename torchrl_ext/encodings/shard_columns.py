@@ -38,6 +38,9 @@ class _Writer:
     def append_encoded(self, chunks: EncodedChunks) -> None:
         self._w.append_encoded(chunks)
 
+    def cut(self) -> None:
+        self._w.cut()
+
     def close(self) -> tuple[int, list[int]]:
         stats = self._w.close()
         return stats.bytes, [stats.crc32]

@@ -115,6 +115,17 @@ class PendingShard:
         self._writers[key].append(arr)
         return int(arr.shape[0])
 
+    def end_episode(self) -> None:
+        """An episode ends at the current row: video columns end their chunk here.
+
+        So a lossy chunk never holds two episodes' frames: copying committed
+        episodes into another shard (a resume) moves whole chunks as stored,
+        and decoding an episode never decodes its predecessor's frames.
+        """
+        for col in self.schema:
+            if col.encoding == "video":
+                self._writers[col.key].cut()
+
     def append_final(self, local_row: int, values: Mapping[Key, np.ndarray]) -> None:
         for col in self.final_cols:
             if col.key == ("row",):

@@ -80,6 +80,7 @@ def copy_prefix(root: Path, manifest: Manifest, shard: ShardInfo, rows: int, pen
         for a in range(first, rows, step):
             pending.append_column(col.key, src.read(col.key, a, min(rows, a + step)))
     pending.rows += rows
+    pending.end_episode()  # the prefix ends where its last committed episode does
     if shard.finals:
         fin = ShardColumns(root / shard.dir / "final", final_columns(manifest), shard.finals)
         local = fin.read(FINAL_ROW, 0, shard.finals)

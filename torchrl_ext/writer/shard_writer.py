@@ -317,8 +317,10 @@ class ShardWriter:
                     continue
             pending.append({k: v[written:written + take] for k, v in rows.items()})
             written += take
-            if written == length and final is not None:
-                pending.append_final(pending.rows - 1, final)
+            if written == length:
+                pending.end_episode()
+                if final is not None:
+                    pending.append_final(pending.rows - 1, final)
             if pending.rows >= m.shard_rows or cut:
                 self._commit()
 

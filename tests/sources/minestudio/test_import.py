@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import read_events
 from sources.minestudio.ms_maker import (
+    KILLED_IMPORT,
     actions_of,
     events_of,
     meta_of,
@@ -202,26 +203,13 @@ def test_shard_rows_must_be_a_multiple_of_the_chunk_size(ms_dataset, tmp_path):
         import_minestudio(ms_dataset[0], tmp_path / "ds", shard_rows=100, progress=False)
 
 
-CHILD = """
-import os, sys
-kill_at = int(sys.argv[3]); calls = [0]
-real = os.fsync
-def fsync(fd):
-    calls[0] += 1
-    if calls[0] == kill_at:
-        os._exit(17)
-    return real(fd)
-os.fsync = fsync
-from torchrl_ext.sources.minestudio import import_minestudio
-import_minestudio(sys.argv[1], sys.argv[2], progress=False)
-"""
 
 
-@pytest.mark.parametrize("kill_at, min_kept", [(1, 0), (70, 1)])  # the first manifest write; after episode 0
+@pytest.mark.parametrize("kill_at, min_kept", [(1, 0), (70, 0), (140, 1)])  # first write; in episode 0; in 1
 def test_killed_import_resumes_to_the_same_dataset(ms_dataset, imported, tmp_path, kill_at, min_kept):
     ms_dir, ref = ms_dataset[0], imported[0]
     root = tmp_path / "ds"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(ms_dir), str(root), str(kill_at)], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_IMPORT, str(ms_dir), str(root), str(kill_at)], capture_output=True)
     assert proc.returncode == 17, proc.stderr.decode()[-2000:]
     kept = ShardedStorage(root).num_episodes if (root / "dataset.json").exists() else 0
     stats = import_minestudio(ms_dir, root, progress=False)

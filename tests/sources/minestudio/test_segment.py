@@ -12,7 +12,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from sources.minestudio.ms_maker import segment_mask, segments_of, write_minestudio_dataset
+from sources.minestudio.ms_maker import KILLED_IMPORT, segment_mask, segments_of, write_minestudio_dataset
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.format import FormatError
@@ -212,25 +212,12 @@ def test_truncated_segment_lmdb_is_a_clear_error(tmp_path):
         import_minestudio(src, tmp_path / "ds", progress=False)
 
 
-CHILD = """
-import os, sys
-kill_at = int(sys.argv[3]); calls = [0]
-real = os.fsync
-def fsync(fd):
-    calls[0] += 1
-    if calls[0] == kill_at:
-        os._exit(17)
-    return real(fd)
-os.fsync = fsync
-from torchrl_ext.sources.minestudio import import_minestudio
-import_minestudio(sys.argv[1], sys.argv[2], progress=False)
-"""
 
 
 def test_killed_import_with_segmentation_resumes_to_the_same_dataset(seg_dataset, tmp_path):
     src, _, ref, _ = seg_dataset
     root = tmp_path / "ds"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(root), "70"], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_IMPORT, str(src), str(root), "170"], capture_output=True)
     assert proc.returncode == 17, proc.stderr.decode()[-2000:]
     kept = ShardedStorage(root).num_episodes
     stats = import_minestudio(src, root, progress=False)

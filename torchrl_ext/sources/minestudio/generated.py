@@ -230,7 +230,6 @@ def import_generated_episodes(
                 writer.add_episode(td, {"name": eid, "media": media}, events)
             except (ValueError, TypeError) as err:
                 raise FormatError(f"{where}: does not fit the episodes imported before it ({err})") from err
-            writer.flush()  # the next episode starts a shard: a resume never encodes these frames again
             stats.episodes += 1
             stats.steps += n
             stats.events += len(events)

@@ -215,7 +215,6 @@ class _Importer:
             self.writer.add_episode(td, metadata, kept, encoded=encoded)
         except (ValueError, TypeError) as err:
             raise FormatError(f"{where}: does not fit the episodes imported before it ({err})") from err
-        self.writer.flush()  # the next episode starts a shard: a resume never rewrites these frames
         self.stats.episodes += 1
         self.stats.frames += n
         self.stats.events += len(kept)
