@@ -121,6 +121,26 @@ def test_batchify_matches_minestudio(dirs):
     assert_same(next(iter(loader)), batchify(items[:2]), "loader batch")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_batches_equal_minestudio_items(dirs, workers):
+    ours_args, callbacks, window = CASES["image+action"]
+    ds = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
+    ref = ReferenceEventDataset([src for src, _ in dirs], callbacks, **window)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=our_batchify)
+    for k, batch in enumerate(loader):  # batches of one root and batches mixing both
+        want = batchify([ref[i] for i in range(3 * k, min(3 * k + 3, len(ref)))])
+        assert_same(batch, want, f"batch {k}")
+
+
+def test_frames_of_one_batch_are_not_copied(dirs):
+    ds = EventWindowDataset(dataset_dirs=[str(dirs[0][1])], **CASES["image+action"][0], **CASES["image+action"][2])
+    items = ds.__getitems__([0, 1, 2])
+    batch = our_batchify(items)
+    assert batch["image"].data_ptr() == items[0]["image"].data_ptr()
+    assert torch.equal(batch["image"], torch.stack([it["image"] for it in items]))
+    assert torch.equal(our_batchify([items[2], items[0]])["image"], torch.stack([items[2]["image"], items[0]["image"]]))
+
+
 def test_same_windows_through_the_sampler(dirs):
     root = dirs[0][1]
     options = dict(compat="minestudio", win_len=32, event_regex="minecraft.mine", split="train")

@@ -31,6 +31,9 @@ def batchify(items: Sequence[Any]) -> Any:
     """Collates item dicts: tensors stacked, numbers to tensors, strings kept as lists, dicts recursed."""
     first = items[0]
     if isinstance(first, torch.Tensor):
+        whole = _whole(items)
+        if whole is not None:  # items are consecutive slices of one batch tensor (MineStudio frames): no copy
+            return whole
         out = None
         if torch.utils.data.get_worker_info() is not None:  # as default_collate: stack straight into shared memory
             storage = first._typed_storage()._new_shared(sum(x.numel() for x in items), device=first.device)
@@ -133,6 +136,19 @@ class EventWindowDataset(Dataset):
                     item["root"] = int(r)
                 out[p] = item
         return out  # type: ignore[return-value]
+
+
+def _whole(items: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The ``[n, ...]`` tensor whose consecutive slices the items are, if they are (in shared memory in workers)."""
+    first = items[0]
+    storage, n = first.untyped_storage(), first.numel()
+    if not first.is_contiguous() or (torch.utils.data.get_worker_info() is not None and not storage.is_shared()):
+        return None
+    for i, t in enumerate(items):
+        if (t.untyped_storage().data_ptr() != storage.data_ptr() or t.storage_offset() != first.storage_offset() + i * n
+                or t.shape != first.shape or t.dtype != first.dtype or not t.is_contiguous()):
+            return None
+    return first.new_empty(0).set_(storage, first.storage_offset(), (len(items), *first.shape))
 
 
 def _take(data: dict[str, Any], j: int) -> dict[str, Any]:

@@ -224,11 +224,17 @@ class MineStudioItems:
                                      "MineStudio arguments or import it")
         self.segments = SegmentItems(self.storages, windows, spec.segment) if spec.segment is not None else None
 
-    def _image(self, r: int, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _image(self, r: int, rows: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         if self._frames[r] is None:
             self._frames[r] = WindowFrames(self.storages[r], self.spec.frame_width, self.spec.frame_height)
-        out = np.empty((*rows.shape, self.spec.frame_height, self.spec.frame_width, 3), np.uint8)
-        return self._frames[r].fill(rows, mask, out)
+        shape = (*rows.shape, self.spec.frame_height, self.spec.frame_width, 3)
+        out = torch.empty(0, dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:  # decoded into shared memory: batchify passes it on
+            out.set_(torch.UntypedStorage._new_shared(int(np.prod(shape))), 0, shape)
+        else:
+            out.resize_(shape)
+        self._frames[r].fill(rows, mask, out.numpy())
+        return out
 
     def _actions(self, r: int, rows: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
         st = self.storages[r]
@@ -279,7 +285,7 @@ class MineStudioItems:
         item: dict[str, Any] = {}
         for mod in spec.modalities:
             if mod == "image":
-                item["image"] = torch.from_numpy(parts["image"][j])
+                item["image"] = parts["image"][j]
             elif mod == "action":
                 padded = bool(parts["padded"][j])
                 env = {k: _ms_dtype(v[j], padded) for k, v in parts["action"].items()}

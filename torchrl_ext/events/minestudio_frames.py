@@ -9,7 +9,8 @@ around them. Each window's rows are decoded from the video chunks that hold
 them, from a chunk's key frame up to the window's last row and no further
 (frames before the window's first row are decoded only as references, and
 never converted); frames of the stored size are converted into the window's
-slot of the output, other sizes are resized from one reused window buffer.
+slot of the output, other sizes are resized chunk by chunk from one reused
+buffer of a chunk's frames.
 No decoded chunk is kept between windows.
 """
 
@@ -49,15 +50,17 @@ class WindowFrames:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_readers": {}, "_scratch": None}
 
-    def _reader(self, shard: int) -> Any:
-        reader = self._readers.get(shard)
-        if reader is None:
-            from ..encodings import encoded_column_reader
+    def _reader(self, shard: int) -> tuple[Any, Any]:
+        """The shard's column reader and its chunk index (where each chunk starts)."""
+        got = self._readers.get(shard)
+        if got is None:
+            from ..encodings import ChunkIndex, encoded_column_reader
 
             info = self.shards[shard]
             reader = encoded_column_reader(self.storage.root / info.dir, self.column, info.rows, None, threads=1)
-            self._readers[shard] = reader
-        return reader
+            index = ChunkIndex.from_bytes(reader.index_path.read_bytes(), str(reader.index_path))
+            got = self._readers[shard] = (reader, index)
+        return got
 
     @property
     def resized(self) -> bool:
@@ -93,18 +96,22 @@ class WindowFrames:
         cuts = np.flatnonzero(shard[1:] != shard[:-1]) + 1
         for a, b in zip((0, *cuts.tolist()), (*cuts.tolist(), len(rows))):
             s = int(shard[a])
-            local = rows[a:b] - self.offsets[s]
             if self.column.encoding == "raw":
                 src = self.storage.reader.gather_column(("image",), rows[a:b])
-            elif not self.resized:
-                self._reader(s).gather(local, dst[a:b])
+                if self.resized:
+                    self._resize(src, dst[a:b])
+                else:
+                    dst[a:b] = src
                 continue
-            else:
-                src = self._reader(s).gather(local, self._buffer(b - a))
-            if self.resized:
-                self._resize(src, dst[a:b])
-            else:
-                dst[a:b] = src
+            reader, index = self._reader(s)
+            local = rows[a:b] - self.offsets[s]
+            if not self.resized:
+                reader.gather(local, dst[a:b])
+                continue
+            chunk = index.locate(local)[0]  # chunk by chunk: the stored-size frames stay in cache until resized
+            ends = [*(np.flatnonzero(chunk[1:] != chunk[:-1]) + 1).tolist(), len(local)]
+            for c0, c1 in zip((0, *ends[:-1]), ends):
+                self._resize(reader.gather(local[c0:c1], self._buffer(c1 - c0)), dst[a + c0 : a + c1])
 
     def _buffer(self, n: int) -> np.ndarray:
         if self._scratch is None or len(self._scratch) < n:
