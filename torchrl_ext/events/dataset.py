@@ -139,16 +139,22 @@ class EventWindowDataset(Dataset):
 
 
 def _whole(items: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """The ``[n, ...]`` tensor whose consecutive slices the items are, if they are (in shared memory in workers)."""
+    """The ``[n, ...]`` tensor the items are the consecutive slices of, when they fill its whole storage.
+
+    In DataLoader workers only a storage in shared memory qualifies (anything
+    else would be copied there when the batch is sent).
+    """
     first = items[0]
     storage, n = first.untyped_storage(), first.numel()
-    if not first.is_contiguous() or (torch.utils.data.get_worker_info() is not None and not storage.is_shared()):
+    if (first.storage_offset() != 0 or storage.nbytes() != len(items) * n * first.element_size()
+            or not first.is_contiguous()
+            or (torch.utils.data.get_worker_info() is not None and not storage.is_shared())):
         return None
     for i, t in enumerate(items):
-        if (t.untyped_storage().data_ptr() != storage.data_ptr() or t.storage_offset() != first.storage_offset() + i * n
+        if (t.untyped_storage().data_ptr() != storage.data_ptr() or t.storage_offset() != i * n
                 or t.shape != first.shape or t.dtype != first.dtype or not t.is_contiguous()):
             return None
-    return first.new_empty(0).set_(storage, first.storage_offset(), (len(items), *first.shape))
+    return first.new_empty(0).set_(storage, 0, (len(items), *first.shape))
 
 
 def _take(data: dict[str, Any], j: int) -> dict[str, Any]:
