@@ -92,7 +92,7 @@ def test_headers_not_understood_give_none(chunk):
 
 
 def test_a_disagreeing_decoder_order_falls_back_to_decoding_everything(chunk, monkeypatch):
-    import torchrl_ext.encodings.video_codec as video_codec
+    from torchrl_ext.encodings import video_codec
 
     codec = VideoCodec(Video(), np.dtype(np.uint8), SHAPE)
     payload = pack_packets(chunk)
