@@ -11,6 +11,10 @@ Used by ``bench_minestudio.py`` (it never imports torchrl_ext):
     (``ActionConvertCallback.__init__`` cannot run in 1.1.6 — it calls
     ``super().__init__(**kwargs)`` without ``input_dirs``/``chunk_size`` — so
     its attributes are set directly; its own methods do the conversion.)
+``dump OUT SIZE FILE``
+    every 7th item (image and action callbacks, SIZE x SIZE, ``win_len=128``)
+    as numpy arrays in FILE (``.npz``: ``<i>/image``, ``<i>/mask``,
+    ``<i>/timestamp``, ``<i>/text``, ``<i>/env_action/<key>``).
 ``loader OUT SIZE BATCHES``
     windows/s of ``DataLoader(EventDataset(...), batch_size=8, num_workers=2,
     shuffle=True, collate_fn=batchify)`` with image (SIZE x SIZE) and action
@@ -59,20 +63,41 @@ def build(source: str, out: str) -> None:
     print(json.dumps({"convert_s": t1 - t0, "events_s": time.perf_counter() - t1}))
 
 
-def loader(out: str, size: int, batches: int) -> None:
-    import torch
+def _dataset(out: str, size: int):
     from minestudio.data.minecraft.callbacks import (
         ActionKernelCallback,
         ImageKernelCallback,
     )
     from minestudio.data.minecraft.dataset_event import EventDataset
+
+    return EventDataset(dataset_dirs=[out], modal_kernel_callbacks=[
+        ImageKernelCallback(frame_width=size, frame_height=size, enable_video_aug=False), ActionKernelCallback()],
+        win_len=128, split="train", split_ratio=1.0, event_regex=".*", verbose=False)
+
+
+def dump(out: str, size: int, path: str) -> None:
+    import numpy as np
+
+    ds = _dataset(out, size)
+    arrays = {}
+    for i in range(0, len(ds), 7):
+        item = ds[i]
+        arrays[f"{i}/image"] = item["image"].numpy()
+        arrays[f"{i}/mask"] = item["mask"].numpy()
+        arrays[f"{i}/timestamp"] = item["timestamp"].numpy()
+        arrays[f"{i}/text"] = np.array(item["text"])
+        arrays.update({f"{i}/env_action/{k}": v.numpy() for k, v in item["env_action"].items()})
+    np.savez(path, **arrays)
+    print(json.dumps({"items": len(range(0, len(ds), 7))}))
+
+
+def loader(out: str, size: int, batches: int) -> None:
+    import torch
     from minestudio.data.minecraft.utils import batchify
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
-    ds = EventDataset(dataset_dirs=[out], modal_kernel_callbacks=[
-        ImageKernelCallback(frame_width=size, frame_height=size, enable_video_aug=False), ActionKernelCallback()],
-        win_len=128, split="train", split_ratio=1.0, event_regex=".*", verbose=False)
+    ds = _dataset(out, size)
     dl = DataLoader(ds, batch_size=8, num_workers=2, shuffle=True, collate_fn=batchify, drop_last=True,
                     persistent_workers=False)
     it = iter(dl)
@@ -93,5 +118,7 @@ if __name__ == "__main__":
         build(*rest)
     elif cmd == "loader":
         loader(rest[0], int(rest[1]), int(rest[2]))
+    elif cmd == "dump":
+        dump(rest[0], int(rest[1]), rest[2])
     else:
-        raise SystemExit(f"unknown command {cmd!r}; expected build or loader")
+        raise SystemExit(f"unknown command {cmd!r}; expected build, dump or loader")
