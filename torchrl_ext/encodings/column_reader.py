@@ -139,6 +139,11 @@ class ChunkedColumnReader:
     def n_chunks(self) -> int:
         return self._index.n_chunks
 
+    @property
+    def index(self) -> ChunkIndex:
+        """The column's parsed and checked chunk index (where each chunk starts and ends)."""
+        return self._index
+
     def __len__(self) -> int:
         return self.rows
 

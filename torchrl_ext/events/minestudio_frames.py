@@ -54,12 +54,11 @@ class WindowFrames:
         """The shard's column reader and its chunk index (where each chunk starts)."""
         got = self._readers.get(shard)
         if got is None:
-            from ..encodings import ChunkIndex, encoded_column_reader
+            from ..encodings import encoded_column_reader
 
             info = self.shards[shard]
             reader = encoded_column_reader(self.storage.root / info.dir, self.column, info.rows, None, threads=1)
-            index = ChunkIndex.from_bytes(reader.index_path.read_bytes(), str(reader.index_path))
-            got = self._readers[shard] = (reader, index)
+            got = self._readers[shard] = (reader, reader.index)
         return got
 
     @property
