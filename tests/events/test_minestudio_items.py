@@ -69,6 +69,11 @@ CASES = {
              modal_kernel_config={"action": {"enable_prev_action": True, "read_bias": -1, "win_bias": 1}}),
         [("image", {"frame_width": 48, "frame_height": 32}), ("action", {"prev": True})],
         dict(win_len=48, bias=40, min_nearby=20, max_within=4, split="val", split_ratio=0.5)),
+    "registered names": (  # MineStudio's Registers names, settings under the modality's key
+        dict(modal_kernel_callbacks=["ImageKernelCallback", "ActionKernelCallback"],
+             modal_kernel_config={"image": {"frame_width": 64, "frame_height": 48}}),
+        [("image", {"frame_width": 64, "frame_height": 48}), ("action", {})],
+        dict(win_len=32, event_regex="minecraft.kill")),
     "action first": (
         dict(modal_kernel_callbacks=["action", "image"], modal_kernel_config={}),
         [("action", {}), ("image", {"frame_width": 128, "frame_height": 128})],
@@ -180,6 +185,8 @@ def test_raw_minestudio_directory_asks_for_an_import(dirs):
     (dict(modal_kernel_callbacks=["action"], modal_kernel_config={"action": {"enable_prev_action": True}}),
      r"read_bias/win_bias \(0, 0\) with enable_prev_action=True is not supported"),
     (dict(event_paths=["/x"]), r"`event_paths` is not supported"),
+    (dict(modal_kernel_callbacks=["VideoKernelCallback"], modal_kernel_config={}),
+     r"entry 'VideoKernelCallback' is not one of MineStudio's 'image', .* e.g. 'ImageKernelCallback'"),
     (dict(frame_width=0), r"`frame_width` must be a positive int, got 0"),
 ])
 def test_unsupported_minestudio_arguments(dirs, kwargs, match):

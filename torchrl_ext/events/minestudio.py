@@ -83,10 +83,15 @@ def _size(value: Any, name: str) -> int:
     return value
 
 
+# MineStudio registers its callbacks under their class names; their settings sit under the modality's key
+_REGISTERED = {"ImageKernelCallback": "image", "ActionKernelCallback": "action",
+               "MetaInfoKernelCallback": "meta_info", "SegmentationKernelCallback": "segmentation"}
+
+
 def _callback(cb: Any, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(modality, settings)`` of a MineStudio kernel callback given by name (with config) or as an object."""
     if isinstance(cb, str):
-        name = cb
+        name = _REGISTERED.get(cb, cb)
         settings = dict(config.get(name, {}) or {})
     else:
         name = getattr(cb, "name", None)
@@ -100,7 +105,8 @@ def _callback(cb: Any, config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
                             camera_mu=tr.camera_mu, camera_quantization_scheme=tr.camera_quantization_scheme)
     if name not in ("image", "action", "meta_info", "segmentation"):
         raise ValueError(f"`modal_kernel_callbacks` entry {cb!r} is not one of MineStudio's 'image', 'action', "
-                         "'meta_info', 'segmentation' callbacks")
+                         "'meta_info', 'segmentation' callbacks (or their registered names, e.g. "
+                         "'ImageKernelCallback')")
     return name, settings
 
 
