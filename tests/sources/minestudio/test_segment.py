@@ -102,7 +102,8 @@ def test_storage_get_returns_the_segment_columns(seg_dataset):
     _, rows = episode_rows(st, name)
     td = st.get(torch.from_numpy(rows[:40]))
     assert td["segment", "mask_bits"].shape == (40, 360, 80)
-    want = [-1 if k is None else segments_of(e, n)[t][k]["obj_id"] for t, k in enumerate(naive_walk(segments_of(e, n)))]
+    frames = segments_of(e, n)
+    want = [-1 if k is None else frames[t][k]["obj_id"] for t, k in enumerate(naive_walk(frames))]
     assert td["segment", "obj_id"].tolist() == want[:40]
 
 
