@@ -266,6 +266,38 @@ class ReferenceEventDataset:
         return _to_tensor(item)
 
 
+def assert_same(a, b, path="item"):
+    """``a`` (ours) equals ``b`` (the reference) key for key, in the same key order, dtypes and shapes."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and list(a) == list(b), (path, list(a), list(b))
+        for k in b:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, (path, a.dtype, b.dtype,
+                                                                                         a.shape, b.shape)
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, (path, a, b)
+
+
+def assert_items_match(dirs, ours_args: dict, callbacks: list, window: dict) -> None:
+    """Every item of our ``EventWindowDataset`` over the imports equals the reference's over the sources.
+
+    Args:
+        dirs: ``[(MineStudio directory, imported root), ...]``.
+        ours_args: our constructor's MineStudio arguments (callbacks and their config).
+        callbacks: the reference's ``[(modality, settings), ...]``.
+        window: window arguments given to both.
+    """
+    from torchrl_ext.events import EventWindowDataset
+
+    ours = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
+    ref = ReferenceEventDataset([src for src, _ in dirs], callbacks, **window)
+    assert len(ours) == len(ref) > 0
+    for i in range(len(ref)):
+        assert_same(ours[i], ref[i], f"item {i}")
+
+
 def _to_tensor(item):
     if isinstance(item, np.ndarray):
         t = torch.from_numpy(item)

@@ -11,6 +11,8 @@ pytest.importorskip("cv2")
 
 from events.minestudio_reference import (
     ReferenceEventDataset,
+    assert_items_match,
+    assert_same,
     batchify,
     naive_agent_action,
 )
@@ -36,19 +38,6 @@ def dirs(tmp_path_factory):
         import_minestudio(src, base / f"root{k}", progress=False)
         pairs.append((src, base / f"root{k}"))
     return pairs
-
-
-def assert_same(a, b, path="item"):
-    if isinstance(b, dict):
-        assert isinstance(a, dict) and list(a) == list(b), (path, list(a), list(b))
-        for k in b:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(b, torch.Tensor):
-        assert isinstance(a, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, (path, a.dtype, b.dtype,
-                                                                                         a.shape, b.shape)
-        assert torch.equal(a, b), path
-    else:
-        assert a == b, (path, a, b)
 
 
 class ImageKernelCallback:  # duck-typed like MineStudio's callback objects
@@ -83,12 +72,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_items_match_minestudio(dirs, case):
-    ours_args, callbacks, window = CASES[case]
-    ours = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
-    ref = ReferenceEventDataset([src for src, _ in dirs], callbacks, **window)
-    assert len(ours) == len(ref) > 0
-    for i in range(len(ref)):
-        assert_same(ours[i], ref[i], f"item {i}")
+    assert_items_match(dirs, *CASES[case])
 
 
 def test_some_windows_are_padded(dirs):

@@ -11,8 +11,7 @@ import torch
 pytest.importorskip("lmdb")
 pytest.importorskip("cv2")
 
-from events.minestudio_reference import ReferenceEventDataset, batchify
-from events.test_minestudio_items import assert_same
+from events.minestudio_reference import ReferenceEventDataset, assert_items_match, assert_same, batchify
 from sources.minestudio.ms_maker import write_minestudio_dataset
 
 from torchrl_ext.events import EventWindowDataset
@@ -65,12 +64,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_items_match_minestudio(dirs, case):
-    ours_args, callbacks, window = CASES[case]
-    ours = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
-    ref = ReferenceEventDataset([src for src, _ in dirs], callbacks, **window)
-    assert len(ours) == len(ref) > 0
-    for i in range(len(ref)):
-        assert_same(ours[i], ref[i], f"item {i}")
+    assert_items_match(dirs, *CASES[case])
 
 
 def test_the_cases_cover_padding_both_point_dtypes_and_picks(dirs):
