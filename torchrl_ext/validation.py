@@ -30,13 +30,15 @@ Examples:
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["int_in_range", "positive_int", "nonnegative_int", "probability", "one_of", "regex"]
+__all__ = ["int_in_range", "positive_int", "nonnegative_int", "probability", "one_of", "regex", "path"]
 
 
 def _bounds(lo: int | None, hi: int | None) -> str:
@@ -123,3 +125,10 @@ def regex(pattern: Any, name: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as err:
         raise ValueError(f"`{name}` must be a valid Python regular expression, got {pattern!r} ({err})") from err
+
+
+def path(value: Any, name: str) -> Path:
+    """``value`` as a ``Path``; ``TypeError`` unless it is a str or ``os.PathLike``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value)

@@ -36,7 +36,7 @@ from ..format import (
     validate_shards,
     verify_shard,
 )
-from ..validation import nonnegative_int, one_of, positive_int
+from ..validation import nonnegative_int, one_of, path, positive_int
 from ..writer import EpisodeTable
 from .routing import Route, gather, index_rows, route
 
@@ -99,8 +99,7 @@ class ShardReader:
 
     def __init__(self, root: str | os.PathLike, *, cache_bytes: int = 128 << 20, verify: str = "off",
                  decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None) -> None:
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"`root` must be a path (str or os.PathLike), got {type(root).__name__}")
+        path(root, "root")
         nonnegative_int(cache_bytes, "cache_bytes")
         nonnegative_int(decode_cache_bytes, "decode_cache_bytes")
         positive_int(decode_threads, "decode_threads", allow_none=True)
@@ -200,8 +199,8 @@ class ShardReader:
         self._episode_ids = None
 
     def _load_episodes(self, manifest: Manifest) -> None:
-        path = resolve_inside(self.root, manifest.episodes, str(self.root / "dataset.json"))
-        table = EpisodeTable.open(path)
+        table_path = resolve_inside(self.root, manifest.episodes, str(self.root / "dataset.json"))
+        table = EpisodeTable.open(table_path)
         try:
             self.ep_first, self.ep_len, _ = table.bounds(manifest.num_episodes)
         finally:

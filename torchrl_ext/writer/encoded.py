@@ -21,7 +21,7 @@ import numpy as np
 
 from ..format import Column, Key
 
-__all__ = ["encoded_placeholders", "check_encoded"]
+__all__ = ["encoded_placeholders", "check_encoded", "chunk_ends", "resolve_column_encodings"]
 
 
 def _key(key: Any) -> Key:
@@ -102,3 +102,30 @@ def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: i
             )
         grid = ch.rows
     return grid
+
+
+def chunk_ends(rows: Mapping[Key, Any]) -> np.ndarray | None:
+    """Rows at which the pre-encoded chunks of an episode end, or None when it has none."""
+    from ..encodings import EncodedChunks
+
+    for value in rows.values():
+        if isinstance(value, EncodedChunks):
+            return np.cumsum(value.rows, dtype=np.int64)
+    return None
+
+
+def resolve_column_encodings(encodings: Mapping[Any, Any] | None) -> dict[Key, Any]:
+    """``{key tuple: encoding options}`` from ``ShardWriter.create``'s ``encodings`` argument."""
+    if not encodings:
+        return {}
+    if not isinstance(encodings, Mapping):
+        raise TypeError(f"`encodings` must be a mapping of key -> encoding, got {type(encodings).__name__}")
+    from ..encodings import resolve_encoding
+
+    out: dict[Key, Any] = {}
+    for key, spec in encodings.items():
+        k = (key,) if isinstance(key, str) else tuple(key)
+        if not k or not all(isinstance(x, str) for x in k):
+            raise TypeError(f"`encodings` keys must be str or tuples of str, got {key!r}")
+        out[k] = resolve_encoding(spec)
+    return out

@@ -36,8 +36,8 @@ from ..format import (
     write_event_log,
     write_manifest,
 )
-from .encoded import check_encoded, encoded_placeholders
-from ..validation import positive_int
+from .encoded import check_encoded, chunk_ends, encoded_placeholders, resolve_column_encodings
+from ..validation import path, positive_int
 from .episodes import FIXED_COLUMNS, EpisodeTable
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard
@@ -136,10 +136,10 @@ class ShardWriter:
             overwrite: replace a dataset already at ``root`` (its files only;
                 unrelated files are still refused).
         """
-        root = _as_path(root, "root")
+        root = path(root, "root")
         positive_int(shard_rows, "shard_rows", allow_none=True)
         positive_int(shard_bytes, "shard_bytes", allow_none=True)
-        resolved = _resolve_encodings(encodings)
+        resolved = resolve_column_encodings(encodings)
         leftover: list[Path] = []
         if root.is_dir():
             leftover = [p for p in root.glob(f".{MANIFEST_NAME}.*.tmp") if p.is_file()]  # a create killed mid-write
@@ -184,7 +184,7 @@ class ShardWriter:
         Rows of an episode that was cut off by a crash are dropped; the caller
         continues from :attr:`num_episodes`. Columns keep their encodings.
         """
-        root = _as_path(root, "root")
+        root = path(root, "root")
         manifest = read_manifest(root)
         validate_shards(root, manifest)
         lock_fd = cls._lock(root)
@@ -196,7 +196,7 @@ class ShardWriter:
             raise
         writer = cls(root, manifest, table, lock_fd)
         if not manifest.schema and manifest.encodings:
-            writer._encodings = _resolve_encodings(
+            writer._encodings = resolve_column_encodings(
                 {c.key: {"name": c.encoding, **c.options_dict} for c in manifest.encodings})
         drop_leftovers(root, manifest)
         writer._superseded, writer._prefix = drop_partial_tail(root, manifest)
@@ -303,7 +303,7 @@ class ShardWriter:
     def _append(self, rows: dict[Key, Any], final: dict[Key, np.ndarray] | None) -> None:
         m = self._manifest
         length = len(rows[("step",)])
-        ends = _chunk_ends(rows)
+        ends = chunk_ends(rows)
         written = 0
         while written < length:
             pending = self._ensure_pending()
@@ -478,16 +478,6 @@ class ShardWriter:
         self.close()
 
 
-def _chunk_ends(rows: Mapping[Key, Any]) -> np.ndarray | None:
-    """Rows at which the pre-encoded chunks of an episode end, or None when it has none."""
-    from ..encodings import EncodedChunks
-
-    for value in rows.values():
-        if isinstance(value, EncodedChunks):
-            return np.cumsum(value.rows, dtype=np.int64)
-    return None
-
-
 def _is_ours(name: str) -> bool:
     """A name a dataset directory holds (including a rewritten episode table, ``episodes.<hex>.sqlite``)."""
     return name in _OURS or (name.startswith("episodes.") and name.endswith(".sqlite"))
@@ -503,25 +493,3 @@ def _remove_dataset(root: Path) -> None:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     finally:
         unlock_dataset(root, lock_fd)
-
-
-def _as_path(root: Any, name: str) -> Path:
-    if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(root).__name__}")
-    return Path(root)
-
-
-def _resolve_encodings(encodings: Mapping[Any, Any] | None) -> dict[Key, Any]:
-    if not encodings:
-        return {}
-    if not isinstance(encodings, Mapping):
-        raise TypeError(f"`encodings` must be a mapping of key -> encoding, got {type(encodings).__name__}")
-    from ..encodings import resolve_encoding
-
-    out: dict[Key, Any] = {}
-    for key, spec in encodings.items():
-        k = (key,) if isinstance(key, str) else tuple(key)
-        if not k or not all(isinstance(x, str) for x in k):
-            raise TypeError(f"`encodings` keys must be str or tuples of str, got {key!r}")
-        out[k] = resolve_encoding(spec)
-    return out
