@@ -46,6 +46,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from common import write_results
+from loader_timing import time_batches
 
 OUT = HERE / "results" / "minestudio.md"
 BUTTONS = ("attack", "back", "forward", "jump", "left", "right", "sneak", "sprint", "use", "drop", "inventory",
@@ -108,16 +109,7 @@ def ours_loader(root: str, size: int, batches: int) -> None:
                             modal_kernel_config={"image": {"frame_width": size, "frame_height": size}},
                             win_len=128, split="train", split_ratio=1.0, event_regex=".*")
     dl = DataLoader(ds, batch_size=8, num_workers=2, shuffle=True, collate_fn=batchify, drop_last=True)
-    it = iter(dl)
-    next(it)
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        batch = next(it)
-        n += batch["image"].shape[0]
-    dt = time.perf_counter() - t0
-    print(json.dumps({"windows": n, "seconds": dt, "windows_per_s": n / dt, "items": len(ds),
-                      "shape": list(batch["image"].shape)}))
+    print(json.dumps(time_batches(dl, batches)))
 
 
 def ours_profile(root: str, size: int, batches: int) -> None:

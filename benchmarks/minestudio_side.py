@@ -30,6 +30,8 @@ import sys
 import time
 import warnings
 
+from loader_timing import time_batches
+
 warnings.filterwarnings("ignore")
 
 
@@ -100,16 +102,7 @@ def loader(out: str, size: int, batches: int) -> None:
     ds = _dataset(out, size)
     dl = DataLoader(ds, batch_size=8, num_workers=2, shuffle=True, collate_fn=batchify, drop_last=True,
                     persistent_workers=False)
-    it = iter(dl)
-    next(it)  # warm-up: workers started, first batch
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        batch = next(it)
-        n += batch["image"].shape[0]
-    dt = time.perf_counter() - t0
-    print(json.dumps({"windows": n, "seconds": dt, "windows_per_s": n / dt, "items": len(ds),
-                      "shape": list(batch["image"].shape)}))
+    print(json.dumps(time_batches(dl, batches)))
 
 
 if __name__ == "__main__":
