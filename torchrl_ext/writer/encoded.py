@@ -55,17 +55,13 @@ def encoded_placeholders(encoded: Mapping[Any, Any] | None, cols: dict[Key, np.n
     return out
 
 
-def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: int) -> tuple[int, ...] | None:
-    """``ValueError`` unless every encoded column fits its column; returns the chunks' row counts.
+def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: int) -> None:
+    """``ValueError`` unless every encoded column fits its column and all share their chunk boundaries.
 
     Args:
         chunks: ``{key: EncodedChunks}`` of one episode.
         schema: the dataset's columns (with their encodings).
         shard_rows: rows per shard.
-
-    Returns:
-        The row count of each chunk (shared by every encoded column), or None
-        when ``chunks`` is empty.
     """
     from ..encodings import column_options
 
@@ -101,7 +97,6 @@ def check_encoded(chunks: Mapping[Key, Any], schema: list[Column], shard_rows: i
                 f"{grid}; encoded columns of one episode must share their chunk boundaries"
             )
         grid = ch.rows
-    return grid
 
 
 def chunk_ends(rows: Mapping[Key, Any]) -> np.ndarray | None:
