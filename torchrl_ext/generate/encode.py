@@ -112,7 +112,6 @@ class FrameEncoder:
                 finals.append(key)
         result["encoded"] = encoded
         result["final_only"] = finals
-        result["length"] = int(len(data["action"]))
         return result
 
 
@@ -120,7 +119,8 @@ def unpack_episode(result: dict[str, Any]) -> tuple[dict, dict | None]:
     """``(td, encoded)`` for ``ShardWriter.add_episode`` from a worker's result (encoded or not)."""
     data = result["data"]
     encoded = result.get("encoded") or None
+    length = len(data["action"])
     for key in result.get("final_only", ()):
         last = _get(data, ("next", *key))
-        _set(data, ("next", *key), np.broadcast_to(last[0], (result["length"], *last.shape[1:])))
+        _set(data, ("next", *key), np.broadcast_to(last[0], (length, *last.shape[1:])))
     return data, encoded
