@@ -154,7 +154,7 @@ sys.path.insert(0, sys.argv[6])
 from bench_atari_dqn import du
 import torch, torchrl, numpy  # same baseline for every method
 from torchrl.data.datasets.atari_dqn import AtariDQNExperienceReplay as TorchRLAtari
-from torchrl_ext.sources.atari_dqn import convert_replay_logs
+from torchrl_ext.interop.atari_dqn import convert_replay_logs
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 others = lambda: du(work, (src.parent.parent, out))  # everything but the logs and this output
 before, scratch, stop = others(), [0], threading.Event()

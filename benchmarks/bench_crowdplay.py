@@ -35,11 +35,11 @@ import numpy as np
 HERE = Path(__file__).parent
 
 from common import write_results  # noqa: E402
-from torchrl_ext.testing.crowdplay_maker import P0, ale_stream  # noqa: E402
-from torchrl_ext.testing.crowdplay_reference import reference_processed  # noqa: E402
+from torchrl_ext.interop.crowdplay.maker import P0, ale_stream  # noqa: E402
+from torchrl_ext.interop.crowdplay.reference import reference_processed  # noqa: E402
 
 from torchrl_ext import ShardedStorage, ShardWriter, preprocess  # noqa: E402
-from torchrl_ext.sources.crowdplay import (  # noqa: E402
+from torchrl_ext.interop.crowdplay import (  # noqa: E402
     CrowdPlayFrames,
     import_crowdplay,
     make_trajectory,
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     fps = lambda s, n=frames: f"{n / s:,.0f}"  # noqa: E731
     target = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     lines = [
-        "## CrowdPlay-style human-play data (`torchrl_ext.sources.crowdplay`)",
+        "## CrowdPlay-style human-play data (`torchrl_ext.interop.crowdplay`)",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_crowdplay.py --episodes {args.episodes} --steps {args.steps} "
         f"--catalog {args.catalog} --repeats {r}`",

@@ -273,7 +273,7 @@ def main() -> int:
     if args.ours_compare:
         ours_compare(args.ours_compare[0], int(args.ours_compare[1]), args.ours_compare[2])
         return 0
-    from torchrl_ext.sources.minestudio import import_minestudio
+    from torchrl_ext.interop.minestudio import import_minestudio
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-minestudio-"))
     src, ms_dir, root = work / "src", work / "minestudio", work / "ours"
@@ -281,7 +281,7 @@ def main() -> int:
         shutil.rmtree(p, ignore_errors=True)
     side = str(HERE / "minestudio_side.py")
     has_ms = Path(args.msvenv).exists()
-    lines = ["## MineStudio interop (`torchrl_ext.sources.minestudio`, `EventWindowDataset(compat=\"minestudio\")`)", "",
+    lines = ["## MineStudio interop (`torchrl_ext.interop.minestudio`, `EventWindowDataset(compat=\"minestudio\")`)", "",
              f"Command: `.venv/bin/python benchmarks/bench_minestudio.py --episodes {args.episodes} --frames "
              f"{args.frames} --batches {args.batches} --repeats {args.repeats}` (MineStudio 1.1.6 in a separate venv: it pins av==13.1.0 "
              "and numpy 1.x and its dependencies pull a CUDA torch, which this project's venv must not get).", ""]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from gcs_server import upload_tree
-from sources.replay_logs_maker import make_replay_logs
+from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 pytestmark = pytest.mark.slow  # every block is a fresh Python process
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .moved_paths import install_finder
+
+install_finder()  # old module paths (e.g. torchrl_ext.sources.minestudio) still import, with a warning
+
 __version__ = "0.1.0"
 
 # Public name -> the subpackage that defines it (relative to this package).
@@ -30,8 +34,8 @@ _LAZY: dict[str, str] = {
     "read_manifest": ".format",
     # writing
     "ShardWriter": ".writer",
-    "EpisodeTable": ".writer",
-    "add_episode_metadata": ".writer",
+    "EpisodeTable": ".format",
+    "add_episode_metadata": ".preprocessing",
     # reading
     "ShardedStorage": ".storages",
     "EpisodeView": ".storages",
@@ -44,9 +48,9 @@ _LAZY: dict[str, str] = {
     "preprocess": ".preprocessing",
     "preprocess_buffer": ".preprocessing",
     # exports
-    "to_d3rlpy": ".export",
+    "to_d3rlpy": ".interop.d3rlpy",
     # ready-made datasets
-    "AtariDQNExperienceReplay": ".datasets",
+    "AtariDQNExperienceReplay": ".interop.atari_dqn",
 }
 
 __all__ = list(_LAZY)

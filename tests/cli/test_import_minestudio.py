@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("lmdb")
 
-from sources.minestudio.ms_maker import write_minestudio_dataset
+from interop.minestudio.ms_maker import write_minestudio_dataset
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.cli import main

@@ -28,7 +28,7 @@ def add_parser(kinds: argparse._SubParsersAction, name: str, help_: str) -> None
 def run(args: argparse.Namespace) -> int:
     if args.shard_mib < 1:
         raise ValueError(f"`--shard-mib` must be a positive int, got {args.shard_mib}")
-    from ..sources.crowdplay import DEFAULT_ENCODINGS, import_crowdplay
+    from ..interop.crowdplay import DEFAULT_ENCODINGS, import_crowdplay
 
     storage = import_crowdplay(args.dir, args.root, encodings=DEFAULT_ENCODINGS if args.encoding == "zstd" else {},
                                shard_bytes=args.shard_mib << 20, skip_missing=args.skip_missing,

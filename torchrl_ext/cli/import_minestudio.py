@@ -32,7 +32,7 @@ def add_parser(kinds: argparse._SubParsersAction, name: str, help_: str) -> None
 def run(args: argparse.Namespace) -> int:
     if args.shard_chunks < 1:
         raise ValueError(f"`--shard-chunks` must be a positive int, got {args.shard_chunks}")
-    from ..sources.minestudio import MineStudioLayout, import_minestudio, separate_roots
+    from ..interop.minestudio import MineStudioLayout, import_minestudio, separate_roots
 
     jobs = (list(zip([[d] for d in args.dirs], separate_roots(args.dirs, args.root))) if args.separate
             else [(args.dirs, args.root)])

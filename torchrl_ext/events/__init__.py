@@ -7,13 +7,18 @@ explicitly, read by everyone else) -> :func:`select_windows` with a
 :class:`EventWindowDataset` (DataLoaders).
 """
 
+from ..moved_paths import moved_names
 from .dataset import EventWindowDataset, batchify
 from .index import BUILD_MISSING, INDEX_DIR, EventIndex
 from .index_file import IndexSource
-from .minestudio import ItemSpec, MineStudioItems, minestudio_spec
 from .query import WindowQuery
-from .vpt_actions import CameraQuantization, agent_action
-from .windows import Windows, concat_windows, episode_in_train, select_windows, split_windows
+from .windows import (
+    Windows,
+    concat_windows,
+    episode_in_train,
+    select_windows,
+    split_windows,
+)
 
 __all__ = [
     # index
@@ -31,10 +36,9 @@ __all__ = [
     # DataLoader dataset
     "EventWindowDataset",
     "batchify",
-    # MineStudio-compatible items
-    "MineStudioItems",
-    "ItemSpec",
-    "minestudio_spec",
-    "agent_action",
-    "CameraQuantization",
 ]
+
+# moved to torchrl_ext.interop.minestudio (old names still resolve, with a warning)
+__getattr__ = moved_names(__name__, dict.fromkeys(
+    ("MineStudioItems", "ItemSpec", "minestudio_spec", "agent_action", "CameraQuantization"),
+    "torchrl_ext.interop.minestudio"))

@@ -1,11 +1,12 @@
 """``EventWindowDataset``: event windows as a map-style ``torch.utils.data.Dataset``.
 
-The DataLoader counterpart of :class:`~torchrl_ext.samplers.EventSliceSampler`,
-shaped like MineStudio's ``EventDataset`` (``minestudio/data/minecraft/dataset_event.py``,
-1.1.6): one or several dataset roots (``dataset_dirs``), items ordered by event
-name then dataset order, and item dicts with ``text`` (the event name with every
-``"minecraft."`` removed), ``mask``, ``episode`` and ``timestamp``, plus every
-stored column of the window's rows (``observation``, ``action``, ``next``...).
+The DataLoader counterpart of :class:`~torchrl_ext.samplers.EventSliceSampler`:
+one or several dataset roots, items ordered by event name then dataset order,
+and item dicts with ``text`` (the event name), ``mask``, ``episode``,
+``event_step`` and ``timestamp``, plus every stored column of the window's rows
+(``observation``, ``action``, ``next``...). Another project's constructor
+arguments and items (MineStudio's ``EventDataset``) come from an item plugin
+(:mod:`.items`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..storages import EpisodeView, ShardedStorage
 from .index import EventIndex
-from .minestudio import MineStudioItems, is_minestudio_import, minestudio_roots, minestudio_spec
+from .items import window_items_for
 from .query import WindowQuery, query_from
 from .windows import Windows, concat_windows, select_windows, split_windows
 
@@ -32,7 +33,7 @@ def batchify(items: Sequence[Any]) -> Any:
     first = items[0]
     if isinstance(first, torch.Tensor):
         whole = _whole(items)
-        if whole is not None:  # items are consecutive slices of one batch tensor (MineStudio frames): no copy
+        if whole is not None:  # items are consecutive slices of one batch tensor (frames decoded per batch): no copy
             return whole
         out = None
         if torch.utils.data.get_worker_info() is not None:  # as default_collate: stack straight into shared memory
@@ -60,9 +61,10 @@ class EventWindowDataset(Dataset):
             stale (see :meth:`EventIndex.open`); opening never writes.
         **options: the keyword form of ``query``: any
             :class:`~torchrl_ext.events.WindowQuery` field (``win_len`` is
-            required) and ``compat="minestudio"`` for MineStudio 1.1.6's item
-            list (per-root ``min_nearby``/``max_within``, per-name split over
-            all roots), through :meth:`WindowQuery.from_options`.
+            required), through :meth:`WindowQuery.from_options`; and an item
+            plugin's arguments: ``compat="minestudio"`` (or MineStudio's own
+            ``dataset_dirs=``, ``modal_kernel_callbacks=``...) returns MineStudio
+            1.1.6's items and item list (see :mod:`torchrl_ext.interop.minestudio`).
 
     Examples:
         >>> from torchrl_ext.events import EventIndex
@@ -79,12 +81,9 @@ class EventWindowDataset(Dataset):
     def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  query: WindowQuery | None = None, *, where: str | None = None, build_missing: str = "memory",
                  **options: Any) -> None:
-        spec = minestudio_spec(options, default=options.get("compat") == "minestudio")
-        if spec is not None:
-            roots = minestudio_roots(spec, roots)
-            if spec.dataset_dirs is not None:  # MineStudio's own call: its defaults
-                options.setdefault("compat", "minestudio")
-                options.setdefault("split", "train")
+        plugin, session = window_items_for(options), None
+        if plugin is not None:
+            roots, session = plugin.start(options, roots)
         if isinstance(roots, (str, os.PathLike, ShardedStorage, EpisodeView)):
             roots = [roots]
         if not roots:
@@ -98,10 +97,9 @@ class EventWindowDataset(Dataset):
             index = EventIndex.open(st.root, build_missing=build_missing)
             parts.append(select_windows(index, first, length, self.query, episodes=eps, split=False))
         self.windows: Windows = split_windows(concat_windows(parts), self.query)
-        self.texts = [str(n).replace("minecraft.", "") for n in self.windows.names]
-        self.minestudio_items = None
-        if spec is not None and (spec.dataset_dirs is not None or all(map(is_minestudio_import, self.storages))):
-            self.minestudio_items = MineStudioItems(self.storages, self.windows, self.texts, spec)
+        names = [str(n) for n in self.windows.names]
+        self.texts = names if session is None else session.texts(names)
+        self.plugin_items = None if session is None else session.items(self.storages, self.windows, self.texts)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -115,8 +113,8 @@ class EventWindowDataset(Dataset):
         if ids.size and (ids.min() < -n or ids.max() >= n):
             raise IndexError(f"index out of range for {n} windows: {ids.tolist()}")
         ids = ids % max(n, 1)
-        if self.minestudio_items is not None:
-            return self.minestudio_items.items(ids)
+        if self.plugin_items is not None:
+            return self.plugin_items.items(ids)
         w = self.windows
         rows, mask = w.rows_and_mask(ids)
         steps = w.steps(ids)

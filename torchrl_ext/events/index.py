@@ -28,7 +28,13 @@ import numpy as np
 
 from ..format import EVENT_FIELDS, FormatError, read_event_log, read_manifest
 from ..validation import one_of, regex
-from .derive import check_columns_exist, column_events, counter_events, derivation_flags, derivations
+from .derive import (
+    check_columns_exist,
+    column_events,
+    counter_events,
+    derivation_flags,
+    derivations,
+)
 from .index_file import (
     INDEX_DIR,
     INDEX_VERSION,
@@ -146,7 +152,9 @@ class EventIndex:
         check_columns_exist(derived, manifest)
         index = cls._from_logs(root, manifest)
         if derived:
-            from ..storages import ShardedStorage  # the storage is needed only to derive events
+            from ..storages import (
+                ShardedStorage,  # the storage is needed only to derive events
+            )
 
             storage = ShardedStorage(root)
             parts = []

@@ -56,7 +56,14 @@ from typing import Any
 
 import numpy as np
 
-from ..format import EVENT_FIELDS, FormatError, atomic_write_json, commit_dir, fsync_dir, resolve_inside
+from ..format import (
+    EVENT_FIELDS,
+    FormatError,
+    atomic_write_json,
+    commit_dir,
+    fsync_dir,
+    resolve_inside,
+)
 
 __all__ = ["INDEX_DIR", "INDEX_VERSION", "LEGACY_VERSION", "IndexSource", "IndexMeta", "check_derived",
            "legacy_derived", "read_index", "write_index", "build_command", "index_dir"]

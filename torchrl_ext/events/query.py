@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..validation import int_in_range, nonnegative_int, one_of, positive_int, probability, regex
+from ..validation import (
+    int_in_range,
+    nonnegative_int,
+    one_of,
+    positive_int,
+    probability,
+    regex,
+)
 
 __all__ = ["WindowQuery", "MAX_STEPS", "COMPAT_MODES", "option_names", "query_from"]
 

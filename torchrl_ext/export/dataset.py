@@ -72,9 +72,9 @@ def export_episodes(source: Any, dest: str | os.PathLike, *, fn: Callable[[Any],
     """
     from tqdm.auto import tqdm
 
+    from ..format.episodes import FIXED_COLUMNS
     from ..storages import ShardedStorage
     from ..writer import ShardWriter
-    from ..writer.episodes import FIXED_COLUMNS
 
     storage, ids = episodes_of(source)
     dest = Path(dest)

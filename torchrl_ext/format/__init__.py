@@ -54,7 +54,7 @@ Manifest (``dataset.json``, UTF-8 JSON object):
     Relative path of the episode table: table ``episodes`` with columns
     ``episode INTEGER PRIMARY KEY, first_row INTEGER, length INTEGER,
     has_final INTEGER`` plus metadata columns (INTEGER, REAL or TEXT).
-    The table is specified and read in :mod:`torchrl_ext.writer.episodes`.
+    The table is specified and read in :mod:`torchrl_ext.format.episodes`.
     Rows with ``episode >= num_episodes`` are ignored by readers.
 ``event_logs``
     List of relative paths of event log files (specified in
@@ -92,7 +92,15 @@ unfinished multi-step write; readers raise ``FileNotFoundError`` with its text.
 
 
 from .checksum import LEGACY_SCHEME, SCHEME, combine_crcs, files_checksum
-from .columns import DTYPES, TD_META_TYPE, Key, column_files, column_path, open_column, validate_shards, write_td_meta
+from .columns import (
+    DTYPES,
+    TD_META_TYPE,
+    Key,
+    column_files,
+    column_path,
+    open_column,
+    write_td_meta,
+)
 from .dictionaries import (
     DICT_DIR,
     DICTIONARY_OPTIONS,
@@ -101,6 +109,8 @@ from .dictionaries import (
     read_dictionary,
     write_dictionary,
 )
+from .episode_filters import combine_where, where_clause
+from .episodes import EpisodeTable
 from .errors import FormatError
 from .event_log import (
     EVENT_FIELDS,
@@ -110,7 +120,14 @@ from .event_log import (
     read_event_log,
     write_event_log,
 )
-from .files import atomic_write_bytes, atomic_write_json, commit_dir, current_umask, fsync_dir, resolve_inside
+from .files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    commit_dir,
+    current_umask,
+    fsync_dir,
+    resolve_inside,
+)
 from .manifest import (
     EPISODES_NAME,
     FINAL_ROW,
@@ -128,7 +145,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
-from .shard import shard_files, verify_shard
+from .shard import shard_files, validate_shards, verify_shard
 
 __all__ = [
     # constants
@@ -145,6 +162,8 @@ __all__ = [
     "combine_crcs", "files_checksum", "shard_files", "verify_shard",
     # compression dictionaries
     "DICT_DIR", "DICTIONARY_OPTIONS", "dictionary_name", "read_dictionary", "write_dictionary", "load_dictionaries",
+    # the episode table (episodes.sqlite) and its filters
+    "EpisodeTable", "where_clause", "combine_where",
     # event logs
     "event_log_name", "write_event_log", "read_event_log", "filter_event_log", "check_event_log",
     # files

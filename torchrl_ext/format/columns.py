@@ -8,26 +8,25 @@ in :mod:`torchrl_ext.encodings.chunk_format`. Nested keys are subdirectories.
 from __future__ import annotations
 
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import FormatError
 
-if TYPE_CHECKING:
-    from .manifest import Column, Manifest
-
 __all__ = [
     "DTYPES",
     "Key",
+    "Column",
+    "KNOWN_ENCODINGS",
+    "MAX_ROW_BYTES",
     "TD_META_TYPE",
     "column_path",
     "column_files",
     "open_column",
     "write_td_meta",
-    "validate_shards",
 ]
 
 Key = tuple[str, ...]
@@ -40,6 +39,10 @@ DTYPES: dict[str, str] = {
     "uint32": "uint32", "uint64": "uint64",
 }
 
+KNOWN_ENCODINGS = ("raw", "zstd", "video")
+MAX_ROW_BYTES = 1 << 32  # 4 GiB per row and column
+MAX_ROWS = 1 << 48
+
 # The class path tensordict records in ``meta.json``; checked against the
 # installed tensordict by tests/compat (``str(tensordict.TensorDict)``).
 TD_META_TYPE = "<class 'tensordict._td.TensorDict'>"
@@ -47,6 +50,92 @@ TD_META_TYPE = "<class 'tensordict._td.TensorDict'>"
 RAW_SUFFIX = ".memmap"
 CHUNKS_SUFFIX = ".chunks"
 INDEX_SUFFIX = ".index"
+
+
+def _plain_json(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One stored column: its nested key, numpy dtype, per-row shape and encoding.
+
+    ``options`` holds the encoding's parameters as sorted ``(name, value)``
+    pairs of plain JSON scalars (see :mod:`torchrl_ext.encodings`).
+    """
+
+    key: Key
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    encoding: str = "raw"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def with_encoding(self, encoding: str, options: dict[str, Any] | None = None) -> Column:
+        """This column with another encoding (``options`` may repeat the name; it is dropped)."""
+        opts = {k: v for k, v in (options or {}).items() if k != "name"}
+        return Column(self.key, self.dtype, self.shape, encoding, tuple(sorted(opts.items())))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "key": list(self.key),
+            "dtype": self.dtype.name,
+            "shape": list(self.shape),
+            "encoding": self.encoding,
+        }
+        if self.options:
+            out["options"] = dict(self.options)
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any, where: str) -> Column:
+        if not isinstance(entry, dict) or not {"key", "dtype", "shape"} <= entry.keys():
+            raise FormatError(
+                f"{where}: expected a schema entry with key, dtype and shape, got {entry!r}"
+            )
+        key, shape, dtype_name = entry["key"], entry["shape"], entry["dtype"]
+        if (
+            not isinstance(key, list)
+            or not key
+            or not all(isinstance(k, str) and k and "/" not in k and k not in (".", "..") for k in key)
+        ):
+            raise FormatError(f"{where}: expected a key as a list of plain names, got {key!r}")
+        encoding = entry.get("encoding", "raw")
+        if encoding not in KNOWN_ENCODINGS:
+            raise FormatError(
+                f"{where}: column {key!r} uses encoding {encoding!r}, this reader "
+                f"knows {KNOWN_ENCODINGS}; upgrade torchrl-ext to read it"
+            )
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+            raise FormatError(
+                f"{where}: column {key!r} has dtype {dtype_name!r}, expected one of {sorted(DTYPES)}"
+            )
+        if not isinstance(shape, list) or not all(
+            type(s) is int and 0 <= s < MAX_ROWS for s in shape
+        ) or len(shape) > 32:
+            raise FormatError(f"{where}: expected a shape as a list of ints >= 0, got {shape!r}")
+        dtype = np.dtype(dtype_name)
+        row_bytes = dtype.itemsize
+        for s in shape:
+            row_bytes *= s
+        if row_bytes > MAX_ROW_BYTES:
+            raise FormatError(
+                f"{where}: column {key!r} of shape {shape} is {row_bytes} bytes per row, more "
+                f"than the {MAX_ROW_BYTES} this format allows"
+            )
+        options = entry.get("options", {})
+        if not isinstance(options, dict) or not all(
+            isinstance(k, str) and _plain_json(v) for k, v in options.items()
+        ):
+            raise FormatError(f"{where}: column {key!r} has options {options!r}, expected a flat JSON object")
+        return cls(tuple(key), dtype, tuple(shape), encoding, tuple(sorted(options.items())))
 
 
 def column_path(shard_dir: Path, key: Key, suffix: str = RAW_SUFFIX) -> Path:
@@ -93,40 +182,3 @@ def write_td_meta(directory: Path, columns: list[Column], rows: int) -> None:
         d = directory.joinpath(*prefix)
         d.mkdir(parents=True, exist_ok=True)
         (d / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
-def validate_shards(root: str | os.PathLike, manifest: Manifest) -> None:
-    """Checks every shard directory and file: present, inside the root, of the right size."""
-    from .files import resolve_inside
-    from .manifest import final_columns
-
-    root = Path(root)
-    where = str(root / "dataset.json")
-    finals_schema = final_columns(manifest)
-    for shard in manifest.shards:
-        d = resolve_inside(root, shard.dir, where)
-        if not d.is_dir():
-            raise FormatError(
-                f"{root / shard.dir}: shard listed in {where} is missing; restore it or "
-                "rewrite the dataset"
-            )
-        expect = [(col, shard.rows, d) for col in manifest.schema]
-        if shard.finals:
-            expect += [(col, shard.finals, d / "final") for col in finals_schema]
-        for col, rows, base in expect:
-            for p in column_files(base, col):
-                found = _size(p)
-                if found is None:
-                    raise FormatError(f"{p}: column file is missing; expected it for {rows} rows")
-                if p.suffix == RAW_SUFFIX and found != rows * col.row_bytes:
-                    raise FormatError(
-                        f"{p}: expected {rows * col.row_bytes} bytes ({rows} rows of {col.shape} "
-                        f"{col.dtype}), found {found}; the file is truncated or corrupt"
-                    )

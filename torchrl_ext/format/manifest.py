@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .columns import DTYPES, Key
+from .columns import KNOWN_ENCODINGS, MAX_ROW_BYTES, MAX_ROWS, Column, Key
 from .errors import FormatError
 from .files import atomic_write_json
 
@@ -37,97 +37,8 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "dataset.json"
 INCOMPLETE_NAME = ".incomplete"  # text hint left by an unfinished multi-step write
 EPISODES_NAME = "episodes.sqlite"
-KNOWN_ENCODINGS = ("raw", "zstd", "video")
 FINAL_ROW: Key = ("row",)
 _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
-MAX_ROW_BYTES = 1 << 32  # 4 GiB per row and column
-_MAX_ROWS = 1 << 48
-
-
-def _plain_json(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-@dataclass(frozen=True)
-class Column:
-    """One stored column: its nested key, numpy dtype, per-row shape and encoding.
-
-    ``options`` holds the encoding's parameters as sorted ``(name, value)``
-    pairs of plain JSON scalars (see :mod:`torchrl_ext.encodings`).
-    """
-
-    key: Key
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    encoding: str = "raw"
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def row_bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def options_dict(self) -> dict[str, Any]:
-        return dict(self.options)
-
-    def with_encoding(self, encoding: str, options: dict[str, Any] | None = None) -> Column:
-        """This column with another encoding (``options`` may repeat the name; it is dropped)."""
-        opts = {k: v for k, v in (options or {}).items() if k != "name"}
-        return Column(self.key, self.dtype, self.shape, encoding, tuple(sorted(opts.items())))
-
-    def to_json(self) -> dict[str, Any]:
-        out = {
-            "key": list(self.key),
-            "dtype": self.dtype.name,
-            "shape": list(self.shape),
-            "encoding": self.encoding,
-        }
-        if self.options:
-            out["options"] = dict(self.options)
-        return out
-
-    @classmethod
-    def from_json(cls, entry: Any, where: str) -> Column:
-        if not isinstance(entry, dict) or not {"key", "dtype", "shape"} <= entry.keys():
-            raise FormatError(
-                f"{where}: expected a schema entry with key, dtype and shape, got {entry!r}"
-            )
-        key, shape, dtype_name = entry["key"], entry["shape"], entry["dtype"]
-        if (
-            not isinstance(key, list)
-            or not key
-            or not all(isinstance(k, str) and k and "/" not in k and k not in (".", "..") for k in key)
-        ):
-            raise FormatError(f"{where}: expected a key as a list of plain names, got {key!r}")
-        encoding = entry.get("encoding", "raw")
-        if encoding not in KNOWN_ENCODINGS:
-            raise FormatError(
-                f"{where}: column {key!r} uses encoding {encoding!r}, this reader "
-                f"knows {KNOWN_ENCODINGS}; upgrade torchrl-ext to read it"
-            )
-        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
-            raise FormatError(
-                f"{where}: column {key!r} has dtype {dtype_name!r}, expected one of {sorted(DTYPES)}"
-            )
-        if not isinstance(shape, list) or not all(
-            type(s) is int and 0 <= s < _MAX_ROWS for s in shape
-        ) or len(shape) > 32:
-            raise FormatError(f"{where}: expected a shape as a list of ints >= 0, got {shape!r}")
-        dtype = np.dtype(dtype_name)
-        row_bytes = dtype.itemsize
-        for s in shape:
-            row_bytes *= s
-        if row_bytes > MAX_ROW_BYTES:
-            raise FormatError(
-                f"{where}: column {key!r} of shape {shape} is {row_bytes} bytes per row, more "
-                f"than the {MAX_ROW_BYTES} this format allows"
-            )
-        options = entry.get("options", {})
-        if not isinstance(options, dict) or not all(
-            isinstance(k, str) and _plain_json(v) for k, v in options.items()
-        ):
-            raise FormatError(f"{where}: column {key!r} has options {options!r}, expected a flat JSON object")
-        return cls(tuple(key), dtype, tuple(shape), encoding, tuple(sorted(options.items())))
 
 
 @dataclass(frozen=True)
@@ -208,7 +119,7 @@ def _safe_relpath(root: Path, rel: Any, where: str) -> str:
     return rel
 
 
-def _int(value: Any, name: str, where: str, low: int = 0, high: int = _MAX_ROWS) -> int:
+def _int(value: Any, name: str, where: str, low: int = 0, high: int = MAX_ROWS) -> int:
     if type(value) is not int or not low <= value <= high:
         raise FormatError(f"{where}: expected `{name}` to be an int in [{low}, {high}], got {value!r}")
     return value

@@ -53,10 +53,16 @@ from ..format import (
     write_manifest,
 )
 from ..parent_watch import exit_with_parent
-from ..validation import nonnegative_int, positive_int
 from ..storages import ShardedStorage
+from ..validation import nonnegative_int, positive_int
 from ..writer import LOCK_NAME, EpisodeTable, lock_dataset, unlock_dataset
-from .schema import apply_encodings, flatten_output, infer_schema, next_candidates, rows_equal
+from .schema import (
+    apply_encodings,
+    flatten_output,
+    infer_schema,
+    next_candidates,
+    rows_equal,
+)
 from .shard import WORK_DIR, ShardTask, run_task
 
 __all__ = ["preprocess"]

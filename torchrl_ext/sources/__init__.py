@@ -1,55 +1,35 @@
-"""Episode sources: where raw data comes from before it reaches the writer."""
+"""Generic sources: public buckets fetched without gsutil, and restricted readers for untrusted files.
 
-from .gcs import (
-    ATARI_BUCKET,
-    ATARI_PREFIX,
-    anonymous_client,
-    atari_run_prefix,
-    download_atari_run,
-    download_prefix,
-    file_crc32c,
-    list_atari_checkpoints,
-    list_objects,
+Format-specific importers live in :mod:`torchrl_ext.interop` (one folder per project).
+"""
+
+from ..moved_paths import moved_names
+from .gcs import anonymous_client, download_prefix, file_crc32c, list_objects
+from .gcs_errors import (
+    ChecksumMismatchError,
+    DownloadStalledError,
+    RemoteSourceError,
+    SourceUnreachableError,
 )
-from .gcs_errors import ChecksumMismatchError, DownloadStalledError, RemoteSourceError, SourceUnreachableError
-from .atari_dqn import (
-    BucketReplayLogs,
-    LocalReplayLogs,
-    ReplayLogs,
-    convert_atari_run,
-    convert_atari_runs,
-    convert_replay_logs,
-    list_checkpoints,
-    parse_run_id,
-    resolve_replay_dir,
+from .npy_stream import (
+    NpyGzReader,
+    NpyHeader,
+    copy_npy,
+    load_npy_gz,
+    open_gzip,
+    read_npy_header,
 )
-from .npy_stream import NpyGzReader, NpyHeader, copy_npy, load_npy_gz, open_gzip, read_npy_header
 
 __all__ = [
     # Google Cloud Storage downloads
-    "ATARI_BUCKET",
-    "ATARI_PREFIX",
     "ChecksumMismatchError",
     "DownloadStalledError",
     "RemoteSourceError",
     "SourceUnreachableError",
     "anonymous_client",
-    "atari_run_prefix",
-    "download_atari_run",
     "download_prefix",
     "file_crc32c",
-    "list_atari_checkpoints",
     "list_objects",
-    # Atari DQN replay logs
-    "BucketReplayLogs",
-    "LocalReplayLogs",
-    "ReplayLogs",
-    "convert_atari_run",
-    "convert_atari_runs",
-    "convert_replay_logs",
-    "list_checkpoints",
-    "parse_run_id",
-    "resolve_replay_dir",
     # npy inside gzip, streamed
     "NpyGzReader",
     "NpyHeader",
@@ -58,3 +38,10 @@ __all__ = [
     "open_gzip",
     "read_npy_header",
 ]
+
+# moved to torchrl_ext.interop.atari_dqn (old names still resolve, with a warning)
+__getattr__ = moved_names(__name__, dict.fromkeys(
+    ("ATARI_BUCKET", "ATARI_PREFIX", "atari_run_prefix", "download_atari_run", "list_atari_checkpoints",
+     "BucketReplayLogs", "LocalReplayLogs", "ReplayLogs", "convert_atari_run", "convert_atari_runs",
+     "convert_replay_logs", "list_checkpoints", "parse_run_id", "resolve_replay_dir"),
+    "torchrl_ext.interop.atari_dqn"))

@@ -54,25 +54,18 @@ from .gcs_retry import (
 )
 
 __all__ = [
-    "ATARI_BUCKET",
-    "ATARI_PREFIX",
     "DEFAULT_DEADLINE",
     "anonymous_client",
-    "atari_run_prefix",
-    "download_atari_run",
     "download_prefix",
     "file_crc32c",
-    "list_atari_checkpoints",
     "list_objects",
+    "location",
 ]
 
 logger = logging.getLogger(__name__)
 
-ATARI_BUCKET = "atari-replay-datasets"
-ATARI_PREFIX = "dqn"
 DEFAULT_DEADLINE = 600.0
 _EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
-_CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>\d+)\.gz$")
 _WAYS_OUT = (
     "point at a reachable mirror with `bucket=` or STORAGE_EMULATOR_HOST=http://host:port, "
     "or convert files already on disk with `local_dir=`"
@@ -119,13 +112,13 @@ def anonymous_client() -> Any:
     return storage.Client.create_anonymous_client()
 
 
-def _where(bucket: str, prefix: str) -> str:
+def location(bucket: str, prefix: str) -> str:
     return f"gs://{bucket}/{prefix}"
 
 
 def _source_error(bucket: str, prefix: str, what: str) -> RemoteSourceError:
     return RemoteSourceError(
-        f"{what} at {_where(bucket, prefix)}; expected public objects there. "
+        f"{what} at {location(bucket, prefix)}; expected public objects there. "
         "Point at a mirror with `bucket=`/`prefix=`, or fetch the files another "
         "way and convert them from a local replay_logs directory (`local_dir=`)"
     )
@@ -156,7 +149,7 @@ def list_objects(
     deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
     exc = _api_exceptions()
-    where = _where(bucket, prefix)
+    where = location(bucket, prefix)
     try:
         blobs = list(client.list_blobs(bucket, prefix=prefix, timeout=request_timeouts(deadline),
                                        retry=make_retry(deadline, reached=False)))
@@ -271,11 +264,11 @@ def download_prefix(
     targets = [dest.joinpath(_relative_path(b.name, prefix, bucket)) for b in blobs]
     dest.mkdir(parents=True, exist_ok=True)
     total = sum(b.size for b in blobs)
-    logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, _where(bucket, prefix), dest)
+    logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, location(bucket, prefix), dest)
     exc = _api_exceptions()
     lock = threading.Lock()
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
-              desc=_where(bucket, prefix)) as bar:
+              desc=location(bucket, prefix)) as bar:
 
         def on_bytes(n: int) -> None:
             with lock:
@@ -304,107 +297,3 @@ def download_prefix(
             if err is not None and not isinstance(err, Cancelled):
                 raise err
     return targets
-
-
-def atari_run_prefix(game: str, run: int, prefix: str = ATARI_PREFIX) -> str:
-    """Object prefix of one Atari DQN replay run, e.g. ``dqn/Pong/1/replay_logs/``."""
-    if not isinstance(game, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", game):
-        raise ValueError(f"`game` must be a game name like 'Pong', got {game!r}")
-    if isinstance(run, bool) or not isinstance(run, int) or run < 1:
-        raise ValueError(f"`run` must be a positive int (1-5 in the public dataset), got {run!r}")
-    return f"{prefix.strip('/')}/{game}/{run}/replay_logs/"
-
-
-def _checkpoint_of(name: str) -> int | None:
-    match = _CKPT_RE.match(name.rsplit("/", 1)[-1])
-    return int(match["index"]) if match else None
-
-
-def list_atari_checkpoints(
-    game: str, run: int, *, bucket: str = ATARI_BUCKET, prefix: str = ATARI_PREFIX, client: Any = None,
-    deadline: float = DEFAULT_DEADLINE,
-) -> list[int]:
-    """Checkpoint indices available for one Atari DQN replay run, sorted.
-
-    Args:
-        game: game name as in the bucket, e.g. ``"Pong"``.
-        run: run number (1-5).
-        bucket: bucket to read (a mirror's name to use a mirror).
-        prefix: top-level prefix inside the bucket.
-        client: a storage client; an anonymous one by default.
-        deadline: seconds transient listing errors are retried for.
-
-    Returns:
-        Sorted checkpoint indices found in object names ``*_ckpt.<i>.gz``.
-
-    Raises:
-        SourceUnreachableError: the server cannot be reached.
-        RemoteSourceError: the run is missing, forbidden or empty.
-    """
-    run_prefix = atari_run_prefix(game, run, prefix)
-    blobs = list_objects(bucket, run_prefix, client=client, deadline=deadline)
-    return sorted({c for c in map(_checkpoint_of, (b.name for b in blobs)) if c is not None})
-
-
-def download_atari_run(
-    game: str,
-    run: int,
-    dest: str | Path,
-    *,
-    bucket: str = ATARI_BUCKET,
-    prefix: str = ATARI_PREFIX,
-    checkpoints: Iterable[int] | None = None,
-    threads: int = 8,
-    client: Any = None,
-    progress: bool = True,
-    retries: int = 2,
-    deadline: float = DEFAULT_DEADLINE,
-) -> list[Path]:
-    """Download one run of the Atari DQN Replay Dataset's ``replay_logs``.
-
-    Files land directly in ``dest`` (``dest/$store$_observation_ckpt.0.gz``, ...).
-
-    Args:
-        game: game name as in the bucket, e.g. ``"Pong"``.
-        run: run number (1-5).
-        dest: destination directory, the local ``replay_logs`` directory.
-        bucket: bucket to read (a mirror's name to use a mirror).
-        prefix: top-level prefix inside the bucket.
-        checkpoints: only these checkpoint indices (all files by default).
-        threads: number of parallel downloads.
-        client: a storage client; an anonymous one by default.
-        progress: show a tqdm bar in bytes.
-        retries: fresh downloads allowed after a checksum mismatch, per file.
-        deadline: seconds an object may go without data (see :func:`download_prefix`).
-
-    Returns:
-        The local paths, in object-name order.
-
-    Raises:
-        SourceUnreachableError: the server cannot be reached.
-        RemoteSourceError: the run is missing, forbidden or empty.
-        DownloadStalledError: a file got no data for ``deadline`` seconds (``.part`` kept).
-        ValueError: a requested checkpoint does not exist, or a hostile object name.
-    """
-    run_prefix = atari_run_prefix(game, run, prefix)
-    deadline = check_deadline(deadline)
-    client = anonymous_client() if client is None else client
-    blobs = list_objects(bucket, run_prefix, client=client, deadline=deadline)
-    if checkpoints is not None:
-        wanted = set()
-        for c in checkpoints:
-            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-                raise ValueError(f"`checkpoints` must hold non-negative ints, got {c!r}")
-            wanted.add(c)
-        available = {_checkpoint_of(b.name) for b in blobs} - {None}
-        missing = sorted(wanted - available)
-        if missing:
-            raise ValueError(
-                f"checkpoints {missing} not found at {_where(bucket, run_prefix)}; "
-                f"available: {sorted(available)}"
-            )
-        blobs = [b for b in blobs if _checkpoint_of(b.name) in wanted]
-    return download_prefix(
-        bucket, run_prefix, dest, threads=threads, client=client,
-        progress=progress, retries=retries, blobs=blobs, deadline=deadline,
-    )

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .gcs_errors import ChecksumMismatchError, DownloadStalledError
-from .gcs_retry import Cancelled, describe_error, endpoint_of, make_retry, request_timeouts
+from .gcs_retry import (
+    Cancelled,
+    describe_error,
+    endpoint_of,
+    make_retry,
+    request_timeouts,
+)
 
 __all__ = ["Transfer", "ExpectedHash", "fetch_object", "file_crc32c"]
 

@@ -92,7 +92,11 @@ def unreachable_cause(err: BaseException) -> str | None:
     Returns:
         ``"name resolution failed"``, ``"connection refused"``, ... or None.
     """
-    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+    from urllib3.exceptions import (
+        ConnectTimeoutError,
+        NameResolutionError,
+        NewConnectionError,
+    )
 
     for e in _chain(err):
         if isinstance(e, (NameResolutionError, socket.gaierror)):

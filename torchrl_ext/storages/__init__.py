@@ -1,8 +1,8 @@
 """Reading sharded datasets: a pure reader, the TorchRL ``Storage`` adapter over it, and filtered views."""
 
+from ..format.episode_filters import combine_where, where_clause
 from .dataset import RowDataset, collate_rows
 from .episode_view import EpisodeView
-from .filters import combine_where, where_clause
 from .reader import VERIFY_MODES, ShardReader
 from .sharded import ShardedStorage
 

@@ -28,9 +28,9 @@ from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..compat.torchrl_storage import read_only_storage
 from ..format import Key, Manifest
+from ..format.episode_filters import combine_where, where_clause
+from ..format.episodes import FIXED_COLUMNS
 from ..writer import EpisodeTable
-from ..writer.episodes import FIXED_COLUMNS
-from .filters import combine_where, where_clause
 from .routing import index_rows
 from .sharded import ShardedStorage
 
@@ -52,7 +52,7 @@ class EpisodeView(TensorStorage):
         episodes: episode ids to keep (intersected with the filters).
         filters: keyword filters whose names are not Python identifiers,
             e.g. ``{"env:game": "qbert", "Active playtime__ge": 30}`` (see
-            :mod:`torchrl_ext.storages.filters`).
+            :mod:`torchrl_ext.format.episode_filters`).
         **keyword_filters: more keyword filters, e.g. ``game="qbert", Score__ge=100``.
 
     Attributes:

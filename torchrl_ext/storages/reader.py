@@ -22,11 +22,11 @@ import numpy as np
 
 from ..format import (
     FINAL_ROW,
-    check_event_log,
     Column,
     FormatError,
     Key,
     Manifest,
+    check_event_log,
     column_path,
     final_columns,
     load_dictionaries,

@@ -4,18 +4,21 @@
 - :mod:`.schema`: schema inference and validation of episodes and outputs.
 - :mod:`.pending`: the files of a shard being written.
 - :mod:`.recovery`: cleanup and resume after an interrupted write.
-- :mod:`.episodes`: the SQLite episode table.
 - :mod:`.lock`: the one-writer-per-dataset lock.
-- :mod:`.add_metadata`: a metadata column computed per episode, added atomically.
+
+The episode table it fills is part of the format (:mod:`torchrl_ext.format.episodes`).
 """
 
-from .add_metadata import add_episode_metadata
-from .episodes import EpisodeTable
+from ..format.episodes import EpisodeTable
+from ..moved_paths import moved_names
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard, ShardColumns
 from .shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 
 __all__ = [
     "ShardWriter", "EpisodeTable", "DEFAULT_SHARD_BYTES",
-    "PendingShard", "ShardColumns", "lock_dataset", "unlock_dataset", "LOCK_NAME", "add_episode_metadata",
+    "PendingShard", "ShardColumns", "lock_dataset", "unlock_dataset", "LOCK_NAME",
 ]
+
+# moved to torchrl_ext.preprocessing (an operation over a dataset; still resolves, with a warning)
+__getattr__ = moved_names(__name__, {"add_episode_metadata": "torchrl_ext.preprocessing"})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..format import DTYPES, Column, Key
+from ..format.episodes import MetadataTypes, check_metadata_name, sql_type
 
 __all__ = [
     "OWNED",
@@ -176,63 +177,3 @@ def check_events(events: Sequence[tuple[int, str, float]] | None, length: int) -
             raise ValueError(f"event {name!r} has value {value!r}; expected a number") from None
         out.append((int(step), name, value))
     return out
-
-
-MAX_NAME_CHARS = 128
-
-
-def check_metadata_name(name: Any, reserved: Sequence[str]) -> None:
-    """A metadata key is any short str without ``"`` or NUL (``"Active playtime"``, ``env:game``)."""
-    if (not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or '"' in name
-            or "\x00" in name or name.lower() in {r.lower() for r in reserved}):
-        raise ValueError(
-            f"episode metadata key {name!r} must be a str of 1 to {MAX_NAME_CHARS} characters without "
-            f"'\"' or NUL, other than {tuple(reserved)}; rename it"
-        )
-
-
-def sql_type(value: Any) -> str | None:
-    """SQLite type of a metadata value (None: not storable)."""
-    if isinstance(value, (bool, np.bool_, int, np.integer)):
-        return "INTEGER"
-    if isinstance(value, (float, np.floating)):
-        return "REAL"
-    if isinstance(value, str):
-        return "TEXT"
-    return None
-
-
-class MetadataTypes:
-    """The SQL type of every metadata key so far; checks a new episode's metadata against it.
-
-    Args:
-        known: ``{name: "INTEGER" | "REAL" | "TEXT"}`` of the table's existing columns.
-        reserved: names the table uses itself.
-    """
-
-    def __init__(self, known: Mapping[str, str], reserved: Sequence[str]) -> None:
-        self.types = dict(known)
-        self.reserved = tuple(reserved)
-
-    def check(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Returns the metadata as plain Python values, or raises before anything is recorded."""
-        out: dict[str, Any] = {}
-        new: dict[str, str] = {}
-        for name, value in (metadata or {}).items():
-            check_metadata_name(name, self.reserved)
-            sql = sql_type(value)
-            if sql is None:
-                raise TypeError(
-                    f"episode metadata `{name}` must be an int, float or str, got "
-                    f"{type(value).__name__}; store lists as a str (e.g. ','.join) or one key per item"
-                )
-            known = self.types.get(name)
-            if known is not None and known != sql and not (known == "REAL" and sql == "INTEGER"):
-                raise TypeError(
-                    f"episode metadata `{name}` is {sql.lower()} here but {known.lower()} in earlier "
-                    f"episodes; keep one type per key (e.g. float for every episode)"
-                )
-            new.setdefault(name, known or sql)
-            out[name] = value.item() if isinstance(value, np.generic) else value
-        self.types.update(new)
-        return out

@@ -23,8 +23,8 @@ import numpy as np
 from ..format import (
     DICT_DIR,
     EPISODES_NAME,
-    Column,
     MANIFEST_NAME,
+    Column,
     Key,
     Manifest,
     event_log_name,
@@ -36,13 +36,25 @@ from ..format import (
     write_event_log,
     write_manifest,
 )
-from .encoded import check_encoded, chunk_ends, encoded_placeholders, resolve_column_encodings
+from ..format.episodes import FIXED_COLUMNS, EpisodeTable
 from ..validation import path, positive_int
-from .episodes import FIXED_COLUMNS, EpisodeTable
+from .encoded import (
+    check_encoded,
+    chunk_ends,
+    encoded_placeholders,
+    resolve_column_encodings,
+)
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .pending import PendingShard
 from .recovery import copy_prefix, drop_leftovers, drop_partial_tail
-from .schema import MetadataTypes, check_events, episode_length, flatten_episode, infer_schema, split_episode
+from .schema import (
+    MetadataTypes,
+    check_events,
+    episode_length,
+    flatten_episode,
+    infer_schema,
+    split_episode,
+)
 
 __all__ = ["ShardWriter", "DEFAULT_SHARD_BYTES"]
 
