@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two workers (the CI machine has two cores); tests that share a server or a Ray cluster share a worker
+# (xdist groups, tests/conftest.py); a test that hangs fails after the `timeout` in pyproject.toml.
+PYTEST := $(BIN)/python -m pytest tests torchrl_ext -n $(or $(WORKERS),2) --dist loadgroup
+
 test: $(STAMP)
-	$(BIN)/python -m pytest tests torchrl_ext
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests torchrl_ext -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/python -m torchrl_ext.demo --root demo_data

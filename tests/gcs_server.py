@@ -153,10 +153,12 @@ class FaultServer:
                 "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode()}
         return {k: v for k, v in item.items() if k not in self.omit}
 
-    def stop(self, keep: Any = None) -> None:
+    def stop(self, keep: Any = None, wait: float | None = 5.0) -> None:
         """Dies like a crashed server: the listening socket and every open connection close.
 
         ``keep``: a connection still answering its last request (closed right after).
+        ``wait``: seconds to wait for the listening socket to close (None: until it has;
+        pytest-timeout bounds the test).
         """
         self.stopped.set()
         for conn in list(self.connections - {keep}):
@@ -171,7 +173,7 @@ class FaultServer:
 
         closer = threading.Thread(target=close, daemon=True)  # safe from a request handler too
         closer.start()
-        closer.join(timeout=5)
+        closer.join(timeout=wait)
 
 
 def _fault_handler(fs: FaultServer) -> type:
@@ -203,9 +205,11 @@ def _fault_handler(fs: FaultServer) -> type:
                     return
                 prefix = urllib.parse.parse_qs(url.query).get("prefix", [""])[0]
                 items = [fs.metadata(n) for n in sorted(fs.objects) if n.startswith(prefix)]
-                if fs.die_after_listing:  # stop listening first: every later connection is refused
-                    self.close_connection = True
-                    fs.stop(keep=self.connection)
+                if fs.die_after_listing:  # the listening socket is closed before the listing is sent:
+                    self.close_connection = True  # every later connection is refused, however slow the machine
+                    fs.stop(keep=self.connection, wait=None)
+                    if fs.httpd.socket.fileno() != -1:
+                        raise RuntimeError("the fault server still listens after stop()")
                 self._send(200, json.dumps({"kind": "storage#objects", "items": items}).encode())
             elif url.path.startswith(media):
                 self._media(urllib.parse.unquote(url.path[len(media):]))

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torchrl_ext.format import read_event_log, read_manifest
 
-__all__ = ["read_events", "tree_snapshot"]
+__all__ = ["read_events", "tree_snapshot", "kill_hook", "run_killed", "KILL_EXIT"]
+
+KILL_EXIT = 17  # exit status of a child stopped by ``os._exit`` at its chosen call
 
 
 def read_events(root: str | os.PathLike) -> list[tuple[int, int, int, str, float]]:
@@ -34,6 +40,45 @@ def tree_snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
     st = root.lstat()
     snap["."] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return snap
+
+
+def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool = False, **kwargs: Any) -> int:
+    """Runs ``fn(*args, **kwargs)`` in a forked child stopped at its ``kill_at``-th fsync/rename/replace call.
+
+    The child is a fork of the test process (torch and the package already
+    imported: no interpreter start per trial). At the chosen call it ends with
+    ``os._exit(KILL_EXIT)`` (no cleanup, no flush of Python buffers) or, with
+    ``sigkill``, SIGKILL. Returns the child's exit code as ``subprocess`` gives
+    it: 0 when ``fn`` finished first, ``KILL_EXIT`` or ``-9`` when stopped, 1
+    when ``fn`` raised (its traceback on stderr).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            calls = [0]
+
+            def hook(real: Callable[..., Any]) -> Callable[..., Any]:
+                def wrapped(*a: Any, **k: Any) -> Any:
+                    calls[0] += 1
+                    if calls[0] == kill_at:
+                        if sigkill:
+                            os.kill(os.getpid(), 9)
+                        os._exit(KILL_EXIT)
+                    return real(*a, **k)
+                return wrapped
+
+            os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+            fn(*args, **kwargs)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def kill_hook(action: str = "os._exit(17)") -> str:

@@ -1,7 +1,8 @@
 """Every ``python`` block of the README runs, twice in a row, from a fresh directory.
 
 Blocks run in README order as scripts in one temporary working directory (a
-later block may read what an earlier one wrote), each twice. Blocks that
+later block may read what an earlier one wrote), each twice as ``__main__``
+in one fresh interpreter (the second run finds what the first one wrote). Blocks that
 download from the Atari DQN bucket run against the GCS emulator holding
 generated replay logs under the bucket's real names.
 """
@@ -23,6 +24,12 @@ pytestmark = pytest.mark.slow  # every block is a fresh Python process
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
 NETWORK = ("download_atari_run", "list_atari_checkpoints", "AtariDQNExperienceReplay(")
+DONE = "<readme block run done>"
+TWICE = f"""import runpy, sys
+for _ in range(2):
+    runpy.run_path(sys.argv[1], run_name="__main__")
+    print({DONE!r}, flush=True)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,8 @@ def test_block_runs_twice(number, workdir, request):
         env["STORAGE_EMULATOR_HOST"] = request.getfixturevalue("atari_bucket")
     script = workdir / f"block_{number}.py"
     script.write_text(block, encoding="utf-8")
-    for attempt in (1, 2):
-        proc = subprocess.run([sys.executable, script.name], cwd=workdir, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, f"README block {number} failed on run {attempt}:\n{block}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run([sys.executable, "-c", TWICE, script.name], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+    runs = proc.stdout.count(DONE)
+    assert proc.returncode == 0 and runs == 2, (
+        f"README block {number} failed on run {runs + 1}:\n{block}\n{proc.stderr[-3000:]}")

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import kill_hook
+from helpers import run_killed
 
 from torchrl_ext import EventIndex, FormatError
 from torchrl_ext.synthetic import write_synthetic
 
-pytestmark = pytest.mark.slow  # subprocesses
-
-CHILD = kill_hook("os.kill(os.getpid(), 9)") + """
-from torchrl_ext import EventIndex
-EventIndex.build(sys.argv[1], columns={"reward": ("next", "reward")})
-"""
+pytestmark = pytest.mark.slow  # a forked child per trial
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +36,8 @@ def test_killed_build_leaves_the_old_or_the_new_index(tmp_path, base, kill_at):
     root = tmp_path / "ds"
     shutil.copytree(base, root, symlinks=True)
     old = _arrays(EventIndex.load(root))
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at)], capture_output=True)
-    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.decode()[-2000:]
+    code = run_killed(kill_at, EventIndex.build, root, columns={"reward": ("next", "reward")}, sigkill=True)
+    assert code in (0, -signal.SIGKILL)
     new = _arrays(EventIndex.build(base, columns={"reward": ("next", "reward")}, save=False))
     try:
         found = _arrays(EventIndex.load(root))

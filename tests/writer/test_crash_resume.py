@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # subprocesses
+pytestmark = pytest.mark.slow  # a forked child per trial
 
 from torchrl_ext import ShardedStorage, read_manifest
 from torchrl_ext.synthetic import write_synthetic
 
-from helpers import kill_hook, read_events
+from helpers import KILL_EXIT, read_events, run_killed
 from torchrl_ext.testing.synthetic_reference import check_rows, reference_rows
 
 EPISODES, LENGTH, SHARD_ROWS = 8, (2, 9), 5
 ARGS = dict(episodes=EPISODES, length=LENGTH, obs_shape=(2, 3), shard_rows=SHARD_ROWS, events_every=3)
 
-# The child dies (os._exit, no cleanup) at the K-th fsync/rename/replace: every stage of a commit.
-CHILD = kill_hook() + """
-from torchrl_ext.synthetic import write_synthetic
-write_synthetic(sys.argv[1], **%r, encodings=eval(sys.argv[3]) if len(sys.argv) > 3 else None)
-""" % (ARGS,)
+# The child (a fork) dies (os._exit, no cleanup) at the K-th fsync/rename/replace: every stage of a commit.
 ENCODED = {"observation": "zstd"}
 
 
@@ -64,8 +58,7 @@ def _check_committed_prefix(root):
 @pytest.mark.parametrize("kill_at", range(1, 160, 7))  # a full run makes 152 such calls
 def test_killed_at_every_commit_stage_opens_and_resumes(tmp_path, reference, kill_at):
     root = tmp_path / "ds"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at)], capture_output=True)
-    assert proc.returncode in (0, 17), proc.stderr.decode()[-2000:]
+    assert run_killed(kill_at, write_synthetic, root, **ARGS) in (0, KILL_EXIT)
     if not (root / "dataset.json").exists():
         return  # killed before the empty dataset was first committed: nothing to open, nothing lost
     _check_committed_prefix(root)
@@ -79,9 +72,7 @@ def test_killed_at_every_commit_stage_opens_and_resumes(tmp_path, reference, kil
 @pytest.mark.parametrize("kill_at", range(3, 160, 13))
 def test_killed_with_encoded_columns_opens_and_resumes(tmp_path, encoded_reference, kill_at):
     root = tmp_path / "ds"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at), repr(ENCODED)],
-                          capture_output=True)
-    assert proc.returncode in (0, 17), proc.stderr.decode()[-2000:]
+    assert run_killed(kill_at, write_synthetic, root, **ARGS, encodings=ENCODED) in (0, KILL_EXIT)
     if not (root / "dataset.json").exists():
         return
     _check_committed_prefix(root)
@@ -96,9 +87,7 @@ def test_killed_with_encoded_columns_opens_and_resumes(tmp_path, encoded_referen
 def test_sigkill_mid_write(tmp_path, reference, kill_at):
     """SIGKILL (no cleanup, no flush of Python buffers) at a seeded fsync/rename call."""
     root = tmp_path / "ds"
-    child = CHILD.replace(kill_hook(), kill_hook("os.kill(os.getpid(), 9)"))
-    proc = subprocess.run([sys.executable, "-c", child, str(root), str(kill_at)], capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert run_killed(kill_at, write_synthetic, root, **ARGS, sigkill=True) == -signal.SIGKILL
     if (root / "dataset.json").exists():
         _check_committed_prefix(root)
     write_synthetic(root, **ARGS)
