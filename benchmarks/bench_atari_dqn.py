@@ -256,7 +256,7 @@ def sampling(work: Path, encodings: list[str], iters: int) -> list[tuple[str, st
     import torch
     from torchrl.data.datasets.atari_dqn import AtariDQNExperienceReplay as TorchRLAtari
 
-    from torchrl_ext.datasets import AtariDQNExperienceReplay
+    from torchrl_ext.interop.atari_dqn import AtariDQNExperienceReplay
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)

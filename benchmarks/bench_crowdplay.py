@@ -5,7 +5,7 @@ Writes ``benchmarks/results/crowdplay.md``.
 
 Peer: CrowdPlay's own path (``crowdplay_datasets`` 0.1.0), re-run on the same
 episodes in the same process as a transcription written for the tests
-(``tests/sources/crowdplay/crowdplay_reference.py``): ``pickle.load`` of the
+(``torchrl_ext/interop/crowdplay/reference.py``): ``pickle.load`` of the
 bz2 (or gzip) trajectory file, then the per-step ring framebuffer in Python,
 as ``get_processed_trajectory`` does (its ``lru_cache`` wrapper is left out:
 it raises on a step list). Catalog peer: load every keyword cell of

@@ -372,7 +372,7 @@ def main() -> int:
         f"list. Items compared with MineStudio's own ({compared[128]['windows']} windows at 128x128 and "
         f"{compared[224]['windows']} at 224x224, frames pixel for pixel, in-process and from a DataLoader "
         f"worker): {compared[128]['differ'] + compared[224]['differ']} differ. "
-        "tests/events/test_minestudio_items.py checks every key against a restatement of MineStudio's reader.",
+        "tests/interop/minestudio/test_items.py checks every key against a restatement of MineStudio's reader.",
         "",
     ]
     write_results(OUT, lines)

@@ -8,7 +8,8 @@ strings and imports nothing of the package, so the layers stay one-directional
 instead of importing it from above.
 
 Example:
-    >>> import warnings
+    >>> import sys, warnings
+    >>> _ = sys.modules.pop("torchrl_ext.events.vpt_actions", None)  # not imported by its old path yet
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     from torchrl_ext.events.vpt_actions import agent_action

@@ -93,7 +93,7 @@ def test_generate_executors_match_the_library():
 
 
 def test_download_help_names_the_library_defaults():
-    from torchrl_ext.sources import ATARI_BUCKET, ATARI_PREFIX
+    from torchrl_ext.interop.atari_dqn import ATARI_BUCKET, ATARI_PREFIX
 
     out = run("download", "atari-dqn", "--help").stdout
     assert f"(default: {ATARI_BUCKET})" in out and f"(default: {ATARI_PREFIX})" in out

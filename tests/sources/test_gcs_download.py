@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 from gcs_server import upload_tree
 
-from torchrl_ext.sources import (
-    RemoteSourceError,
-    anonymous_client,
-    download_atari_run,
-    download_prefix,
-    file_crc32c,
-    list_atari_checkpoints,
-)
+from torchrl_ext.interop.atari_dqn import download_atari_run, list_atari_checkpoints
+from torchrl_ext.sources import RemoteSourceError, anonymous_client, download_prefix, file_crc32c
 
 PREFIX = "dqn/Pong/1/replay_logs/"
 KINDS = ["$store$_observation", "$store$_action", "$store$_reward", "$store$_terminal", "add_count", "invalid_range"]

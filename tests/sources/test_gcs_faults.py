@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from gcs_server import upload_tree
 
-from torchrl_ext.sources import download_atari_run, download_prefix, list_atari_checkpoints, list_objects
+from torchrl_ext.interop.atari_dqn import download_atari_run, list_atari_checkpoints
+from torchrl_ext.sources import download_prefix, list_objects
 from torchrl_ext.sources.gcs_errors import (
     ChecksumMismatchError,
     DownloadStalledError,
@@ -110,7 +111,7 @@ def test_every_listing_path_fails_fast(monkeypatch, tmp_path, closed_port, call)
 
 
 def test_atari_dataset_download_fails_fast(monkeypatch, tmp_path, closed_port):
-    from torchrl_ext.datasets import prepare_atari_dqn
+    from torchrl_ext.interop.atari_dqn import prepare_atari_dqn
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{closed_port}")
     err = _timed(prepare_atari_dqn, "Pong/1", tmp_path)

@@ -20,7 +20,8 @@ from torchrl_ext import (
 )
 from torchrl_ext.storages import EpisodeView, RowDataset, collate_rows, where_clause
 from torchrl_ext.synthetic import make_episode
-from torchrl_ext.writer import add_episode_metadata, lock_dataset, unlock_dataset
+from torchrl_ext.preprocessing import add_episode_metadata
+from torchrl_ext.writer import lock_dataset, unlock_dataset
 
 GAMES = ["pong", "qbert", "pong", "breakout", "qbert", "pong", "qbert", "pong", "breakout", "pong", "qbert", "pong"]
 LENGTHS = [5, 9, 7, 4, 12, 6, 8, 5, 10, 7, 3, 9]

@@ -63,7 +63,7 @@ def parse_checkpoints(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets import prepare_atari_dqn
+    from ..interop.atari_dqn import prepare_atari_dqn
 
     paths = prepare_atari_dqn(
         args.dataset_id, args.root, download="force" if args.force else True,

@@ -1,26 +1,27 @@
-"""Reads one encoded column of one shard: the ``.chunks`` / ``.index`` pair of :mod:`.chunk_format`."""
+"""Reads one encoded column of one shard: the ``.chunks`` / ``.index`` pair of :mod:`.chunk_format`.
+
+The reader picks the rows: it groups a batch of rows by chunk, decodes each
+touched chunk once and copies the rows out. Opening and checking the files is
+:mod:`.chunk_files`; decoding chunks on threads and through the shared cache
+is :mod:`.chunk_decoder`.
+"""
 
 from __future__ import annotations
 
-import math
-import mmap
 import os
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..format import FormatError
 from .cache import DecodedChunkCache
-from .chunk_format import ChunkIndex, chunk_file_paths, index_size
+from .chunk_decoder import ChunkDecoder
+from .chunk_files import ChunkFiles
+from .chunk_format import ChunkIndex
 from .column_writer import EncodedChunks
 from .options import EncodingOptions, Raw, Video, load_codec, resolve_encoding
 
 __all__ = ["ChunkedColumnReader"]
-
-_FIX = "re-write the shard or verify it against its source"
 
 
 class ChunkedColumnReader:
@@ -76,64 +77,35 @@ class ChunkedColumnReader:
         self.shape = tuple(int(s) for s in shape)
         self.rows = rows
         self.dictionary = dictionary
-        self.cache = cache
-        self.threads = threads
-        self._open()
+        self._open(cache, threads)
 
     # -- opening ----------------------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, cache: DecodedChunkCache | None, threads: int) -> None:
         self.codec = load_codec(self.options, self.dtype, self.shape, self.dictionary)
-        self.chunks_path, self.index_path = chunk_file_paths(self.dir, self.key)
+        self._files = ChunkFiles.open(self.dir, self.key, self.dtype, self.shape, self.options, self.rows)
+        self.chunks_path, self.index_path = self._files.chunks_path, self._files.index_path
         self.chunk_rows = self.options.chunk_rows
-        self.row_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        where = f"{self.index_path} (column {self.key!r})"
-        expected = index_size(math.ceil(self.rows / self.chunk_rows))
-        largest = index_size(self.rows, irregular=True)  # one-row chunks listed one by one
-        try:
-            with open(self.index_path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > largest:
-                    raise FormatError(
-                        f"{where}: index of {self.rows} rows must be at most {largest} "
-                        f"bytes ({expected} for {self.chunk_rows} rows per chunk), found {size}; {_FIX}"
-                    )
-                data = f.read()
-        except FileNotFoundError:
-            raise FormatError(
-                f"{where}: index file is missing; expected {expected} bytes for {self.rows} rows; {_FIX}"
-            ) from None
-        index = ChunkIndex.from_bytes(data, where)
-        found = (index.codec, index.rows, index.row_bytes, index.chunk_rows)
-        want = (self.options.codec_tag, self.rows, self.row_bytes, self.chunk_rows)
-        if found != want:
-            raise FormatError(
-                f"{where}: index describes (codec, rows, row_bytes, chunk_rows)={found}, the manifest "
-                f"expects {want}; {_FIX}"
-            )
-        try:
-            fd = os.open(self.chunks_path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise FormatError(
-                f"{self.chunks_path} (column {self.key!r}): chunks file is missing; expected "
-                f"{int(index.offsets[-1])} bytes; {_FIX}"
-            ) from None
-        try:
-            st = os.fstat(fd)
-            if st.st_size != index.offsets[-1]:
-                raise FormatError(
-                    f"{self.chunks_path} (column {self.key!r}): expected {int(index.offsets[-1])} bytes "
-                    f"from the index, found {st.st_size}; the file is truncated or corrupt; {_FIX}"
-                )
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else b""
-        finally:
-            os.close(fd)
-        self._data = np.frombuffer(mm, dtype=np.uint8)
-        self._index = index
-        self._offsets = index.offsets.tolist()
-        self._crcs = index.crcs.tolist()
-        self._file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, self.dtype.str, self.shape)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
+        self.row_bytes = self._files.index.row_bytes
+        self._index = self._files.index
+        self._decoder = ChunkDecoder(self._files, self.codec, cache, threads)
+
+    @property
+    def cache(self) -> DecodedChunkCache | None:
+        """The :class:`DecodedChunkCache` decoded chunks go through, or None (settable)."""
+        return self._decoder.cache
+
+    @cache.setter
+    def cache(self, cache: DecodedChunkCache | None) -> None:
+        self._decoder.cache = cache
+
+    @property
+    def threads(self) -> int:
+        """Decoding threads for gathers touching several chunks (settable)."""
+        return self._decoder.threads
+
+    @threads.setter
+    def threads(self, threads: int) -> None:
+        self._decoder.threads = threads
 
     @property
     def n_chunks(self) -> int:
@@ -146,57 +118,6 @@ class ChunkedColumnReader:
 
     def __len__(self) -> int:
         return self.rows
-
-    # -- decoding ---------------------------------------------------------------------------
-    def _payload(self, chunk: int) -> np.ndarray:
-        payload = self._data[self._offsets[chunk] : self._offsets[chunk + 1]]
-        crc = zlib.crc32(payload)
-        if crc != self._crcs[chunk]:
-            raise FormatError(
-                f"{self.chunks_path} (column {self.key!r}): chunk {chunk} of {self.n_chunks} fails its "
-                f"crc32 check (index {self._crcs[chunk]:08x}, data {crc:08x}); the shard is corrupt; {_FIX}"
-            )
-        return payload
-
-    def _decode(
-        self, chunk: int, stop: int | None = None, out: np.ndarray | None = None, first: int = 0
-    ) -> np.ndarray:
-        payload = self._payload(chunk)
-        try:
-            return self.codec.decode(payload, self._index.chunk_len(chunk), stop, out, first)
-        except ValueError as err:
-            raise FormatError(
-                f"{self.chunks_path} (column {self.key!r}): chunk {chunk} of {self.n_chunks} does not "
-                f"decode ({err}); {_FIX}"
-            ) from err
-
-    def _run(self, jobs: list[tuple]) -> list[np.ndarray]:
-        """``_decode(*job)`` for each job, on the thread pool when there are several."""
-        if len(jobs) > 1 and self.threads > 1:
-            if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk-decode")
-                self._pool_pid = os.getpid()
-            return list(self._pool.map(lambda job: self._decode(*job), jobs))
-        return [self._decode(*job) for job in jobs]
-
-    def _decoded(self, chunks: list[int], stops: list[int]) -> list[np.ndarray]:
-        """Decoded rows of each chunk (at least its first ``stops[i]`` rows), via the cache."""
-        cache = self.cache
-        out: list[np.ndarray | None] = [None] * len(chunks)
-        misses = []
-        for i, (c, stop) in enumerate(zip(chunks, stops)):
-            if cache is not None:
-                hit = cache.get((self._file_id, c))
-                if hit is not None and len(hit) >= stop:
-                    out[i] = hit
-                    continue
-            misses.append(i)
-        decoded = self._run([(chunks[i], stops[i]) for i in misses])
-        for i, arr in zip(misses, decoded):
-            out[i] = arr
-            if cache is not None:
-                cache.put((self._file_id, chunks[i]), arr)
-        return out  # type: ignore[return-value]
 
     # -- public reads -----------------------------------------------------------------------
     def gather(self, local_rows: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -229,9 +150,10 @@ class ChunkedColumnReader:
         if lo < 0 or hi >= self.rows:
             raise IndexError(f"`local_rows` must lie in [0, {self.rows}), got values in [{lo}, {hi}]")
         chunk, within = self._index.locate(idx)
-        direct = self.cache is None and isinstance(self.options, Video)
+        decoder = self._decoder
+        direct = decoder.cache is None and isinstance(self.options, Video)
         if n == 1 and not direct:
-            (arr,) = self._decoded([int(chunk[0])], [int(within[0]) + 1])
+            (arr,) = decoder.decoded([int(chunk[0])], [int(within[0]) + 1])
             out[0] = arr[within[0]]
             return out
         order = np.argsort(chunk, kind="stable")
@@ -251,12 +173,12 @@ class ChunkedColumnReader:
                 else:
                     jobs.append((c, stop))
                     fills.append((sel, w))
-            for arr, fill in zip(self._run(jobs), fills):
+            for arr, fill in zip(decoder.run(jobs), fills):
                 if fill is not None:
                     out[fill[0]] = arr[fill[1]]
             return out
         groups = list(groups)
-        arrays = self._decoded([g[0] for g in groups], [g[3] for g in groups])
+        arrays = decoder.decoded([g[0] for g in groups], [g[3] for g in groups])
         for arr, (_, s, e, _) in zip(arrays, groups):
             if e - s == 1:
                 j = order[s]
@@ -280,12 +202,13 @@ class ChunkedColumnReader:
         chunks = list(range(index.chunk_of(start), index.chunk_of(stop - 1) + 1))
         firsts = [index.chunk_start(c) for c in chunks]
         spans = [(max(start, f), min(stop, f + index.chunk_len(c))) for c, f in zip(chunks, firsts)]
-        if self.cache is None:
-            self._run([(c, None, out[a - start : b - start], a - f)
-                       for c, f, (a, b) in zip(chunks, firsts, spans)])
+        decoder = self._decoder
+        if decoder.cache is None:
+            decoder.run([(c, None, out[a - start : b - start], a - f)
+                         for c, f, (a, b) in zip(chunks, firsts, spans)])
             return out
         stops = [b - f for f, (_, b) in zip(firsts, spans)]
-        for arr, f, (a, b) in zip(self._decoded(chunks, stops), firsts, spans):
+        for arr, f, (a, b) in zip(decoder.decoded(chunks, stops), firsts, spans):
             out[a - start : b - start] = arr[a - f : b - f]
         return out
 
@@ -295,13 +218,7 @@ class ChunkedColumnReader:
         Their payloads can be appended to another shard's column of the same
         encoding (and dictionary) as they are.
         """
-        if not isinstance(stop, (int, np.integer)) or not 0 <= stop <= self.rows:
-            raise IndexError(f"`stop` must be an int in [0, {self.rows}], got {stop!r}")
-        index = self._index
-        n = index.chunk_of(int(stop)) if stop < self.rows else self.n_chunks  # chunks before the one of row `stop`
-        payloads = tuple(self._payload(c).tobytes() for c in range(n))
-        return EncodedChunks(payloads, tuple(index.chunk_len(c) for c in range(n)), self.dtype, self.shape,
-                             self.options.codec_tag)
+        return self._files.encoded_prefix(stop)
 
     def verify(self, decode: bool = False) -> None:
         """Checks every chunk's crc32 (and, with ``decode``, that it decodes to its rows).
@@ -309,18 +226,14 @@ class ChunkedColumnReader:
         Raises:
             FormatError: naming the first damaged chunk.
         """
+        check = self._decoder.decode if decode else self._files.payload
         for c in range(self.n_chunks):
-            if decode:
-                self._decode(c)
-            else:
-                self._payload(c)
+            check(c)
 
     def close(self) -> None:
         """Releases the memory map and the decoding threads."""
-        if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.shutdown(wait=False)
-        self._pool = None
-        self._data = np.empty(0, np.uint8)
+        self._decoder.close()
+        self._files.close()
 
     # -- pickling by path -------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -344,9 +257,7 @@ class ChunkedColumnReader:
         self.shape = tuple(state["shape"])
         self.rows = state["rows"]
         self.dictionary = state["dictionary"]
-        self.cache = state["cache"]
-        self.threads = state["threads"]
-        self._open()
+        self._open(state["cache"], state["threads"])
 
     def __repr__(self) -> str:
         return (

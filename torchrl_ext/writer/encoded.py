@@ -9,7 +9,8 @@ fine: the shard's index then lists each chunk's rows). An episode that
 continues in the next shard is split there at a chunk boundary, so a shard
 may end a few rows short of ``shard_rows``. Several encoded columns of one
 episode must share their chunk boundaries. Everything is checked before the
-episode is recorded.
+episode is recorded. :func:`accepted_columns` says which columns take chunks
+(``ShardWriter.encoded_columns``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..format import Column, Key
+from ..format import Column, Key, Manifest
 
-__all__ = ["encoded_placeholders", "check_encoded", "chunk_ends", "resolve_column_encodings"]
+__all__ = ["encoded_placeholders", "check_encoded", "chunk_ends", "rows_to_chunk_end", "accepted_columns"]
 
 
 def _key(key: Any) -> Key:
@@ -109,18 +110,44 @@ def chunk_ends(rows: Mapping[Key, Any]) -> np.ndarray | None:
     return None
 
 
-def resolve_column_encodings(encodings: Mapping[Any, Any] | None) -> dict[Key, Any]:
-    """``{key tuple: encoding options}`` from ``ShardWriter.create``'s ``encodings`` argument."""
-    if not encodings:
-        return {}
-    if not isinstance(encodings, Mapping):
-        raise TypeError(f"`encodings` must be a mapping of key -> encoding, got {type(encodings).__name__}")
-    from ..encodings import resolve_encoding
+def rows_to_chunk_end(ends: np.ndarray, written: int, room: int) -> int:
+    """Rows of an episode that a shard with ``room`` rows left takes when the episode goes on after it.
 
-    out: dict[Key, Any] = {}
-    for key, spec in encodings.items():
-        k = (key,) if isinstance(key, str) else tuple(key)
-        if not k or not all(isinstance(x, str) for x in k):
-            raise TypeError(f"`encodings` keys must be str or tuples of str, got {key!r}")
-        out[k] = resolve_encoding(spec)
-    return out
+    The shard then ends at the last chunk end within its room; 0 (or less)
+    means the next chunk does not fit and the shard ends before it.
+
+    Args:
+        ends: the rows at which the episode's chunks end (:func:`chunk_ends`).
+        written: rows of the episode already in earlier shards.
+        room: rows the shard can still take.
+
+    Example:
+        >>> rows_to_chunk_end(np.array([4, 8, 10]), written=0, room=6)
+        4
+        >>> rows_to_chunk_end(np.array([4, 8, 10]), written=4, room=3)
+        0
+    """
+    k = int(np.searchsorted(ends, written + room, side="right"))
+    return (int(ends[k - 1]) if k else 0) - written
+
+
+def accepted_columns(manifest: Manifest, encodings: Mapping[Key, Any], dictionaries: Mapping[Key, bytes],
+                     untrained: set[Key]) -> dict[Key, tuple[Any, bytes | None]]:
+    """``{key: (encoding options, dictionary bytes or None)}`` of the columns rows may arrive pre-encoded for.
+
+    Args:
+        manifest: the dataset's manifest; its schema's encoded columns count
+            once it has one.
+        encodings: the encodings given to ``ShardWriter.create``, which count
+            before the first episode (but not zstd with a dictionary: it is
+            not trained yet).
+        dictionaries: the trained dictionaries by key.
+        untrained: zstd columns still waiting for their dictionary, left out.
+    """
+    from ..encodings import column_options
+
+    if manifest.schema:
+        cols = {c.key: c for c in manifest.schema if c.encoding != "raw"}
+        return {k: (column_options(c), dictionaries.get(k)) for k, c in cols.items() if k not in untrained}
+    return {k: (o, None) for k, o in encodings.items()
+            if o.name != "raw" and not getattr(o, "dictionary", False)}

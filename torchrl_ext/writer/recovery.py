@@ -5,6 +5,8 @@ leftover of a write that never committed; rows of the last shards past
 ``num_rows`` belong to an episode cut off by the crash. A shard that holds
 both committed rows and such rows is rewritten: its committed prefix is copied
 into the next shard (:func:`copy_prefix`) before new rows are appended.
+Episode-table rows past ``num_episodes`` were inserted by a commit that never
+replaced the manifest; :func:`open_episode_table` drops them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ import shutil
 from pathlib import Path
 
 from ..format import FINAL_ROW, Manifest, ShardInfo, final_columns
+from ..format.episodes import EpisodeTable
 from .pending import PendingShard, ShardColumns
 
-__all__ = ["drop_leftovers", "drop_partial_tail", "copy_prefix"]
+__all__ = ["open_episode_table", "drop_leftovers", "drop_partial_tail", "copy_prefix"]
 
 logger = logging.getLogger(__name__)
+
+
+def open_episode_table(root: Path, manifest: Manifest) -> EpisodeTable:
+    """Opens the dataset's episode table without the rows of episodes the manifest does not count."""
+    table = EpisodeTable.open(root / manifest.episodes, create=True)
+    try:
+        table.delete_from(manifest.num_episodes)
+    except BaseException:
+        table.close()
+        raise
+    return table
 
 
 def drop_leftovers(root: Path, manifest: Manifest) -> None:

@@ -13,7 +13,7 @@ from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
 from torchrl_ext.format import FormatError
-from torchrl_ext.sources import LocalReplayLogs
+from torchrl_ext.interop.atari_dqn import LocalReplayLogs
 from torchrl_ext.interop.atari_dqn import DONE_NAME, convert_replay_logs
 
 SMALL = (6, 6)

@@ -8,7 +8,7 @@ import torch
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage
-from torchrl_ext.datasets import AtariDQNExperienceReplay
+from torchrl_ext.interop.atari_dqn import AtariDQNExperienceReplay
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from helpers import assert_same_datasets
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
-from torchrl_ext.sources import (
+from torchrl_ext.interop.atari_dqn import (
+    DONE_NAME,
     BucketReplayLogs,
-    ChecksumMismatchError,
     convert_atari_run,
     convert_atari_runs,
     convert_replay_logs,
 )
-from torchrl_ext.interop.atari_dqn import DONE_NAME
+from torchrl_ext.sources import ChecksumMismatchError
 
 SMALL = (6, 6)
 C = 200

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from torchrl_ext.export import to_d3rlpy
+from torchrl_ext.interop.d3rlpy import to_d3rlpy
 from torchrl_ext.interop.crowdplay import ProcessedTrajectories, processed_trajectory
 from torchrl_ext.storages import EpisodeView
 

@@ -24,7 +24,7 @@ from torchrl_ext.events import EventWindowDataset
 from torchrl_ext.events import batchify as our_batchify
 from torchrl_ext.interop.minestudio.vpt_actions import BUTTONS, agent_action
 from torchrl_ext.samplers import EventSliceSampler
-from torchrl_ext.interop.minestudio import import_minestudio
+from torchrl_ext.interop.minestudio import MineStudioItems, import_minestudio
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_some_windows_are_padded(dirs):
     ours_args, _, window = CASES["resized, previous actions, val split"]
     ds = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **{**window, "split": "train"})
     _, mask = ds.windows.rows_and_mask()
-    assert not mask.all() and ds.minestudio_items is not None
+    assert not mask.all() and isinstance(ds.plugin_items, MineStudioItems)
 
 
 def test_flat_form_with_contractor_info(dirs):

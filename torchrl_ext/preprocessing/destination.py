@@ -1,0 +1,157 @@
+"""The ``dest`` directory of a ``preprocess`` run: readied before the tasks run, committed after them.
+
+Layout of ``dest`` while a run is under way (no manifest yet, so no reader opens it)::
+
+    <dest>/.preprocess/plan.json          source fingerprint, row limit, output schema (RunPlan.to_json)
+    <dest>/.preprocess/shard-<id>.json    record of each finished output shard
+    <dest>/shards/<id>/                   finished output shards (one per task)
+    <dest>/.incomplete                    a note saying how to resume (INCOMPLETE_NAME)
+
+When every shard is finished the episode table and event logs are copied, the
+manifest is written atomically (the commit point) and ``.preprocess/`` removed.
+The caller holds the dataset lock of ``dest`` throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..format import (
+    DICT_DIR,
+    EPISODES_NAME,
+    INCOMPLETE_NAME,
+    MANIFEST_NAME,
+    Manifest,
+    ShardInfo,
+    atomic_write_bytes,
+    atomic_write_json,
+    filter_event_log,
+    fsync_dir,
+    read_manifest,
+    write_dictionary,
+    write_manifest,
+)
+from ..writer import LOCK_NAME, EpisodeTable
+from .plan import PLAN_NAME, RunPlan
+from .shard import WORK_DIR
+
+__all__ = ["finish_dest", "prepare_dest"]
+
+logger = logging.getLogger(__name__)
+
+_OURS = {MANIFEST_NAME, WORK_DIR, "shards", "events", EPISODES_NAME, LOCK_NAME, INCOMPLETE_NAME, DICT_DIR}
+_RESUME_HINT = ("an unfinished preprocess() run, not a dataset yet; call preprocess() again with the "
+                "same arguments to resume it")
+
+
+def _clear(dest: Path) -> None:
+    (dest / MANIFEST_NAME).unlink(missing_ok=True)  # first: dest stops being a dataset at once
+    fsync_dir(dest)
+    for name in _OURS - {LOCK_NAME, MANIFEST_NAME}:
+        p = dest / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def prepare_dest(plan: RunPlan, overwrite: bool) -> bool:
+    """Returns True when ``plan.dest`` already holds the complete result; else readies it for the tasks.
+
+    Readying clears it (``overwrite``) or checks that an interrupted run there
+    had the same plan, then writes the plan record and the zstd dictionaries.
+
+    Raises:
+        ValueError: ``dest`` holds foreign files, another dataset, or another run's work.
+    """
+    dest, record = plan.dest, plan.to_json()
+    work = dest / WORK_DIR
+    foreign = sorted(p.name for p in dest.iterdir() if p.name not in _OURS)
+    if foreign:
+        raise ValueError(
+            f"`dest` {dest} holds files that are not a dataset ({foreign[:3]}); choose an empty "
+            "or new directory"
+        )
+    if overwrite:
+        _clear(dest)
+    elif (dest / MANIFEST_NAME).exists():
+        found = read_manifest(dest)
+        same = (found.num_rows == record["limit"]
+                and [c.to_json() for c in found.schema] == record["schema"]
+                and [list(k) for k in found.next_from_row] == record["next_from_row"])
+        if not same:
+            raise ValueError(
+                f"`dest` {dest} holds a dataset of {found.num_rows} rows with another schema or "
+                f"size than this run ({record['limit']} rows); pass overwrite=True to replace it"
+            )
+        shutil.rmtree(work, ignore_errors=True)
+        return True
+    elif (work / PLAN_NAME).exists():
+        old = json.loads((work / PLAN_NAME).read_text(encoding="utf-8"))
+        if old != record:
+            raise ValueError(
+                f"`dest` {dest} holds an interrupted run over another source, row limit or output "
+                "schema; pass overwrite=True to discard it"
+            )
+        logger.info("%s: resuming an interrupted run", dest)
+    work.mkdir(exist_ok=True)
+    (dest / "shards").mkdir(exist_ok=True)
+    atomic_write_bytes(dest / INCOMPLETE_NAME, _RESUME_HINT.encode("utf-8"))
+    atomic_write_json(work / PLAN_NAME, record)
+    fsync_dir(dest)
+    for key, data in plan.dictionaries.items():
+        write_dictionary(dest, key, data)
+    return False
+
+
+def finish_dest(plan: RunPlan, records: list[dict]) -> None:
+    """Copies the episode table and event logs, commits the manifest, then removes the run's work files.
+
+    Args:
+        plan: the run's plan.
+        records: the record of each task, in task order (``run_tasks``'s result).
+    """
+    root, dest, m, num_eps = plan.root, plan.dest, plan.source_manifest, plan.num_episodes
+    tmp = dest / WORK_DIR / EPISODES_NAME
+    table = EpisodeTable.open(root / m.episodes)
+    try:
+        table.copy_to(tmp, num_eps, has_final=[e for r in records for e in r["final_episodes"]])
+    finally:
+        table.close()
+    os.replace(tmp, dest / EPISODES_NAME)
+    (dest / "events").mkdir(exist_ok=True)
+    logs, crcs = [], []
+    for rel in m.event_logs:
+        crc = filter_event_log(root / rel, dest / rel, plan.limit)
+        if crc is not None:
+            logs.append(rel)
+            crcs.append(crc)
+    fsync_dir(dest / "events")
+    copied = EpisodeTable.open(dest / EPISODES_NAME)
+    try:
+        episodes_crc = copied.content_crc(num_eps)
+    finally:
+        copied.close()
+    fn = plan.fn
+    manifest = Manifest(
+        schema=plan.schema,
+        next_from_row=list(plan.next_keys),
+        shards=[ShardInfo(**r["shard"]) for r in records],
+        num_rows=plan.limit,
+        num_episodes=num_eps,
+        event_logs=logs,
+        event_log_crcs=crcs,
+        episodes_crc=episodes_crc,
+        next_shard_id=len(plan.tasks),
+        shard_rows=m.shard_rows,
+        source={"kind": "preprocess", "source": str(root),
+                "fn": getattr(fn, "__qualname__", type(fn).__qualname__), "parent": m.source},
+    )
+    write_manifest(dest, manifest)
+    listed = {Path(t.name) for t in plan.tasks}
+    for d in (dest / "shards").iterdir():  # pieces of an earlier, differently split run
+        if Path(d.name) not in listed:
+            shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(dest / WORK_DIR, ignore_errors=True)
+    (dest / INCOMPLETE_NAME).unlink(missing_ok=True)
