@@ -3,11 +3,19 @@
 A pickle can name any importable callable and have it run while loading; a
 dataset downloaded from elsewhere must never get that power. This unpickler
 resolves only the globals needed to rebuild plain data — numpy arrays, numpy
-scalars and dtypes, torch tensors (storages read by ``torch.load(weights_only=True)``),
-``datetime`` values, ordered dicts, sets, bytes — and
-refuses every other global *before* anything is called, with an error that
-names the file and the global found. Dicts, lists, tuples, str, numbers,
-bool and None need no global at all.
+scalars and dtypes, torch tensors, ``datetime`` values, ordered dicts, sets,
+bytes — and refuses every other global *before* anything is called, with an
+error that names the file and the global found. Dicts, lists, tuples, str,
+numbers, bool and None need no global at all.
+
+Even the allowed globals never reach numpy's or torch's own rebuild code with
+arguments from the file: each is served by a checking constructor of
+:mod:`.plain_values` (dtype strings of plain kinds only, sizes that match the
+bytes given, tensor views inside their storage, no ``bytearray(size)``).
+What a file can make is bounded: the bytes read (the file's own size, or
+``max_bytes`` for a decompressing stream), nesting depth, and the number of
+values counted as a tree. Every malformed input is one :class:`FormatError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -17,38 +25,14 @@ import pickle
 from typing import Any, BinaryIO
 
 from ..format import FormatError
+from .plain_values import CONSTRUCTORS, PlainValueError, finish
 
-__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "safe_load", "safe_loads"]
+__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "safe_load", "safe_loads", "MAX_RATIO"]
 
-ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-    # numpy arrays, scalars and dtypes (numpy 1.x and 2.x module paths)
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    # bytes pickled by protocol 2 (``_codecs.encode(text, "latin1")`` only builds bytes)
-    ("_codecs", "encode"),
-    # plain containers and values
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "bytearray"),
-    ("builtins", "complex"),
-    ("collections", "OrderedDict"),
-    ("datetime", "datetime"),
-    ("datetime", "date"),
-    ("datetime", "time"),
-    ("datetime", "timedelta"),
-    ("datetime", "timezone"),
-    # torch tensors as ``pickle.dumps(tensor)`` writes them (MineStudio's generated actions): the view is rebuilt
-    # by torch's own function and the storage bytes are read by ``torch.load(weights_only=True)`` on the CPU
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch.storage", "_load_from_bytes"),
-})
-
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(CONSTRUCTORS)
+MAX_RATIO = 2000  # decompressed bytes per compressed byte a caller should allow (bz2 of real frames: ~10-100)
+_NODES_PER_BYTE = 4  # values a pickle may stand for, per byte read (one opcode of at least a byte per value)
+_MIN_NODES = 100_000
 
 _PY2_MODULES = {"__builtin__": "builtins"}  # protocol 0-2 names, mapped back by the base class
 
@@ -57,54 +41,92 @@ class UnsafePickleError(FormatError):
     """A pickle names a global that plain data does not need; nothing was executed."""
 
 
+class _Capped(io.RawIOBase):
+    """A read-only stream that fails once more than ``limit`` bytes were asked of it."""
+
+    def __init__(self, raw: BinaryIO, limit: int, where: str) -> None:
+        self.raw, self.limit, self.where, self.count = raw, limit, where, 0
+        self.failed: BaseException | None = None  # an error of the stream itself (e.g. bad compressed data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.count + len(view) > self.limit:
+            view = view[: max(self.limit - self.count + 1, 0)]
+        try:
+            data = self.raw.read(len(view))
+        except Exception as err:
+            self.failed = err
+            raise
+        view[: len(data)] = data
+        self.count += len(data)
+        if self.count > self.limit:
+            raise FormatError(f"{self.where}: the pickle holds more than {self.limit} bytes, the most this record "
+                              "may hold; the file is corrupt or hostile")
+        return len(data)
+
+
 class _Restricted(pickle.Unpickler):
     def __init__(self, file: BinaryIO, where: str) -> None:
         super().__init__(file)
         self._where = where
 
     def find_class(self, module: str, name: str) -> Any:
-        if (_PY2_MODULES.get(module, module), name) not in ALLOWED_GLOBALS:
+        found = CONSTRUCTORS.get((_PY2_MODULES.get(module, module), name))
+        if found is None:
             raise UnsafePickleError(
                 f"{self._where}: the pickle asks for {module}.{name}, which plain data (arrays, dicts, "
                 "lists, numbers, strings) never needs; refused without running it. Convert the file "
                 "with trusted code if you know where it came from"
             )
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_bytes
-        if (module, name) == ("torch.storage", "_load_from_bytes"):
-            return _weights_only_storage
-        return super().find_class(module, name)
+        return found
 
 
-def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise pickle.UnpicklingError(f"_codecs.encode is allowed only to rebuild latin1 bytes, got {encoding!r}")
-    return text.encode("latin1")
-
-
-def _weights_only_storage(data: bytes) -> Any:
-    import torch
-
-    if not isinstance(data, bytes):
-        raise pickle.UnpicklingError(f"a tensor storage must be bytes, got {type(data).__name__}")
+def _size_of(file: BinaryIO) -> int | None:
+    """Bytes left in a plain file or in-memory buffer; None for anything else (a decompressing stream
+    would have to decompress everything to answer)."""
+    if not isinstance(file, (io.BufferedReader, io.FileIO, io.BytesIO)):
+        return None
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - torch raises several types for a refused or damaged storage
-        raise pickle.UnpicklingError(f"tensor storage refused by torch.load(weights_only=True): {err}") from err
+        here = file.tell()
+        end = file.seek(0, io.SEEK_END)
+        file.seek(here)
+        return end - here
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
-def safe_load(file: BinaryIO, where: str) -> Any:
-    """Unpickles plain data from an open binary file; ``where`` names it in errors."""
+def safe_load(file: BinaryIO, where: str, *, max_bytes: int | None = None) -> Any:
+    """Unpickles plain data from an open binary file; ``where`` names it in errors.
+
+    Args:
+        file: the pickle, from its current position.
+        where: the file's name for messages.
+        max_bytes: the most bytes the pickle may hold (default: what is left
+            of a seekable file; required for a stream that cannot seek, such
+            as a decompressing one: e.g. ``MAX_RATIO`` times the compressed size).
+    """
+    limit = max_bytes if max_bytes is not None else _size_of(file)
+    if limit is None:
+        raise ValueError(f"{where}: `max_bytes` is required for a stream whose size is unknown")
+    capped = _Capped(file, limit, where)
     try:
-        return _Restricted(file, where).load()
-    except UnsafePickleError:
+        value = _Restricted(io.BufferedReader(capped), where).load()
+        return finish(value, max(_MIN_NODES, _NODES_PER_BYTE * capped.count))
+    except FormatError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, OverflowError, MemoryError) as err:
+    except Exception as err:  # noqa: BLE001 - any failure to rebuild a hostile file is a format error
+        if err is capped.failed:
+            raise  # the stream's own error (a damaged compressed file): its caller names it
+        why = f"{type(err).__name__}: {err}"
+        if isinstance(err, PlainValueError):
+            why = str(err)
         raise FormatError(
-            f"{where}: not a readable pickle of plain data ({type(err).__name__}: {err}); the file is "
-            "truncated or corrupt"
-        ) from err
+            f"{where}: not a readable pickle of plain data ({why:.300}); the file is truncated, corrupt or "
+            "hostile"
+        ) from None
 
 
 def safe_loads(data: bytes, where: str) -> Any:
@@ -123,4 +145,6 @@ def safe_loads(data: bytes, where: str) -> Any:
         ...
         torchrl_ext.sources.safe_pickle.UnsafePickleError: evil.pkl: the pickle asks for posix.system, ...
     """
-    return safe_load(io.BytesIO(data), where)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{where}: expected the pickle as bytes, got {type(data).__name__}")
+    return safe_load(io.BytesIO(data), where, max_bytes=len(data))

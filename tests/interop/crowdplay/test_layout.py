@@ -88,6 +88,14 @@ def test_garbage_bz2_is_a_format_error(cp_copy):
         load_trajectory(path)
 
 
+def test_a_decompression_bomb_stops_at_its_bound(tmp_path):
+    path = tmp_path / "bomb.pickle.bz2"
+    path.write_bytes(bz2.compress(pickle.dumps([{"prev_obs": b"\0" * (256 << 20)}])))  # 256 MiB in ~1 kB
+    with pytest.raises(FormatError, match=r"bomb\.pickle\.bz2: the pickle holds more than \d+ bytes, the most this "
+                                          r"record may hold"):
+        load_trajectory(path)
+
+
 def test_a_pickle_that_is_no_step_list_is_a_format_error(tmp_path):
     path = tmp_path / "x.pickle"
     path.write_bytes(pickle.dumps({"not": "a list"}))

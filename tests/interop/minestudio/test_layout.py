@@ -45,6 +45,32 @@ def test_events_through_the_codebook(ms_dataset):
         assert sorted(got[name]) == want
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("item", ([1], 0, 1.0), r"must be \(episode name or code, frame 0\.\.\d+, number\), found \(\[1\], 0, 1\.0\)"),
+    ("item", ("0", -5, 1.0), r"must be \(episode name or code, frame"),
+    ("item", ("0", 1 << 60, 1.0), r"must be \(episode name or code, frame"),
+    ("item", ("0", 3, "many"), r"must be \(episode name or code, frame"),
+    ("__codebook__", {"player0-1000": ["0"]}, r"__codebook__ must map episode names to codes"),
+    ("__event_info__", {("a",): {"__num_items__": 1}}, r"__event_info__ must be keyed by event names"),
+    ("__event_info__", {"a": {"__num_items__": "3"}}, r"has no valid '__num_items__' \(an int >= 0\), found str"),
+])
+def test_hostile_event_records_are_format_errors(tmp_path, key, value, message):
+    import pickle
+
+    import lmdb
+
+    root = tmp_path / "ds"
+    write_minestudio_dataset(root, lengths=(64,))
+    env = lmdb.open(str(root / "event"), subdir=True, lock=False)
+    with env.begin(write=True) as txn:
+        if key == "item":
+            key = next(k for k, _ in txn.cursor() if not k.startswith(b"__")).decode()
+        txn.put(key.encode(), pickle.dumps(value))
+    env.close()
+    with pytest.raises(FormatError, match=message):
+        MineStudioLayout(root).events()
+
+
 def test_episode_missing_in_a_modality_is_left_out(tmp_path):
     root = tmp_path / "ds"
     write_minestudio_dataset(root, lengths=(64, 64), episodes_per_part=1)
