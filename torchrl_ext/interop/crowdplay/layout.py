@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from ...format import FormatError
-from ...sources.safe_pickle import UnsafePickleError, safe_load, safe_loads
+from ...sources.safe_pickle import MAX_RATIO, UnsafePickleError, safe_load, safe_loads
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -206,8 +206,10 @@ def load_trajectory(path: str | os.PathLike) -> list[dict[str, Any]]:
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        limit = size if path.suffix == ".pickle" else MAX_RATIO * size + (1 << 20)  # bounds a decompression bomb
         with _open(path) as f:
-            steps = safe_load(f, str(path))
+            steps = safe_load(f, str(path), max_bytes=limit)
     except UnsafePickleError:
         raise
     except FileNotFoundError:

@@ -17,6 +17,9 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ...format import FormatError
 from ...sources.safe_pickle import safe_loads
@@ -146,24 +149,32 @@ class MineStudioLayout:
         codebook = None
         if raw is not None:
             book = safe_loads(raw, f"{where} [__codebook__]")
-            if not isinstance(book, dict):
-                raise FormatError(f"{where}: __codebook__ must be a dict, found {type(book).__name__}")
+            if not isinstance(book, dict) or not all(map(_is_name, [*book, *book.values()])):
+                raise FormatError(f"{where}: __codebook__ must map episode names to codes (str or int), found "
+                                  f"{type(book).__name__}; the environment is corrupt")
             codebook = {v: k for k, v in book.items()}
         out: dict[str, list[tuple[int, str, float]]] = {}
+        if not all(isinstance(name, str) for name in info):
+            raise FormatError(f"{where}: __event_info__ must be keyed by event names (str); the environment is "
+                              "corrupt")
         with env.begin() as txn:
             for name in sorted(info):
                 meta = info[name]
                 n = meta.get("__num_items__") if isinstance(meta, dict) else None
                 if not isinstance(n, int) or n < 0:
-                    raise FormatError(f"{where}: __event_info__[{name!r}] has no valid '__num_items__', found {meta!r}")
+                    raise FormatError(f"{where}: __event_info__[{name!r:.80}] has no valid '__num_items__' "
+                                      f"(an int >= 0), found {type(n).__name__}")
                 for i in range(n):
                     key = str((name, i)).encode()
                     value = txn.get(key)
                     if value is None:
                         raise FormatError(f"{where}: event item {key.decode()!r} is missing; the environment is incomplete")
                     item = safe_loads(value, f"{where} [{key.decode()}]")
-                    if not (isinstance(item, tuple) and len(item) == 3):
-                        raise FormatError(f"{where}: event item {key.decode()!r} must be (episode, frame, value), found {item!r}")
+                    if not (isinstance(item, tuple) and len(item) == 3 and _is_name(item[0])
+                            and isinstance(item[1], (int, np.integer)) and 0 <= item[1] < _MAX_FRAME
+                            and isinstance(item[2], (int, float, np.integer, np.floating))):
+                        raise FormatError(f"{where}: event item {key.decode()!r} must be (episode name or code, frame "
+                                          f"0..{_MAX_FRAME - 1}, number), found {item!r:.120}")
                     episode, frame, val = item
                     if codebook is not None:
                         if episode not in codebook:
@@ -172,3 +183,11 @@ class MineStudioLayout:
                         episode = codebook[episode]
                     out.setdefault(str(episode), []).append((int(frame), str(name), float(val)))
         return out
+
+
+_MAX_FRAME = 1 << 40
+
+
+def _is_name(value: Any) -> bool:
+    """An episode name or codebook code: a str or an int (never a container)."""
+    return isinstance(value, (str, int, np.integer)) and not isinstance(value, bool)
