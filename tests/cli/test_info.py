@@ -29,6 +29,17 @@ def test_info_prints_summary_and_schema(tmp_path):
 
 
 @pytest.mark.slow  # loads torch in a subprocess
+def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`torchrl-ext info X | head -0`: the reader is gone before anything is written."""
+    root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(2,))
+    proc = subprocess.Popen([sys.executable, "-m", "torchrl_ext.cli", "info", str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the child has imported anything
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141 and err == b""
+
+
+@pytest.mark.slow  # loads torch in a subprocess
 def test_info_on_missing_dataset_fails_clearly(tmp_path):
     proc = _run("info", str(tmp_path / "nope"))
     assert proc.returncode == 2

@@ -83,6 +83,14 @@ def test_a_view_restricts_the_lookup(cp_storage):
         processed_trajectory(view, "0a1f")
 
 
+def test_two_players_need_an_agent_one_player_does_not(cp_storage, cp_episodes):
+    with pytest.raises(ValueError, match=rf"episode '{TWO_PLAYER[0]}' has 2 agents \['{P0}', '{P1}'\]; pass `agent=`"):
+        processed_trajectory(cp_storage, TWO_PLAYER[0])
+    _assert_same(processed_trajectory(cp_storage, TWO_PLAYER[0], P1),
+                 reference_processed(_steps(cp_episodes, TWO_PLAYER[0]), P1))
+    _assert_same(processed_trajectory(cp_storage, "0a1f"), reference_processed(_steps(cp_episodes, "0a1f"), P0))
+
+
 def test_unknown_episode_or_agent_is_named(cp_storage):
     with pytest.raises(ValueError, match=r"no episode with episode_id='0a1f' and agent='nobody'.*1 episode"):
         processed_trajectory(cp_storage, "0a1f", "nobody")

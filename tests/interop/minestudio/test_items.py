@@ -178,6 +178,18 @@ def test_unsupported_minestudio_arguments(dirs, kwargs, match):
         EventWindowDataset(dataset_dirs=[str(dirs[0][1])], win_len=8, **kwargs)
 
 
+@pytest.mark.parametrize("flat", [dict(frame_width=96, frame_height=64), dict(enable_video=False),
+                                  dict(enable_segment=True)])
+def test_flat_arguments_beside_callbacks_are_refused_not_ignored(dirs, flat):
+    """MineStudio 1.1.6 raises TypeError for 1.0's flat arguments; silently returning 128x128 frames would lie."""
+    with pytest.raises(TypeError, match=r"are MineStudio 1.0 arguments; with `modal_kernel_callbacks` \(1.1\) set "
+                                        r"them per callback, e.g. modal_kernel_config="):
+        EventWindowDataset(dataset_dirs=[str(dirs[0][1])], modal_kernel_callbacks=["image"], win_len=8, **flat)
+    ds = EventWindowDataset(dataset_dirs=[str(dirs[0][1])], modal_kernel_callbacks=["image"], win_len=8,
+                            modal_kernel_config={"image": {"frame_width": 96, "frame_height": 64}})
+    assert tuple(ds[0]["image"].shape) == (8, 64, 96, 3)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_vpt_mapping_matches_the_definition(seed):
     rng = np.random.default_rng(seed)

@@ -194,14 +194,14 @@ def kept_steps(length: int, downsample_frequency: int = 1, downsample_offset: in
     return kept
 
 
-def find_episode(source: Any, episode_id: str | int, agent: str = DEFAULT_AGENT) -> tuple[Any, int]:
+def find_episode(source: Any, episode_id: str | int, agent: str | None = None) -> tuple[Any, int]:
     """The dataset's storage and the episode of CrowdPlay's (``episode_id``, ``agent``).
 
     Args:
         source: dataset directory, :class:`~torchrl_ext.ShardedStorage` or
             :class:`~torchrl_ext.storages.EpisodeView` (the episode must be in it).
         episode_id: CrowdPlay's id (str), or the dataset's episode number (int).
-        agent: the agent, for a CrowdPlay id.
+        agent: the agent, for a CrowdPlay id; may be left out when the episode has one agent.
     """
     from ...storages import EpisodeView, ShardedStorage
 
@@ -215,6 +215,14 @@ def find_episode(source: Any, episode_id: str | int, agent: str = DEFAULT_AGENT)
     else:
         raise TypeError(f"`source` must be a dataset path, a ShardedStorage or an EpisodeView, got "
                         f"{type(source).__name__}")
+    if isinstance(episode_id, str) and agent is None:
+        ids = storage.select_episodes('"episode_id" = ?', (episode_id,))
+        if ids is not None and len(ids) > 1:
+            table = storage.episode_table()
+            agents = sorted(str(table.metadata(int(e))["agent_id"]) for e in ids)
+            raise ValueError(f"episode {episode_id!r} has {len(ids)} agents {agents}; pass `agent=` to pick one")
+        agent = DEFAULT_AGENT if ids is None or len(ids) == 0 else \
+            str(storage.episode_table().metadata(int(ids[0]))["agent_id"])
     if isinstance(episode_id, str):
         ids = storage.select_episodes('"episode_id" = ? AND "agent_id" = ?', (episode_id, agent))
         if ids is None or len(ids) == 0:
@@ -233,7 +241,7 @@ def find_episode(source: Any, episode_id: str | int, agent: str = DEFAULT_AGENT)
     return storage, episode
 
 
-def processed_trajectory(source: Any, episode_id: str | int, agent: str = DEFAULT_AGENT,
+def processed_trajectory(source: Any, episode_id: str | int, agent: str | None = None,
                          framestack_axis_first: bool = False, stack_n: int = 4, downsample_frequency: int = 1,
                          downsample_offset: int = 0, **framebuffer_kwargs: Any
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -242,7 +250,7 @@ def processed_trajectory(source: Any, episode_id: str | int, agent: str = DEFAUL
     Args:
         source: dataset directory, storage or view (see :func:`find_episode`).
         episode_id: CrowdPlay's episode id, or the dataset's episode number.
-        agent: the agent whose stream to process.
+        agent: the agent whose stream to process; required when the episode has several.
         framestack_axis_first: stacked frames first (``[stack_n, 84, 84]``, d3rlpy) or last.
         stack_n: frames per observation.
         downsample_frequency, downsample_offset: keep steps ``i % frequency == offset``.

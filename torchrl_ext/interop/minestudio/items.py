@@ -60,6 +60,8 @@ MINESTUDIO_OPTIONS = ("dataset_dirs", "modal_kernel_callbacks", "modal_kernel_co
                       "verbose", "event_paths")
 """MineStudio ``EventDataset`` arguments (1.0 and 1.1 forms) that are not window options."""
 
+_FLAT_OPTIONS = ("enable_video", "enable_action", "enable_contractor_info", "enable_segment", "frame_width",
+                 "frame_height")  # 1.0's form
 _CAMERA_ARGS = ("n_camera_bins", "camera_binsize", "camera_maxval", "camera_mu", "camera_quantization_scheme")
 
 
@@ -143,6 +145,10 @@ def minestudio_spec(options: dict[str, Any], *, default: bool = False) -> ItemSp
         fh = _size(given.get("frame_height", 128), "frame_height")
         return ItemSpec(mods, fw, fh, True, CameraQuantization(), False, dirs,
                         SegmentSpec(fw, fh) if "segmentation" in mods else None)
+    flat = sorted(k for k in _FLAT_OPTIONS if k in given)
+    if flat:  # MineStudio 1.1 raises TypeError for these too: never ignore a setting
+        raise TypeError(f"{flat} are MineStudio 1.0 arguments; with `modal_kernel_callbacks` (1.1) set them per "
+                        "callback, e.g. modal_kernel_config={'image': {'frame_width': 96, 'frame_height': 64}}")
     config = given.get("modal_kernel_config") or {}
     mods, image, action, segment = [], {}, {}, None
     for cb in callbacks:
