@@ -57,13 +57,28 @@ def test_build_saves_the_index_with_derivations(tmp_path):
     assert out.stdout.splitlines()[-1].split()[1] == str(index.counts()["r=x:+1"])
 
 
+def test_rebuild_keeps_the_saved_derivations_unless_told(tmp_path):
+    root = write_synthetic(tmp_path / "ds", episodes=2, length=10, obs_shape=(1,), events_every=4)
+    EventIndex.build(root, columns={"reward": ("next", "reward")})
+    want = EventIndex.load(root)
+    out = cli(str(root), "--rebuild", "--regex", "reward")
+    assert out.returncode == 0, out.stderr
+    again = EventIndex.open(root, build_missing="error")
+    assert again.derived == want.derived and again.counts() == want.counts()
+    assert "reward:+1" in again.counts()
+    out = cli(str(root), "--rebuild", "--no-derived")
+    assert out.returncode == 0, out.stderr
+    bare = EventIndex.open(root, build_missing="error")
+    assert bare.derived == [] and not any(n.startswith("reward:") for n in bare.counts())
+
+
 def test_column_without_build_exits_2(root):
     out = cli(str(root), "--column", "r", "next/reward")
-    assert out.returncode == 2 and "`--column` and `--counters` need `--build`" in out.stderr
+    assert out.returncode == 2 and "`--column`, `--counters` and `--no-derived` need `--build`" in out.stderr
 
 
 def test_help_shows_every_default():
     out = cli("--help")
     options = re.findall(r"^  (--[a-z-]+)", out.stdout, re.M)
-    assert out.returncode == 0 and len(options) == 13
+    assert out.returncode == 0 and len(options) == 14
     assert len(re.findall(r"\(default: [^)]*\)", re.sub(r"\s+", " ", out.stdout))) == len(options)

@@ -20,8 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "event index from the event logs and save it; otherwise only read it.")
     p.add_argument("root", help="dataset directory")
     p.add_argument("--build", "--rebuild", dest="build", action="store_true",
-                   help="build the event index from the event logs and save it to ROOT/events/index "
-                        "(default: off, only read it)")
+                   help="build the event index from the event logs and save it to ROOT/events/index, keeping "
+                        "the derived events of the saved index unless --column/--counters/--no-derived say "
+                        "otherwise (default: off, only read it)")
+    p.add_argument("--no-derived", action="store_true",
+                   help="with --build: derive no events from columns, even if the saved index did (default: off)")
     p.add_argument("--column", nargs=2, action="append", default=[], metavar=("PREFIX", "KEY"),
                    help="with --build: also derive events PREFIX:+1 / PREFIX:-1 from the sign of the scalar "
                         "column KEY (parts joined by '/', e.g. next/reward); repeatable (default: none)")
@@ -74,8 +77,9 @@ def format_events(root: str, query: WindowQuery, *, where: str | None = None,
 def run(args: argparse.Namespace) -> int:
     from ..events import INDEX_DIR, EventIndex, WindowQuery
 
-    if (args.column or args.counters) and not args.build:
-        raise ValueError("`--column` and `--counters` need `--build` (they are stored in the saved index)")
+    if (args.column or args.counters or args.no_derived) and not args.build:
+        raise ValueError("`--column`, `--counters` and `--no-derived` need `--build` (they are stored in the saved "
+                         "index)")
     query = WindowQuery.from_options(
         args.compat, event_regex=args.regex, win_len=args.win_len, bias=args.bias, skip_frame=args.skip_frame,
         min_nearby=args.min_nearby, max_within=args.max_within, edge=args.edge, min_step=args.min_step)
@@ -83,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.build:
         columns = {prefix: tuple(key.split("/")) for prefix, key in args.column}
         counters = [tuple(key.split("/")) for key in args.counters]
-        index = EventIndex.build(args.root, columns=columns, counters=counters)
+        if columns or counters or args.no_derived:
+            index = EventIndex.rebuild(args.root, columns=columns, counters=counters)
+        else:  # the saved index's derivations, as they were
+            index = EventIndex.rebuild(args.root)
         print(f"saved {args.root}/{INDEX_DIR}: {len(index)} events, {len(index.names)} names")
     print(format_events(args.root, query, where=args.where, index=index))
     return 0

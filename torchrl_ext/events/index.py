@@ -250,9 +250,24 @@ class EventIndex:
             raise error(f"event index of {root} is {problem}; build it with: {command}")
         warnings.warn(f"event index of {root} is {problem}: built it in memory for this process (nothing is "
                       f"written); save it once so readers load it: {command}", stacklevel=2)
-        columns = {d["prefix"]: tuple(d["key"]) for d in derived if d["kind"] == "column"}
-        counters = [tuple(d["key"]) for d in derived if d["kind"] == "counters"]
-        return cls.build(root, columns=columns, counters=counters, save=False)
+        return cls.build(root, **derivation_arguments(derived), save=False)
+
+    @classmethod
+    def rebuild(cls, root: str | os.PathLike, *, columns: Mapping[str, str | Sequence[str]] | None = None,
+                counters: Sequence[str | Sequence[str]] | None = None) -> EventIndex:
+        """Builds and saves the index again, with the saved index's derivations unless others are given.
+
+        Passing ``columns={}`` (or ``counters=()``) drops derivations on purpose; a
+        missing or unreadable saved index contributes none.
+        """
+        if columns is None and counters is None:
+            try:
+                meta, _ = read_index(Path(root))
+                saved = derivation_arguments(meta.derived)
+            except (FileNotFoundError, FormatError):
+                saved = {"columns": {}, "counters": []}
+            columns, counters = saved["columns"], saved["counters"]
+        return cls.build(root, columns=columns or {}, counters=counters or ())
 
     @classmethod
     def from_column(cls, storage: Any, key: str | tuple[str, ...] = ("next", "reward"), *,
@@ -336,3 +351,9 @@ def _describe(source: IndexSource | None) -> str:
     if source is None:
         return "an unrecorded dataset state"
     return f"{len(source.logs)} event logs, {source.num_episodes} episodes, {source.num_rows} rows"
+
+
+def derivation_arguments(derived: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``columns=`` and ``counters=`` of :meth:`EventIndex.build` that reproduce saved derivations."""
+    return {"columns": {d["prefix"]: tuple(d["key"]) for d in derived if d["kind"] == "column"},
+            "counters": [tuple(d["key"]) for d in derived if d["kind"] == "counters"]}
