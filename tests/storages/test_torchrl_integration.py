@@ -10,7 +10,7 @@ from torchrl.data import ReplayBufferEnsemble, TensorDictReplayBuffer
 from torchrl.data.replay_buffers import RandomSampler, SamplerWithoutReplacement, SliceSampler
 from torchrl.envs.transforms import Compose, RenameTransform
 
-from torchrl_ext import ShardedStorage
+from torchrl_ext import FormatError, ShardedStorage
 from torchrl_ext.storages import RowDataset, collate_rows
 from torchrl_ext.synthetic import write_synthetic
 
@@ -130,3 +130,25 @@ def test_dataloader_with_two_workers(datasets):
     for b in batches:
         check_rows(b, rows[start:start + b.batch_size[0]], ref)
         start += b.batch_size[0]
+
+
+def test_buffer_checkpoint_records_the_dataset_and_reopens_it(datasets, tmp_path):
+    (a, ref_a), (b, _) = datasets
+    rb = TensorDictReplayBuffer(storage=ShardedStorage(a), sampler=RandomSampler(), batch_size=16)
+    rb.sample()
+    rb.dumps(tmp_path / "ckpt")
+    assert not list((tmp_path / "ckpt" / "storage").glob("*.memmap"))  # the rows stay where they are
+    other = TensorDictReplayBuffer(storage=ShardedStorage(b), sampler=RandomSampler(), batch_size=16)
+    other.loads(tmp_path / "ckpt")
+    assert other.storage.root == a.absolute() and len(other.storage) == len(ShardedStorage(a))
+    batch = other.sample()
+    check_rows(batch, _rows_of(batch, ref_a), ref_a)
+
+
+def test_corrupt_buffer_checkpoint_is_a_format_error(datasets, tmp_path):
+    (a, _), _ = datasets
+    rb = TensorDictReplayBuffer(storage=ShardedStorage(a), sampler=RandomSampler(), batch_size=4)
+    rb.dumps(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "storage" / "sharded_storage.json").write_text('{"root": 3}')
+    with pytest.raises(FormatError, match=r"sharded_storage\.json: expected a JSON object with `root` and `num_rows`"):
+        rb.loads(tmp_path / "ckpt")

@@ -12,8 +12,8 @@ from tensordict import TensorDict
 from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..compat.torchrl_storage import bump_revision, read_only_storage
-from ..format import Key, Manifest
-from ..writer import EpisodeTable
+from ..format import EpisodeTable, Key, Manifest
+from .checkpoint import ShardedStorageCheckpointer
 from .reader import ShardReader
 
 __all__ = ["ShardedStorage"]
@@ -51,6 +51,9 @@ class ShardedStorage(TensorStorage):
         decode_cache_bytes: decoded chunks of encoded columns kept for reuse.
         decode_threads: threads decoding the chunks of one read.
 
+    ``ReplayBuffer.dumps(path)`` records the dataset's root and row count
+    (:mod:`.checkpoint`), not its rows; ``loads`` reopens it.
+
     With ``SliceSampler``, pass ``trajectories=storage.episodes`` (as TorchRL's
     own Atari dataset does) so the sampler never reads the whole dataset;
     ``traj_key="episode"`` also works but reads ``storage[:]`` on every sample.
@@ -83,6 +86,15 @@ class ShardedStorage(TensorStorage):
         Storage.__init__(self, max_size=self.reader.num_rows)
 
     # ------------------------------------------------------------------ properties
+    @property
+    def checkpointer(self) -> Any:
+        """What ``ReplayBuffer.dumps``/``loads`` use: the dataset's root and row count, never its rows."""
+        return self._dataset_checkpointer
+
+    @checkpointer.setter
+    def checkpointer(self, value: Any) -> None:  # replay buffers set None (their default) on every storage
+        self._dataset_checkpointer = ShardedStorageCheckpointer() if value is None else value
+
     @property
     def manifest(self) -> Manifest:
         return self.reader.manifest
@@ -182,7 +194,7 @@ class ShardedStorage(TensorStorage):
 
     # ------------------------------------------------------------------ state and pickling
     def state_dict(self) -> dict[str, Any]:
-        return {"root": str(self.root), "num_rows": len(self), "num_shards": self.num_shards}
+        return {"root": str(Path(self.root).absolute()), "num_rows": len(self), "num_shards": self.num_shards}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         root = Path(state_dict["root"])
