@@ -18,7 +18,7 @@ from torchrl_ext.interop.crowdplay.maker import (
 )
 
 import torchrl_ext.interop.crowdplay.convert as convert
-from torchrl_ext import ShardedStorage, read_manifest
+from torchrl_ext import FormatError, ShardedStorage, read_manifest
 from torchrl_ext.interop.crowdplay import import_crowdplay
 
 ORDER = [(eid, P0) for eid in sorted(SPECS)] + [(TWO_PLAYER[0], P0), (TWO_PLAYER[0], P1)]
@@ -101,9 +101,11 @@ def test_events_mark_rewards_and_lost_lives(cp_storage):
 
     index = EventIndex.build(cp_storage.root, save=False)
     rewards = cp_storage.reader.gather_column(("next", "reward"), np.arange(len(cp_storage))).reshape(-1)
-    sel = index.names[index.name_id] == "reward"
+    names = index.names[index.name_id]
+    sel = np.char.startswith(names.astype(str), "reward:")
     assert index.row[sel].tolist() == np.flatnonzero(rewards).tolist()
     assert index.value[sel].tolist() == rewards[rewards != 0].tolist()
+    assert names[sel].tolist() == ["reward:+1" if r > 0 else "reward:-1" for r in rewards[rewards != 0]]
 
 
 @pytest.mark.parametrize("compression", ["gz", "none"])
@@ -138,6 +140,27 @@ def test_interrupted_import_resumes_to_the_same_dataset(tmp_path, cp_dir, cp_sto
         assert np.array_equal(out.reader.gather_column(key, rows), cp_storage.reader.gather_column(key, rows))
     again = import_crowdplay(cp_dir, tmp_path / "ds", shard_rows=64, progress=False)  # complete: nothing added
     assert len(again) == len(cp_storage)
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "bad trajectory"])
+def test_import_stopped_before_its_first_commit_resumes(tmp_path, cp_dir, cp_storage, monkeypatch, stop):
+    real = convert.load_trajectory
+
+    def first_fails(path):
+        if stop == "interrupt":
+            raise KeyboardInterrupt
+        raise FormatError(f"{path}: damaged")
+
+    monkeypatch.setattr(convert, "load_trajectory", first_fails)
+    with pytest.raises((KeyboardInterrupt, FormatError)):
+        import_crowdplay(cp_dir, tmp_path / "ds", shard_rows=64, progress=False)
+    assert read_manifest(tmp_path / "ds").num_episodes == 0
+    monkeypatch.setattr(convert, "load_trajectory", real)
+    out = import_crowdplay(cp_dir, tmp_path / "ds", shard_rows=64, progress=False)
+    assert _meta(out, ["episode_id", "agent_id"]) == ORDER
+    rows = np.arange(len(out))
+    assert np.array_equal(out.reader.gather_column(("observation",), rows),
+                          cp_storage.reader.gather_column(("observation",), rows))
 
 
 def test_a_root_imported_from_elsewhere_is_refused(tmp_path, cp_storage):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ...format import EPISODES_NAME, MANIFEST_NAME, FormatError, read_manifest
+from ...format import MANIFEST_NAME, FormatError, read_manifest
 from ...writer import EpisodeTable, ShardWriter
 from .layout import CrowdPlayDir, CrowdPlayEpisode, load_trajectory, trajectory_agents
 from .metadata import MetadataPlan
@@ -106,14 +106,17 @@ def agent_episode(steps: list[dict[str, Any]], agent: str, where: str
     td = {"observation": frames, "action": actions, "ram": ram, "lives": lives, "user_type": user_type,
           "next": {"reward": rewards[:, None], "terminated": dones[:, None], "truncated": truncated[:, None],
                    "done": (dones | truncated)[:, None]}}
-    events = [(int(t), "reward", float(rewards[t])) for t in np.flatnonzero(rewards)]
+    events = [(int(t), "reward:+1" if rewards[t] > 0 else "reward:-1", float(rewards[t]))
+              for t in np.flatnonzero(rewards)]  # named as every other source names them
     events += [(int(t), "life_lost", 1.0) for t in np.flatnonzero(np.diff(lives) < 0) + 1]
     values, counts = np.unique(user_type, return_counts=True)
     return td, sorted(events), int(values[np.argmax(counts)])
 
 
 def _written(root: Path, num_episodes: int) -> list[tuple[str, str]]:
-    table = EpisodeTable.open(root / EPISODES_NAME)
+    if num_episodes == 0:  # stopped before its first commit: the table has no metadata columns yet
+        return []
+    table = EpisodeTable.from_dataset(root, read_manifest(root).episodes)
     try:
         return [(str(e), str(a)) for e, a in table.values(("episode_id", "agent_id"), num_episodes=num_episodes)]
     finally:
@@ -175,6 +178,9 @@ def import_crowdplay(src: str | os.PathLike, root: str | os.PathLike, *, encodin
     done = set(written)
     last = written[-1][0] if written else None
     seen = {e for e, _ in written}
+    if written:
+        logger.info("%s: resuming; %d agent episodes of %d trajectories are already imported", root, len(written),
+                    len(seen))
     bar = tqdm(total=len(source_dir), unit="episode", desc="import crowdplay", disable=not progress)
     frames = 0
     try:
