@@ -116,5 +116,10 @@ class FrameStackStorage(ShardedStorage):
                  obs_key: str = "observation", layout: str = "torchrl_ext",
                  device: torch.device | str = "cpu", **kwargs) -> None:
         view = FrameStack(stack, pad, obs_key, layout)
-        self.stack, self.pad, self.obs_key = stack, pad, obs_key
+        self.stack, self.pad, self.obs_key, self.layout = stack, pad, obs_key, layout
         super().__init__(root, device=device, rows_view=view, **kwargs)
+
+    def at(self, root: str | os.PathLike) -> FrameStackStorage:
+        """This frame stacking and these settings over another dataset (see :meth:`ShardedStorage.at`)."""
+        return FrameStackStorage(root, stack=self.stack, pad=self.pad, obs_key=self.obs_key, layout=self.layout,
+                                 device=self.device, cache_bytes=self.cache_bytes, verify=self.reader.verify_mode)

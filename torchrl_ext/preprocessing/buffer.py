@@ -40,8 +40,9 @@ def preprocess_buffer(
     (``batch_rows``, ``overwrite``, ``next_from_row``, ``executor``) go to
     :func:`torchrl_ext.preprocess`. Like TorchRL it returns the new storage.
     With ``swap=True`` the buffer also reads from it from now on
-    (``rb.set_storage``); samplers stay valid because rows, episodes and events
-    keep their positions.
+    (``rb.set_storage``), through a storage of the same kind and settings
+    (:meth:`ShardedStorage.at`: frame stacks and layout kept); samplers stay
+    valid because rows, episodes and events keep their positions.
     """
     unsupported = {"num_chunks": num_chunks, "pool": pool, "generator": generator,
                    "max_tasks_per_child": max_tasks_per_child,
@@ -63,7 +64,8 @@ def preprocess_buffer(
     kwargs.setdefault("batch_rows", chunksize)
     new = preprocess(storage, fn, dest, num_workers=num_workers, num_rows=num_frames,
                      mp_start_method=mp_start_method, worker_threads=worker_threads, pbar=pbar, **kwargs)
-    if swap:
+    if swap:  # the buffer keeps sampling the same way (frame stacks, layout) from the new dataset
+        new = storage.at(new.root)
         rb.set_storage(new)
         new.attach(rb)
         rb.set_writer(rb.writer)

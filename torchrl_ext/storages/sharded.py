@@ -192,6 +192,15 @@ class ShardedStorage(TensorStorage):
         """Recomputes every shard's checksum; raises FormatError on a mismatch."""
         self.reader.verify(progress)
 
+    def at(self, root: str | os.PathLike) -> ShardedStorage:
+        """A storage of this kind and these settings (device, caches, row view) over another dataset.
+
+        ``preprocess_buffer(..., swap=True)`` uses it so a buffer keeps sampling
+        the same way (e.g. frame stacks) from the preprocessed copy.
+        """
+        return ShardedStorage(root, device=self.device, cache_bytes=self.cache_bytes, verify=self.reader.verify_mode,
+                              rows_view=self._rows_view)
+
     # ------------------------------------------------------------------ state and pickling
     def state_dict(self) -> dict[str, Any]:
         return {"root": str(Path(self.root).absolute()), "num_rows": len(self), "num_shards": self.num_shards}

@@ -8,6 +8,7 @@ import torch
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage
+from torchrl_ext.datasets import FrameStackStorage
 from torchrl_ext.interop.atari_dqn import AtariDQNExperienceReplay
 
 
@@ -174,6 +175,20 @@ def test_preprocess_method_writes_and_swaps_storage(root, tmp_path):
     torch.manual_seed(0)
     batch = rb.sample()
     assert int(batch["observation"].max()) <= 127
+
+
+def test_preprocess_swap_keeps_frame_stacks_and_data_path(root, tmp_path):
+    rb = AtariDQNExperienceReplay("Pong/2", 16, root=root, download=False, stack=4)
+    rows = np.arange(len(rb.storage))
+    before = rb.storage[rows]
+    assert tuple(before["observation"].shape[1:]) == (4, 84, 84)
+    new = rb.preprocess(_halve_frames, num_workers=0, dest=tmp_path / "half", swap=True)
+    assert rb.storage is new and isinstance(new, FrameStackStorage) and new.stack == 4
+    after = rb.storage[rows]
+    np.testing.assert_array_equal(after["observation"].numpy(), before["observation"].numpy() // 2)
+    np.testing.assert_array_equal(after["next", "observation"].numpy(), before["next", "observation"].numpy() // 2)
+    assert tuple(rb.sample()["observation"].shape) == (16, 4, 84, 84)
+    assert rb.data_path == tmp_path / "half"
 
 
 # ---------------------------------------------------------------------- several runs

@@ -288,8 +288,11 @@ class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
         if isinstance(self._storage, MultiRunStorage):
             raise ValueError("preprocess works on one run; build one AtariDQNExperienceReplay per id and "
                              "preprocess each")
-        return preprocess_buffer(self, fn, dim, num_workers, dest=dest, chunksize=chunksize,
-                                 num_chunks=num_chunks, pool=pool, generator=generator,
-                                 max_tasks_per_child=max_tasks_per_child, worker_threads=worker_threads,
-                                 index_with_generator=index_with_generator, pbar=pbar,
-                                 mp_start_method=mp_start_method, num_frames=num_frames, **kwargs)
+        new = preprocess_buffer(self, fn, dim, num_workers, dest=dest, chunksize=chunksize,
+                                num_chunks=num_chunks, pool=pool, generator=generator,
+                                max_tasks_per_child=max_tasks_per_child, worker_threads=worker_threads,
+                                index_with_generator=index_with_generator, pbar=pbar,
+                                mp_start_method=mp_start_method, num_frames=num_frames, **kwargs)
+        if kwargs.get("swap"):
+            self.dataset_path = Path(new.root)  # data_path follows the storage the buffer reads
+        return new
