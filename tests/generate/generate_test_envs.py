@@ -90,3 +90,15 @@ class FrameEnv(CountingEnv):
         frame[..., 1] = 40 * (self.seed_ % 6)
         frame[..., 2] = np.arange(16, dtype=np.uint8)[None, :] * 8
         return frame
+
+
+class ResetFailsEnv(CountingEnv):
+    """``reset`` raises for seed 1 (every time: a deterministic error), works for the others; counts its resets."""
+
+    def reset(self, *, seed=None, options=None):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{seed}\n")
+        if seed == 1:
+            raise ValueError("no level for seed 1")
+        return super().reset(seed=seed, options=options)

@@ -6,7 +6,8 @@ import functools
 
 import numpy as np
 import pytest
-from generate_test_envs import AlwaysCrashEnv, CounterAgent, CountingEnv, make_plain_policy, missing_env, t_events
+from generate_test_envs import (AlwaysCrashEnv, CounterAgent, CountingEnv, ResetFailsEnv, make_plain_policy,
+                                missing_env, t_events)
 from helpers import read_events
 
 from torchrl_ext import ShardedStorage
@@ -110,6 +111,15 @@ def test_exception_in_env_counts_as_crash(tmp_path):
     env_fn = functools.partial(CountingEnv, crash_flag=str(flag), crash_at=(0, 1), raise_instead=True)
     with pytest.raises(WorkerFailed, match="failed 2 times .*env exploded"):
         generate(env_fn, None, tmp_path / "ds", num_episodes=2, max_steps=50, max_restarts=1, progress=False)
+
+
+def test_an_error_in_reset_is_not_retried(tmp_path):
+    log = tmp_path / "resets.log"
+    env_fn = functools.partial(ResetFailsEnv, log=str(log))
+    with pytest.raises(WorkerFailed, match=r"could not start episode 1: reset with seed 1 raised ValueError: no level "
+                                           r"for seed 1; fix `env_fn`/`policy_fn` \(nothing is retried"):
+        generate(env_fn, None, tmp_path / "ds", num_episodes=3, max_steps=50, max_restarts=3, progress=False)
+    assert log.read_text().split().count("1") == 1  # reset once with seed 1, never again
 
 
 def test_restarts_exhausted_raises(tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 from ..compat.ray_cluster import loopback_only, restore
 from .encode import EncodeError, FrameEncoder
 from .events import EventsFn
-from .rollout import Episode, make_agent, rollout
+from .rollout import Episode, ResetError, make_agent, rollout
 from .workers import WorkerFailed
 
 __all__ = ["RayExecutor", "EpisodeActor", "import_ray"]
@@ -141,6 +141,11 @@ class RayExecutor:
             raise WorkerFailed(
                 f"generation actor {wid} could not encode episode {job[0]}: {reason}; nothing is retried "
                 "(every episode would fail the same way)"
+            ) from err
+        if isinstance(err, ResetError) or isinstance(getattr(err, "cause", None), ResetError):
+            raise WorkerFailed(
+                f"generation actor {wid} could not start episode {job[0]}: {reason}; fix `env_fn`/`policy_fn` "
+                "(nothing is retried: the same seed fails the same way)"
             ) from err
         if self._failures[wid] >= self.max_restarts:
             raise WorkerFailed(

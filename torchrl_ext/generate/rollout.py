@@ -17,7 +17,7 @@ import numpy as np
 
 from .events import EventsFn, step_events
 
-__all__ = ["RandomPolicy", "Episode", "make_agent", "rollout", "env_name"]
+__all__ = ["RandomPolicy", "Episode", "ResetError", "make_agent", "rollout", "env_name"]
 
 Episode = dict[str, Any]
 
@@ -53,6 +53,10 @@ def env_name(env) -> str:
     return spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
 
 
+class ResetError(RuntimeError):
+    """The env's or agent's ``reset(seed)`` raised: the same seed fails the same way, so it is never retried."""
+
+
 def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = None) -> Episode:
     """Plays one episode and returns it as nested numpy dicts in TED layout.
 
@@ -64,10 +68,13 @@ def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = 
         ``max_steps`` before the env ends the episode marks the last step
         truncated.
     """
-    if hasattr(agent, "reset"):
-        agent.reset(seed)
+    try:
+        if hasattr(agent, "reset"):
+            agent.reset(seed)
+        obs, info = env.reset(seed=seed)
+    except Exception as err:
+        raise ResetError(f"reset with seed {seed} raised {type(err).__name__}: {err}") from err
     act = agent.act if hasattr(agent, "act") else None
-    obs, info = env.reset(seed=seed)
     memory = None
     observations, actions, rewards, terms, truncs, events = [obs], [], [], [], [], []
     prev_info = info

@@ -24,7 +24,7 @@ from typing import Any
 from ..parent_watch import exit_with_parent
 from .encode import EncodeError, FrameEncoder
 from .events import EventsFn
-from .rollout import Episode, make_agent, rollout
+from .rollout import Episode, ResetError, make_agent, rollout
 
 __all__ = ["ProcessExecutor", "WorkerFailed", "worker_main"]
 
@@ -53,7 +53,12 @@ def worker_main(conn, env_fn: Callable[[], Any], policy_fn, max_steps: int, even
             if msg is None:
                 break
             episode, seed = msg
-            result = rollout(env, agent, seed, max_steps, events_fn)
+            try:
+                result = rollout(env, agent, seed, max_steps, events_fn)
+            except ResetError as err:  # deterministic: the same seed fails the same way
+                conn.send(("reset", episode, str(err)))
+                conn.close()
+                sys.exit(1)
             result["metadata"]["worker"] = worker_id
             if encoder:
                 try:
@@ -139,6 +144,11 @@ class ProcessExecutor:
                         raise WorkerFailed(
                             f"generation worker {w.wid} could not encode episode {episode}: {payload}; "
                             "nothing is retried (every episode would fail the same way)"
+                        )
+                    elif status == "reset":
+                        raise WorkerFailed(
+                            f"generation worker {w.wid} could not start episode {episode}: {payload}; fix "
+                            "`env_fn`/`policy_fn` (nothing is retried: the same seed fails the same way)"
                         )
                     elif status == "setup":
                         raise WorkerFailed(
