@@ -20,7 +20,7 @@ def test_round_trip_of_processed_downsampled_episodes(cp_storage):
     ids = view.metadata(["episode_id"])["episode_id"]
     assert len(buffer.episodes) == len(ids) == 4
     for ep, eid in zip(buffer.episodes, ids):
-        obs, acs, rew, term = processed_trajectory(cp_storage, eid, framestack_axis_first=True,
+        obs, acs, rew, term = processed_trajectory(cp_storage, eid, "game_0>player_0", framestack_axis_first=True,
                                                    downsample_frequency=4)
         assert ep.observations.shape[1:] == (4, 84, 84) and ep.observations.dtype == np.uint8
         assert np.array_equal(ep.observations, obs)
