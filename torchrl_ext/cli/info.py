@@ -35,7 +35,7 @@ def _event_counts(storage: ShardedStorage) -> dict[str, int]:
 
     counts: Counter = Counter()
     for rel in storage.manifest.event_logs:
-        log = read_event_log(storage.root / rel)
+        log = read_event_log(storage.root / rel, root=storage.root)
         names = log["names"][log["name_id"]]
         counts.update(str(n) for n in names[log["episode"] < storage.num_episodes])
     return dict(counts)

@@ -3,6 +3,8 @@
 Opening reads the ``.index`` of :mod:`.chunk_format` (its size capped before
 reading) and checks it against what the manifest says of the column, then
 memory-maps the ``.chunks`` file after checking its size against the index.
+Both are opened through :func:`~torchrl_ext.format.open_inside`: regular files
+that resolve inside the dataset root.
 Nothing is decoded here: :meth:`ChunkFiles.payload` hands out one chunk's
 bytes once their crc32 matches the index, and :meth:`ChunkFiles.encoded_prefix`
 copies whole chunks as they are, for a resumed writer to append to a new shard.
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..format import FormatError
+from ..format import FormatError, open_inside
 from .chunk_format import ChunkIndex, chunk_file_paths, index_size
 from .column_writer import EncodedChunks
 from .options import EncodingOptions
@@ -63,14 +65,18 @@ class ChunkFiles:
 
     @classmethod
     def open(cls, dir: Path, key: tuple[str, ...], dtype: np.dtype, shape: tuple[int, ...],
-             options: EncodingOptions, rows: int) -> ChunkFiles:
+             options: EncodingOptions, rows: int, root: str | os.PathLike | None = None) -> ChunkFiles:
         """Reads and checks the index of column ``key`` in shard ``dir``, then maps its chunks.
 
+        ``root`` is the dataset directory both files must resolve inside
+        (None: ``dir`` itself).
+
         Raises:
-            FormatError: when a file is missing, truncated, or the index does
-                not describe ``rows`` rows of ``dtype`` and ``shape`` in chunks
-                of ``options``.
+            FormatError: when a file is missing, truncated, outside ``root``,
+                not a regular file, or the index does not describe ``rows``
+                rows of ``dtype`` and ``shape`` in chunks of ``options``.
         """
+        root = dir if root is None else root
         chunks_path, index_path = chunk_file_paths(dir, key)
         chunk_rows = options.chunk_rows
         row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -78,7 +84,7 @@ class ChunkFiles:
         expected = index_size(math.ceil(rows / chunk_rows))
         largest = index_size(rows, irregular=True)  # one-row chunks listed one by one
         try:
-            with open(index_path, "rb") as f:
+            with open_inside(root, index_path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size > largest:
                     raise FormatError(
@@ -100,21 +106,19 @@ class ChunkFiles:
             )
         size = int(index.offsets[-1])
         try:
-            fd = os.open(chunks_path, os.O_RDONLY)
+            chunks = open_inside(root, chunks_path)
         except FileNotFoundError:
             raise FormatError(
                 f"{chunks_path} (column {key!r}): chunks file is missing; expected {size} bytes; {REWRITE_FIX}"
             ) from None
-        try:
-            st = os.fstat(fd)
+        with chunks:
+            st = os.fstat(chunks.fileno())
             if st.st_size != size:
                 raise FormatError(
                     f"{chunks_path} (column {key!r}): expected {size} bytes from the index, found "
                     f"{st.st_size}; the file is truncated or corrupt; {REWRITE_FIX}"
                 )
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else b""
-        finally:
-            os.close(fd)
+            mm = mmap.mmap(chunks.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else b""
         file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, dtype.str, shape)
         return cls(chunks_path, index_path, key, dtype, shape, index, np.frombuffer(mm, dtype=np.uint8), file_id)
 

@@ -42,6 +42,8 @@ class ChunkedColumnReader:
         cache: a :class:`DecodedChunkCache` shared by readers, or None.
         threads: decoding threads for gathers touching several chunks; None
             means 1 for zstd and 2 for video.
+        root: the dataset directory the files must resolve inside (symlinks
+            followed); None means ``dir``.
 
     Raises:
         FormatError: when a file is missing, truncated, or its index does not
@@ -59,6 +61,7 @@ class ChunkedColumnReader:
         dictionary: bytes | None = None,
         cache: DecodedChunkCache | None = None,
         threads: int | None = None,
+        root: str | os.PathLike | None = None,
     ) -> None:
         self.options = resolve_encoding(options)
         if isinstance(self.options, Raw):
@@ -72,6 +75,7 @@ class ChunkedColumnReader:
         if cache is not None and not isinstance(cache, DecodedChunkCache):
             raise TypeError(f"`cache` must be a DecodedChunkCache or None, got {type(cache).__name__}")
         self.dir = Path(dir)
+        self.root = self.dir if root is None else root  # as given: a resolved_root() stays resolved
         self.key = tuple(key)
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(s) for s in shape)
@@ -82,7 +86,8 @@ class ChunkedColumnReader:
     # -- opening ----------------------------------------------------------------------------
     def _open(self, cache: DecodedChunkCache | None, threads: int) -> None:
         self.codec = load_codec(self.options, self.dtype, self.shape, self.dictionary)
-        self._files = ChunkFiles.open(self.dir, self.key, self.dtype, self.shape, self.options, self.rows)
+        self._files = ChunkFiles.open(self.dir, self.key, self.dtype, self.shape, self.options, self.rows,
+                                      self.root)
         self.chunks_path, self.index_path = self._files.chunks_path, self._files.index_path
         self.chunk_rows = self.options.chunk_rows
         self.row_bytes = self._files.index.row_bytes
@@ -239,6 +244,7 @@ class ChunkedColumnReader:
     def __getstate__(self) -> dict[str, Any]:
         return {
             "dir": str(self.dir),
+            "root": str(self.root),
             "key": self.key,
             "dtype": self.dtype.str,
             "shape": self.shape,
@@ -252,6 +258,7 @@ class ChunkedColumnReader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.options = resolve_encoding(state["options"])
         self.dir = Path(state["dir"])
+        self.root = Path(state.get("root", state["dir"]))
         self.key = tuple(state["key"])
         self.dtype = np.dtype(state["dtype"])
         self.shape = tuple(state["shape"])

@@ -55,7 +55,11 @@ def encoded_column_writer(directory: Path, col: Column, dictionary: bytes | None
 
 
 def encoded_column_reader(directory: Path, col: Column, rows: int, dictionary: bytes | None = None, *,
-                          cache: DecodedChunkCache | None = None, threads: int | None = None) -> ChunkedColumnReader:
-    """A reader of one encoded column of a committed shard (``gather`` / ``read``)."""
+                          cache: DecodedChunkCache | None = None, threads: int | None = None,
+                          root: Path | None = None) -> ChunkedColumnReader:
+    """A reader of one encoded column of a committed shard (``gather`` / ``read``).
+
+    ``root``: the dataset directory its files must resolve inside (None: ``directory``).
+    """
     return ChunkedColumnReader(directory, col.key, col.dtype, col.shape, column_options(col), rows,
-                               dictionary=dictionary, cache=cache, threads=threads)
+                               dictionary=dictionary, cache=cache, threads=threads, root=root)

@@ -179,7 +179,7 @@ class EventIndex:
         parts: list[dict[str, np.ndarray]] = []
         names: list[str] = []
         for rel in manifest.event_logs:
-            part = read_event_log(root / rel)
+            part = read_event_log(root / rel, root=root)
             part["name_id"] = part["name_id"].astype(np.int64) + len(names)
             names.extend(str(s) for s in part["names"])
             parts.append(part)

@@ -38,7 +38,10 @@ which is renamed to ``events/index-<hex>/``; ``events/index`` is a symlink to
 it, replaced atomically, so a reader (and a process killed at any moment)
 sees the old index or the new one. The replaced directory is removed after. Reading opens
 the directory once and every file relative to it, so the files read belong
-to one index even while another process replaces it.
+to one index even while another process replaces it. The directory must
+resolve inside the dataset root, and each file is opened with ``O_NOFOLLOW``
+and must be a regular file (a FIFO is refused, never waited on); ``events/``
+must resolve inside the root before anything is written into it.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ from ..format import (
     FormatError,
     atomic_write_json,
     commit_dir,
+    dataset_dir,
     fsync_dir,
+    open_regular,
     resolve_inside,
 )
 
@@ -73,7 +78,6 @@ INDEX_VERSION = 2
 LEGACY_VERSION = 1
 META_NAME = "meta.json"
 MAX_META_BYTES = 256 << 20
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,7 @@ def _parse_meta(raw: bytes, where: str, fix: str) -> IndexMeta:
 
 
 def _read_npy(dfd: int, name: str, dtype: type, n: int, use_mmap: bool, where: str, fix: str) -> np.ndarray:
-    fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dfd)
-    with os.fdopen(fd, "rb") as f:
+    with open_regular(name, follow=False, dir_fd=dfd, label=f"{where}/{name}") as f:
         try:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -236,8 +239,7 @@ def read_index(root: str | os.PathLike, *, use_mmap: bool = True) -> tuple[Index
     fix = f"rebuild it with: {build_command(root)}"
     dfd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        fd = os.open(META_NAME, os.O_RDONLY | _NOFOLLOW, dir_fd=dfd)
-        with os.fdopen(fd, "rb") as f:
+        with open_regular(META_NAME, follow=False, dir_fd=dfd, label=str(d / META_NAME)) as f:
             raw = f.read(MAX_META_BYTES + 1)
         if len(raw) > MAX_META_BYTES:
             raise FormatError(f"{d / META_NAME}: larger than {MAX_META_BYTES} bytes; {fix}")
@@ -265,8 +267,7 @@ def write_index(root: str | os.PathLike, meta: IndexMeta, arrays: Mapping[str, n
 
     Two processes writing at once both succeed; the index left is one of theirs.
     """
-    final = Path(root) / INDEX_DIR
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = dataset_dir(root, os.path.dirname(INDEX_DIR)) / os.path.basename(INDEX_DIR)
     tmp = final.parent / f".tmp-index-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:

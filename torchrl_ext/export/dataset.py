@@ -28,7 +28,7 @@ _OWNED = ("episode", "step")
 def _events(storage: Any) -> dict[int, list[tuple[int, str, float]]]:
     out: dict[int, list[tuple[int, str, float]]] = {}
     for rel in storage.manifest.event_logs:
-        log = read_event_log(Path(storage.root) / rel)
+        log = read_event_log(Path(storage.root) / rel, root=storage.root)
         names = log["names"]
         for e, s, n, v in zip(log["episode"].tolist(), log["step"].tolist(), log["name_id"].tolist(),
                               log["value"].tolist()):

@@ -54,7 +54,12 @@ Manifest (``dataset.json``, UTF-8 JSON object):
     Relative path of the episode table: table ``episodes`` with columns
     ``episode INTEGER PRIMARY KEY, first_row INTEGER, length INTEGER,
     has_final INTEGER`` plus metadata columns (INTEGER, REAL or TEXT).
-    The table is specified and read in :mod:`torchrl_ext.format.episodes`.
+    The table is specified and read in :mod:`torchrl_ext.format.episodes`;
+    what a table file must look like before it is queried (one real table,
+    no views or triggers, names and types, a column bound) in
+    :mod:`.episode_schema`; how an SQLite file from elsewhere is opened (a
+    quoted ``file:`` URI, read-only, every query on a time budget) in
+    :mod:`.sqlite_files`.
     Rows with ``episode >= num_episodes`` are ignored by readers.
 ``event_logs``
     List of relative paths of event log files (specified in
@@ -86,8 +91,15 @@ nesting level and one ``<leaf>.memmap`` raw file per raw column, so
 shard directly. ``final/`` holds the final values raw, with the local row of
 each in ``row.memmap``.
 
-A directory with no manifest but a ``.incomplete`` text file is an
-unfinished multi-step write; readers raise ``FileNotFoundError`` with its text.
+Every file of a dataset (the manifest, column files, ``final/``, event logs,
+dictionaries, the episode table, the saved event index, the writer lock)
+resolves inside the root and is a regular file; a file that is a symlink to
+elsewhere, a FIFO or a device is refused with ``FormatError``
+(:mod:`.files`).
+
+A directory with no manifest but a ``.incomplete`` file is an unfinished
+multi-step write; readers raise ``FileNotFoundError`` saying so (the file's
+content is never read into the message).
 """
 
 
@@ -110,6 +122,7 @@ from .dictionaries import (
     write_dictionary,
 )
 from .episode_filters import combine_where, where_clause
+from .episode_schema import MAX_METADATA_COLUMNS, read_episode_schema
 from .episodes import EpisodeTable
 from .errors import FormatError
 from .event_log import (
@@ -125,8 +138,14 @@ from .files import (
     atomic_write_json,
     commit_dir,
     current_umask,
+    dataset_dir,
     fsync_dir,
+    inside_root,
+    open_inside,
+    open_regular,
+    read_inside,
     resolve_inside,
+    resolved_root,
 )
 from .manifest import (
     EPISODES_NAME,
@@ -146,6 +165,7 @@ from .manifest import (
     write_manifest,
 )
 from .shard import shard_files, validate_shards, verify_shard
+from .sqlite_files import QUERY_SECONDS, SQLiteFile, quote_name, sqlite_uri
 
 __all__ = [
     # constants
@@ -163,9 +183,12 @@ __all__ = [
     # compression dictionaries
     "DICT_DIR", "DICTIONARY_OPTIONS", "dictionary_name", "read_dictionary", "write_dictionary", "load_dictionaries",
     # the episode table (episodes.sqlite) and its filters
-    "EpisodeTable", "where_clause", "combine_where",
+    "EpisodeTable", "where_clause", "combine_where", "read_episode_schema", "MAX_METADATA_COLUMNS",
+    # SQLite files from elsewhere (quoted URI, time budget, quoted names)
+    "SQLiteFile", "quote_name", "sqlite_uri", "QUERY_SECONDS",
     # event logs
     "event_log_name", "write_event_log", "read_event_log", "filter_event_log", "check_event_log",
     # files
     "atomic_write_bytes", "atomic_write_json", "commit_dir", "fsync_dir", "current_umask", "resolve_inside",
+    "inside_root", "dataset_dir", "open_inside", "read_inside", "open_regular", "resolved_root",
 ]

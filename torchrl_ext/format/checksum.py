@@ -16,12 +16,14 @@ big-endian uint32 crc32s of its files, in order:
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import FormatError
+from .files import open_inside, open_regular
 
 __all__ = ["SCHEME", "LEGACY_SCHEME", "combine_crcs", "file_crc32", "files_checksum", "check_files"]
 
@@ -36,29 +38,31 @@ def combine_crcs(crcs: Iterable[int], scheme: str = SCHEME) -> str:
     return f"{scheme}:{zlib.crc32(struct.pack(f'>{len(crcs)}I', *crcs)):08x}"
 
 
-def file_crc32(path: Path, crc: int = 0) -> int:
-    """crc32 of a file's bytes, continuing from ``crc``."""
-    with open(path, "rb") as f:
+def file_crc32(path: Path, crc: int = 0, *, root: str | os.PathLike | None = None) -> int:
+    """crc32 of a file's bytes, continuing from ``crc``; a regular file inside ``root`` when given."""
+    with open_regular(path) if root is None else open_inside(root, path) as f:
         while chunk := f.read(_READ):
             crc = zlib.crc32(chunk, crc)
     return crc
 
 
-def files_checksum(groups: Iterable[list[Path]], scheme: str = SCHEME) -> str:
+def files_checksum(groups: Iterable[list[Path]], scheme: str = SCHEME, *,
+                   root: str | os.PathLike | None = None) -> str:
     """Checksum of file groups: one crc32 per group over its files' concatenated bytes."""
     crcs = []
     for group in groups:
         crc = 0
         for p in group:
-            crc = file_crc32(p, crc)
+            crc = file_crc32(p, crc, root=root)
         crcs.append(crc)
     return combine_crcs(crcs, scheme)
 
 
-def check_files(shard_dir: Path, paths: list[list[Path]], expected: str, scheme: str) -> None:
-    """Raises ``FormatError`` when the files' checksum differs from the manifest's."""
+def check_files(shard_dir: Path, paths: list[list[Path]], expected: str, scheme: str, *,
+                root: str | os.PathLike | None = None) -> None:
+    """Raises ``FormatError`` when the files' checksum differs from the manifest's (or a file is outside ``root``)."""
     try:
-        found = files_checksum(paths, scheme)
+        found = files_checksum(paths, scheme, root=root)
     except FileNotFoundError as err:
         raise FormatError(f"{shard_dir}: {err.filename} is missing; restore the shard") from err
     if found != expected:

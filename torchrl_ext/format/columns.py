@@ -8,6 +8,7 @@ in :mod:`torchrl_ext.encodings.chunk_format`. Nested keys are subdirectories.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError
+from .files import open_inside
 
 __all__ = [
     "DTYPES",
@@ -150,14 +152,26 @@ def column_files(shard_dir: Path, col: Column) -> list[Path]:
     return [column_path(shard_dir, col.key, CHUNKS_SUFFIX), column_path(shard_dir, col.key, INDEX_SUFFIX)]
 
 
-def open_column(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int) -> np.ndarray:
-    """A read-only view of a raw column file (zeros for an empty column).
+def open_column(path: Path, dtype: np.dtype, shape: tuple[int, ...], rows: int, *,
+                root: str | os.PathLike) -> np.ndarray:
+    """A read-only view of a raw column file of the dataset at ``root`` (zeros for an empty column).
 
     A plain ndarray view: ``np.memmap``'s subclass hooks cost ~25 us per indexing call.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        FormatError: it resolves outside ``root``, is not a regular file, or
+            holds fewer than ``rows`` rows.
     """
-    if rows == 0 or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize == 0:
+    row_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if rows == 0 or row_bytes == 0:
         return np.zeros((rows, *shape), dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, *shape)).view(np.ndarray)
+    with open_inside(root, path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < rows * row_bytes:
+            raise FormatError(f"{path}: expected {rows * row_bytes} bytes ({rows} rows of {list(shape)} {dtype}), "
+                              f"found {size}; the file is truncated, restore it or rewrite the shard")
+        return np.memmap(f, dtype=dtype, mode="r", shape=(rows, *shape)).view(np.ndarray)
 
 
 def write_td_meta(directory: Path, columns: list[Column], rows: int) -> None:
@@ -181,4 +195,5 @@ def write_td_meta(directory: Path, columns: list[Column], rows: int) -> None:
         meta.update(shape=[rows], device="cpu", _type=TD_META_TYPE)
         d = directory.joinpath(*prefix)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        with open(d / "meta.json", "x", encoding="utf-8") as f:  # O_EXCL: never through a planted symlink
+            f.write(json.dumps(meta))

@@ -4,7 +4,8 @@ A ``zstd`` column written with ``dictionary=True`` names its dictionary in its
 options: ``dictionary_file`` (relative path, ``dicts/`` + the key joined by
 ``.`` + ``.zdict``) and ``dictionary_crc`` (``"crc32:<hex>"`` of the file).
 The file is written once, before the first shard that uses it, and never
-changes; a reader refuses a missing file or one whose crc32 differs.
+changes; a reader refuses a missing file, one whose crc32 differs, and one
+that resolves outside the root or is not a regular file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from .columns import Key
 from .errors import FormatError
-from .files import atomic_write_bytes, resolve_inside
+from .files import atomic_write_bytes, dataset_dir, read_inside, resolve_inside
 
 __all__ = [
     "DICT_DIR", "DICTIONARY_OPTIONS", "dictionary_name", "write_dictionary", "read_dictionary",
@@ -33,8 +34,7 @@ def dictionary_name(key: Key) -> str:
 def write_dictionary(root: str | os.PathLike, key: Key, data: bytes) -> dict[str, str]:
     """Writes a column's dictionary atomically; returns the column options that name it."""
     rel = dictionary_name(key)
-    (Path(root) / DICT_DIR).mkdir(exist_ok=True)
-    atomic_write_bytes(Path(root) / rel, data)
+    atomic_write_bytes(dataset_dir(root, DICT_DIR) / Path(rel).name, data)
     return {"dictionary_file": rel, "dictionary_crc": f"crc32:{zlib.crc32(data):08x}"}
 
 
@@ -47,7 +47,7 @@ def read_dictionary(root: str | os.PathLike, options: dict, where: str) -> bytes
         raise FormatError(f"{where}: expected a dictionary file under {DICT_DIR}/, got {rel!r}")
     path = resolve_inside(root, rel, where)
     try:
-        data = path.read_bytes()
+        data = read_inside(root, path)
     except FileNotFoundError:
         raise FormatError(f"{path}: the compression dictionary is missing; restore it from a copy") from None
     found = f"crc32:{zlib.crc32(data):08x}"

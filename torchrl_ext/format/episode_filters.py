@@ -3,7 +3,8 @@
 ``{"game": "space_invaders", "Score__ge": 100, "source__in": ["mturk", "email"]}``
 becomes ``"game" = ? AND "Score" >= ? AND "source" IN (?, ?)`` with the values
 bound as parameters (never pasted into the SQL). A name is a metadata column
-as the table spells it (``"Active playtime"``, ``"env:game"``); a suffix
+as the table spells it (``"Active playtime"``, ``"env:game"``), quoted by
+:func:`.sqlite_files.quote_name` (the only way a name enters the SQL); a suffix
 ``__<op>`` picks the comparison:
 
 =========  ==========================  =========================
@@ -32,6 +33,8 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
+
+from .sqlite_files import quote_name
 
 __all__ = ["OPERATORS", "combine_where", "where_clause"]
 
@@ -79,7 +82,7 @@ def where_clause(filters: Mapping[str, Any], columns: Collection[str]) -> tuple[
         if name.lower() not in lower:
             raise ValueError(f"filter `{key}` names no episode column; columns are {sorted(columns)} "
                              f"(operators: __{', __'.join(OPERATORS)})")
-        col = '"' + lower[name.lower()] + '"'
+        col = quote_name(lower[name.lower()])
         if op == "null":
             if not isinstance(value, bool):
                 raise ValueError(f"filter `{key}` takes True (missing) or False (present), got {value!r}")

@@ -1,26 +1,55 @@
 """The episode table: one SQLite row per complete episode.
 
-Columns ``episode`` (id = position in the dataset), ``first_row`` (global row
-of its first step), ``length``, ``has_final`` (1 when a final observation is
-stored) plus metadata columns added on first use (INTEGER, REAL or TEXT).
-SQLite keeps the table queryable with plain SQL for metadata filters, e.g.
+Columns ``episode`` (id = position in the dataset, the ``INTEGER PRIMARY
+KEY``), ``first_row`` (global row of its first step), ``length``,
+``has_final`` (1 when a final observation is stored) plus metadata columns
+added on first use (INTEGER, REAL or TEXT). SQLite keeps the table queryable
+with plain SQL for metadata filters, e.g.
 ``EpisodeTable.open(root).select("game = 'pong' AND score > 10")``.
+
+The file may come from elsewhere, so it is data, never code. Before any query
+touches the table, :func:`.episode_schema.read_episode_schema` checks it (one
+real table, no views or triggers, the fixed columns and their types, names
+from an allowed alphabet and unique ignoring case, a bounded number of
+columns); the file is opened read-only through a quoted ``file:`` URI and every
+statement runs on a time budget (:mod:`.sqlite_files`); identifiers are quoted
+by :func:`.sqlite_files.quote_name` only. :meth:`EpisodeTable.from_dataset`
+also requires the table to resolve inside the dataset's root. The rows read
+for a dataset (:meth:`EpisodeTable.bounds`) must number its episodes ``0..n-1``
+with integer, back-to-back row ranges.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .episode_schema import (
+    CREATE_SQL,
+    FIXED_COLUMNS,
+    MAX_METADATA_COLUMNS,
+    MAX_NAME_CHARS,
+    TABLE,
+    MetadataTypes,
+    check_metadata_name,
+    read_episode_schema,
+    sql_type,
+)
+from .columns import MAX_ROWS
 from .errors import FormatError
+from .files import resolve_inside
+from .sqlite_files import QUERY_SECONDS, SQLiteFile, quote_name
 
 __all__ = ["EpisodeTable", "FIXED_COLUMNS", "MetadataTypes", "check_metadata_name", "sql_type", "MAX_NAME_CHARS"]
 
-FIXED_COLUMNS = ("episode", "first_row", "length", "has_final")
+SIDE_FILES = ("-journal", "-wal", "-shm")  # SQLite's files beside the table
 
 
 def _plain(value: Any) -> Any:
@@ -30,76 +59,110 @@ def _plain(value: Any) -> Any:
 
 
 class EpisodeTable:
-    """Reads and writes the SQLite episode table of a dataset."""
+    """Reads and writes the SQLite episode table of a dataset.
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    Use :meth:`from_dataset` (a dataset's table) or :meth:`open` (a file).
+
+    Args:
+        path: the table file.
+        db: its open, checked :class:`~.sqlite_files.SQLiteFile`.
+    """
+
+    def __init__(self, path: Path, db: SQLiteFile) -> None:
         self.path = path
-        self._conn = conn
+        self._db = db
+        self._schema_version: int | None = None  # SQLite's schema cookie when the schema was last checked
+        self._metadata: dict[str, str] = {}
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False) -> EpisodeTable:
+    def open(cls, path: str | os.PathLike, *, create: bool = False,
+             query_seconds: float = QUERY_SECONDS) -> EpisodeTable:
+        """Opens the table file ``path`` (read-only unless ``create``, which also makes it when missing).
+
+        Raises:
+            FileNotFoundError: no file at ``path`` (and not ``create``).
+            FormatError: the file is not an episode table this reader trusts.
+        """
         path = Path(path)
-        if not create and not path.is_file():
+        if not create and not os.path.lexists(path):
             raise FileNotFoundError(f"{path}: episode table is missing; the dataset is incomplete")
-        uri = f"file:{path}" + ("" if create else "?mode=ro")
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        db = SQLiteFile.open(path, writable=create, create=create, query_seconds=query_seconds,
+                             kind="the episode table")
+        table = cls(path, db)
         try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as err:
-            conn.close()
-            raise FormatError(
-                f"{path}: the episode table is not an SQLite database ({err}); restore it from a "
-                "copy or rewrite the dataset"
-            ) from err
-        if create:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS episodes (episode INTEGER PRIMARY KEY, "
-                "first_row INTEGER NOT NULL, length INTEGER NOT NULL, has_final INTEGER NOT NULL)"
-            )
-            conn.commit()
-        return cls(path, conn)
+            if create and not db.query("SELECT count(*) FROM sqlite_master", what="reading the schema")[0][0]:
+                with db.transaction():
+                    db.execute(CREATE_SQL, what="creating the table")
+            table.metadata_columns()  # the schema checked before any query touches the table
+        except BaseException:
+            db.close()
+            raise
+        return table
+
+    @classmethod
+    def from_dataset(cls, root: str | os.PathLike, rel: str, *, create: bool = False,
+                     query_seconds: float = QUERY_SECONDS) -> EpisodeTable:
+        """Opens the table ``rel`` (the manifest's ``episodes``) of the dataset at ``root``.
+
+        The table, symlinks followed, must lie inside ``root``, and SQLite's
+        files beside it (``-journal``, ``-wal``, ``-shm``) must not be symlinks.
+
+        Raises:
+            FormatError: a path outside the root, or a table :meth:`open` refuses.
+        """
+        path = resolve_inside(root, rel, str(Path(root) / "dataset.json"))
+        for suffix in SIDE_FILES:
+            side = Path(f"{path}{suffix}")
+            if side.is_symlink():
+                raise FormatError(f"{side}: expected no link beside the episode table, found a symlink to "
+                                  f"{os.readlink(side)!r}; delete it")
+        return cls.open(path, create=create, query_seconds=query_seconds)
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()
 
     def metadata_columns(self) -> dict[str, str]:
-        rows = self._conn.execute("PRAGMA table_info(episodes)").fetchall()
-        return {r[1]: r[2] for r in rows if r[1] not in FIXED_COLUMNS}
+        """``{name: "INTEGER" | "REAL" | "TEXT"}`` of the metadata columns.
+
+        The schema is checked again whenever SQLite's schema cookie says it changed.
+        """
+        version = self._db.query("PRAGMA schema_version", what="reading the schema")[0][0]
+        if version != self._schema_version:
+            self._metadata = read_episode_schema(self._db)
+            self._schema_version = version
+        return dict(self._metadata)
 
     def insert(self, rows: Iterable[tuple[int, int, int, bool, Mapping[str, Any]]]) -> None:
-        """Inserts (episode, first_row, length, has_final, metadata) rows in one transaction."""
+        """Inserts (episode, first_row, length, has_final, metadata) rows in one transaction.
+
+        Metadata is checked like :class:`MetadataTypes` checks it before anything changes.
+        """
         rows = list(rows)
         known = self.metadata_columns()
-        with self._conn:
-            for _, _, _, _, meta in rows:
-                for name, value in meta.items():
-                    if name in known:
-                        continue
-                    check_metadata_name(name, FIXED_COLUMNS)
-                    column_type = sql_type(value)
-                    if column_type is None:
-                        raise TypeError(f"episode metadata `{name}` must be an int, float or str, got {type(value).__name__}")
-                    self._conn.execute(f'ALTER TABLE episodes ADD COLUMN "{name}" {column_type}')
-                    known[name] = column_type
-            for ep, first, length, has_final, meta in rows:
-                names = ["episode", "first_row", "length", "has_final", *meta]
-                values = [ep, first, length, int(has_final), *(_plain(v) for v in meta.values())]
-                cols = ", ".join(f'"{n}"' for n in names)
-                marks = ", ".join("?" * len(names))
-                self._conn.execute(
-                    f"INSERT OR REPLACE INTO episodes ({cols}) VALUES ({marks})", values
-                )
+        types = MetadataTypes(known, FIXED_COLUMNS)
+        metas = [types.check(meta) for *_, meta in rows]
+        with self._db.transaction():
+            for name, kind in types.types.items():
+                if name not in known:
+                    self._db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote_name(name)} {kind}",
+                                     what="adding a metadata column")
+            for (ep, first, length, has_final, _), meta in zip(rows, metas):
+                names = [*FIXED_COLUMNS, *meta]
+                values = [int(ep), int(first), int(length), int(has_final), *meta.values()]
+                cols = ", ".join(quote_name(n) for n in names)
+                self._db.execute(f"INSERT OR REPLACE INTO {TABLE} ({cols}) VALUES ({', '.join('?' * len(names))})",
+                                 values, what="inserting episodes")
 
     def copy_to(self, path: Path, num_episodes: int, *, has_final: Iterable[int] = ()) -> None:
         """Writes a copy with the first ``num_episodes`` episodes; marks ``has_final`` episodes."""
         Path(path).unlink(missing_ok=True)
-        out = sqlite3.connect(path)
+        out = SQLiteFile.open(path, create=True, query_seconds=self._db.query_seconds, kind="the episode table")
         try:
-            self._conn.backup(out)
-            with out:
-                out.execute("DELETE FROM episodes WHERE episode >= ?", (num_episodes,))
-                out.executemany("UPDATE episodes SET has_final = 1 WHERE episode = ?",
-                                [(int(e),) for e in has_final])
+            self._db.backup_to(out)
+            with out.transaction():
+                out.execute(f"DELETE FROM {TABLE} WHERE episode >= ?", (num_episodes,), what="cutting the copy")
+                out.executemany(f"UPDATE {TABLE} SET has_final = 1 WHERE episode = ?",
+                                [(int(e),) for e in has_final], what="marking final values")
         finally:
             out.close()
 
@@ -109,31 +172,37 @@ class EpisodeTable:
         It depends on values only, not on SQLite's page layout, so a table rewritten
         with the same rows keeps it.
         """
-        import json
-        import zlib
-
-        names = sorted(r[1] for r in self._conn.execute("PRAGMA table_info(episodes)").fetchall())
-        cols = ", ".join(f'"{n}"' for n in names)
+        names = sorted([*FIXED_COLUMNS, *self.metadata_columns()])
+        cols = ", ".join(quote_name(n) for n in names)
         crc = zlib.crc32(json.dumps(names).encode("utf-8"))
-        cur = self._conn.execute(f"SELECT {cols} FROM episodes WHERE episode < ? ORDER BY episode",
-                                 (num_episodes,))
-        while rows := cur.fetchmany(4096):
-            crc = zlib.crc32(json.dumps(rows).encode("utf-8"), crc)
+        for rows in self._db.batches(f"SELECT {cols} FROM {TABLE} WHERE episode < ? ORDER BY episode",
+                                     (num_episodes,), what="the content checksum"):
+            try:
+                crc = zlib.crc32(json.dumps(rows).encode("utf-8"), crc)
+            except (TypeError, ValueError) as err:
+                raise FormatError(f"{self.path}: expected int, float, text or NULL values, found another kind "
+                                  f"({err}); restore the episode table") from err
         return f"crc32:{crc:08x}"
 
     def delete_from(self, episode: int) -> None:
         """Deletes rows of episodes ``>= episode`` (uncommitted leftovers)."""
-        with self._conn:
-            self._conn.execute("DELETE FROM episodes WHERE episode >= ?", (episode,))
+        with self._db.transaction():
+            self._db.execute(f"DELETE FROM {TABLE} WHERE episode >= ?", (episode,), what="dropping leftovers")
 
     def bounds(self, num_episodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns ``first_row``, ``length`` and ``has_final`` arrays of the first episodes."""
+        """Returns ``first_row``, ``length`` and ``has_final`` arrays of the first episodes.
+
+        Raises:
+            FormatError: ids other than ``0..num_episodes-1``, values that are not
+                integers, or row ranges that are not back to back.
+        """
         try:
-            rows = self._conn.execute(
-                "SELECT first_row, length, has_final FROM episodes WHERE episode < ? ORDER BY episode",
-                (num_episodes,),
-            ).fetchall()
-        except sqlite3.DatabaseError as err:
+            rows = self._db.query(f"SELECT episode, first_row, length, has_final FROM {TABLE} WHERE episode < ? "
+                                  "ORDER BY episode", (num_episodes,), what="reading episode bounds")
+            odd = self._db.query(f"SELECT count(*) FROM {TABLE} WHERE episode < ? AND NOT (typeof(first_row) = "
+                                 "'integer' AND typeof(length) = 'integer' AND typeof(has_final) = 'integer')",
+                                 (num_episodes,), what="reading episode bounds")[0][0]
+        except sqlite3.Error as err:
             raise FormatError(
                 f"{self.path}: the episode table cannot be read ({err}); restore it or rewrite the dataset"
             ) from err
@@ -142,12 +211,29 @@ class EpisodeTable:
                 f"{self.path}: expected {num_episodes} episodes, found {len(rows)}; "
                 "the episode table does not match the manifest"
             )
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-        return arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].astype(bool)
+        if odd:
+            raise FormatError(f"{self.path}: expected integer first_row, length and has_final, found {odd} "
+                              "episode(s) with other values; restore the episode table")
+        try:
+            arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+        except OverflowError as err:
+            raise FormatError(f"{self.path}: expected 64-bit integers, found larger ones ({err}); "
+                              "restore the episode table") from err
+        ids, first, length, final = arr.T
+        ok = (length >= 1) & (length <= MAX_ROWS)
+        starts = np.concatenate(([0], np.cumsum(np.where(ok, length, 0))[:-1]))  # no overflow: each < 2**48
+        bad = np.flatnonzero((ids != np.arange(num_episodes)) | ~ok | (final < 0) | (final > 1) | (first != starts))
+        if bad.size:
+            e = int(bad[0])
+            raise FormatError(
+                f"{self.path}: expected episode {e} with id {e}, first_row {int(starts[e])}, length in [1, 2**48] "
+                f"and has_final 0/1, found {arr[e].tolist()}; the episode table does not describe the shards"
+            )
+        return first.copy(), length.copy(), final.astype(bool)
 
     def select(self, where: str | None = None, params: tuple = (), *, num_episodes: int | None = None) -> np.ndarray:
         """Episode ids matching an SQL ``WHERE`` clause over the metadata columns."""
-        sql = "SELECT episode FROM episodes"
+        sql = f"SELECT episode FROM {TABLE}"
         clauses, args = [], []
         if where:
             clauses.append(f"({where})")
@@ -158,7 +244,7 @@ class EpisodeTable:
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         try:
-            rows = self._conn.execute(sql + " ORDER BY episode", args).fetchall()
+            rows = self._db.query(sql + " ORDER BY episode", args, what=f"the episode filter {where!r}")
         except sqlite3.Error as err:
             raise ValueError(
                 f"episode filter {where!r} is not valid SQL over columns "
@@ -168,17 +254,17 @@ class EpisodeTable:
 
     def values(self, columns: Iterable[str], episodes: Iterable[int] | None = None, *,
                num_episodes: int | None = None) -> list[tuple]:
-        """Rows of ``columns`` (quoted names) for ``episodes`` (default: all), in episode order."""
+        """Rows of ``columns`` (names as the table spells them) for ``episodes`` (default: all), in episode order."""
         columns = list(columns)
         known = set(FIXED_COLUMNS) | set(self.metadata_columns())
         unknown = [c for c in columns if c not in known]
         if unknown:
             raise ValueError(f"episode table has no column(s) {unknown}; columns are {sorted(known)}")
-        cols = ", ".join(f'"{c}"' for c in columns)
-        sql, args = f"SELECT episode, {cols} FROM episodes", []
+        cols = ", ".join(quote_name(c) for c in columns)
+        sql, args = f"SELECT episode, {cols} FROM {TABLE}", []
         if num_episodes is not None:
             sql, args = sql + " WHERE episode < ?", [num_episodes]
-        rows = self._conn.execute(sql + " ORDER BY episode", args).fetchall()
+        rows = self._db.query(sql + " ORDER BY episode", args, what="reading metadata")
         if episodes is None:
             return [r[1:] for r in rows]
         by_id = {r[0]: r[1:] for r in rows}
@@ -200,21 +286,26 @@ class EpisodeTable:
         if spelled != name:
             raise ValueError(f"episode metadata `{name}` would clash with column `{spelled}` (SQL names ignore "
                              "case); choose another name")
-        with self._conn:
+        if name not in known and len(known) >= MAX_METADATA_COLUMNS:
+            raise ValueError(f"the episode table has {len(known)} metadata columns, at most {MAX_METADATA_COLUMNS} "
+                             "are allowed; store related values in one str column (e.g. JSON)")
+        column = quote_name(name)
+        with self._db.transaction():
             if name not in known:
-                self._conn.execute(f'ALTER TABLE episodes ADD COLUMN "{name}" {kind}')
-            self._conn.execute(f'UPDATE episodes SET "{name}" = NULL')
-            self._conn.executemany(f'UPDATE episodes SET "{name}" = ? WHERE episode = ?',
-                                   [(_plain(v), int(e)) for e, v in values.items()])
+                self._db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} {kind}", what="adding a metadata column")
+            self._db.execute(f"UPDATE {TABLE} SET {column} = NULL", what="clearing a metadata column")
+            self._db.executemany(f"UPDATE {TABLE} SET {column} = ? WHERE episode = ?",
+                                 [(_plain(v), int(e)) for e, v in values.items()], what="setting a metadata column")
         return known.get(name, kind)
 
     def row(self, episode: int) -> dict[str, Any]:
         """Every column of one episode: ``episode``, ``first_row``, ``length``, ``has_final`` and metadata."""
-        cur = self._conn.execute("SELECT * FROM episodes WHERE episode = ?", (episode,))
-        row = cur.fetchone()
-        if row is None:
+        names = [*FIXED_COLUMNS, *self.metadata_columns()]
+        found = self._db.query(f"SELECT {', '.join(quote_name(n) for n in names)} FROM {TABLE} WHERE episode = ?",
+                               (episode,), what="reading an episode")
+        if not found:
             raise IndexError(f"episode {episode} is not in {self.path}")
-        return {d[0]: v for d, v in zip(cur.description, row)}
+        return dict(zip(names, found[0]))
 
     def metadata(self, episode: int) -> dict[str, Any]:
         """The metadata the writer was given for one episode (no internal columns)."""
@@ -235,63 +326,3 @@ class EpisodeTable:
         ids = self.select(where, params, num_episodes=num_episodes)
         return [{k: v for k, v in self.row(int(e)).items() if k not in ("first_row", "has_final")}
                 for e in ids]
-
-
-MAX_NAME_CHARS = 128
-
-
-def check_metadata_name(name: Any, reserved: Sequence[str]) -> None:
-    """A metadata key is any short str without ``"`` or NUL (``"Active playtime"``, ``env:game``)."""
-    if (not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or '"' in name
-            or "\x00" in name or name.lower() in {r.lower() for r in reserved}):
-        raise ValueError(
-            f"episode metadata key {name!r} must be a str of 1 to {MAX_NAME_CHARS} characters without "
-            f"'\"' or NUL, other than {tuple(reserved)}; rename it"
-        )
-
-
-def sql_type(value: Any) -> str | None:
-    """SQLite type of a metadata value (None: not storable)."""
-    if isinstance(value, (bool, np.bool_, int, np.integer)):
-        return "INTEGER"
-    if isinstance(value, (float, np.floating)):
-        return "REAL"
-    if isinstance(value, str):
-        return "TEXT"
-    return None
-
-
-class MetadataTypes:
-    """The SQL type of every metadata key so far; checks a new episode's metadata against it.
-
-    Args:
-        known: ``{name: "INTEGER" | "REAL" | "TEXT"}`` of the table's existing columns.
-        reserved: names the table uses itself.
-    """
-
-    def __init__(self, known: Mapping[str, str], reserved: Sequence[str]) -> None:
-        self.types = dict(known)
-        self.reserved = tuple(reserved)
-
-    def check(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Returns the metadata as plain Python values, or raises before anything is recorded."""
-        out: dict[str, Any] = {}
-        new: dict[str, str] = {}
-        for name, value in (metadata or {}).items():
-            check_metadata_name(name, self.reserved)
-            sql = sql_type(value)
-            if sql is None:
-                raise TypeError(
-                    f"episode metadata `{name}` must be an int, float or str, got "
-                    f"{type(value).__name__}; store lists as a str (e.g. ','.join) or one key per item"
-                )
-            known = self.types.get(name)
-            if known is not None and known != sql and not (known == "REAL" and sql == "INTEGER"):
-                raise TypeError(
-                    f"episode metadata `{name}` is {sql.lower()} here but {known.lower()} in earlier "
-                    f"episodes; keep one type per key (e.g. float for every episode)"
-                )
-            new.setdefault(name, known or sql)
-            out[name] = value.item() if isinstance(value, np.generic) else value
-        self.types.update(new)
-        return out

@@ -12,6 +12,9 @@ entry per event except ``names``:
 
 A log is written once, atomically, and listed in the manifest after it is on
 disk; :func:`filter_event_log` rewrites a copy keeping a subset of events.
+Readers given the dataset ``root`` open a log through
+:func:`~torchrl_ext.format.files.open_inside` (inside the root, a regular file);
+without one, it must still be a regular file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FormatError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, open_inside, open_regular
 
 __all__ = [
     "EVENT_FIELDS", "event_log_name", "write_event_log", "read_event_log", "filter_event_log",
@@ -51,11 +54,19 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return f"crc32:{zlib.crc32(data):08x}"
 
 
-def check_event_log(path: str | os.PathLike, expected: str) -> None:
-    """``FormatError`` unless the file's crc32 is the one the manifest records."""
+def _open(path: Path, root: str | os.PathLike | None):
+    return open_regular(path) if root is None else open_inside(root, path)
+
+
+def check_event_log(path: str | os.PathLike, expected: str, *, root: str | os.PathLike | None = None) -> None:
+    """``FormatError`` unless the file's crc32 is the one the manifest records.
+
+    ``root``: the dataset directory the file must resolve inside.
+    """
     path = Path(path)
     try:
-        found = f"crc32:{zlib.crc32(path.read_bytes()):08x}"
+        with _open(path, root) as f:
+            found = f"crc32:{zlib.crc32(f.read()):08x}"
     except FileNotFoundError:
         raise FormatError(f"{path}: event log listed in the manifest is missing; restore it") from None
     if found != expected:
@@ -79,12 +90,18 @@ def write_event_log(path: str | os.PathLike, events: Sequence[tuple[int, int, in
     })
 
 
-def read_event_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads one log file; ``FormatError`` names the file when it is unreadable or inconsistent."""
+def read_event_log(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Reads one log file; ``FormatError`` names the file when it is unreadable or inconsistent.
+
+    ``root``: the dataset directory the file must resolve inside (every reader
+    in the library passes it).
+    """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with _open(path, root) as fh, np.load(fh, allow_pickle=False) as z:
             data = {k: z[k] for k in ("names", *(f for f, _ in EVENT_FIELDS))}
+    except FormatError:  # outside the root, or not a regular file: said as it is
+        raise
     except (OSError, KeyError, ValueError, EOFError) as err:
         raise FormatError(
             f"{path}: event log is unreadable ({err}); expected an npz with names, name_id, "
@@ -105,12 +122,14 @@ def read_event_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return data
 
 
-def filter_event_log(src: str | os.PathLike, dst: str | os.PathLike, max_row: int) -> str | None:
+def filter_event_log(src: str | os.PathLike, dst: str | os.PathLike, max_row: int, *,
+                     root: str | os.PathLike | None = None) -> str | None:
     """Copies a log keeping the events of rows below ``max_row``; returns the copy's checksum.
 
-    Returns None (nothing written) when no event is left.
+    Returns None (nothing written) when no event is left. ``root``: the
+    dataset directory ``src`` must resolve inside.
     """
-    data = read_event_log(src)
+    data = read_event_log(src, root=root)
     keep = data["row"] < max_row
     if not keep.any():
         return None

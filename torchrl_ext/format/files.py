@@ -1,18 +1,39 @@
-"""Durable file operations: atomic replacement, directory fsync, paths that stay inside a root.
+"""Durable, contained file operations: atomic replacement, directory fsync, and the rule for opening dataset files.
 
-Every file the library writes goes through :func:`atomic_write_bytes` (or is
-created inside a temporary directory that :func:`commit_dir` renames into
-place), so a reader sees the old content or the new one, never a mix. New
-files get the permissions ``0o666 & ~umask``, like files made with ``open()``.
+Writing. Every file the library writes goes through :func:`atomic_write_bytes`
+(or is created inside a temporary directory that :func:`commit_dir` renames
+into place), so a reader sees the old content or the new one, never a mix.
+The temporary file is made by ``tempfile.mkstemp`` (``O_CREAT|O_EXCL|
+O_NOFOLLOW``: never an existing file, never through a symlink) and renamed
+over the target (``rename(2)`` replaces a symlink planted there, it does not
+follow it). Column files are created with ``O_CREAT|O_EXCL`` (``open(path,
+"xb")``), which refuses any existing name, a symlink included. New files get
+the permissions ``0o666 & ~umask``, like files made with ``open()``.
+
+The rule. Every file of a dataset that the library opens, to read it or to
+write beside it, resolves inside the dataset root: its real path (symlinks
+followed) is the root or below it, else ``FormatError``. A file read is a
+regular file: a FIFO, socket, device or directory is refused before a read
+could block or stream forever. One ``os.path.realpath`` per file when it is
+opened (the root is resolved once per batch of opens, :func:`resolved_root`),
+nothing per row.
+
+- :func:`resolve_inside`: a path named by the manifest (``root`` + relative name);
+- :func:`inside_root`: any path of the dataset;
+- :func:`dataset_dir`: a directory written into, created if missing;
+- :func:`open_inside` / :func:`read_inside`: a file read;
+- :func:`open_regular`: a file of an import source (no root), regular files only.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import FormatError
 
@@ -23,7 +44,19 @@ __all__ = [
     "fsync_dir",
     "current_umask",
     "resolve_inside",
+    "inside_root",
+    "dataset_dir",
+    "open_inside",
+    "read_inside",
+    "open_regular",
+    "ResolvedRoot",
+    "resolved_root",
 ]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_LINK_FIX = "copy the data into the dataset directory instead of linking to it"
 
 
 def current_umask() -> int:
@@ -72,17 +105,141 @@ def commit_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     fsync_dir(dest.parent)
 
 
+class ResolvedRoot(str):
+    """A dataset root already resolved by :func:`resolved_root`: checks under it resolve only the file."""
+
+
+def resolved_root(root: str | os.PathLike) -> ResolvedRoot:
+    """``root`` with symlinks resolved, once, for the checks of many files opened together (a dataset's shards).
+
+    Resolve again for a later batch of opens: it is a value, not a cache.
+    """
+    return ResolvedRoot(os.path.realpath(root))
+
+
+def _real_inside(root: str | os.PathLike, path: str | os.PathLike) -> tuple[str, str, bool]:
+    root_real = root if isinstance(root, ResolvedRoot) else os.path.realpath(root)
+    real = os.path.realpath(path)
+    inside = real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+    return root_real, real, inside
+
+
 def resolve_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
     """``root / rel`` with symlinks resolved; refuses a path that resolves outside ``root``.
 
     Lexical checks (no ``..``, not absolute) happen when the manifest is read;
     this catches a shard directory or table that is a symlink to elsewhere.
     """
-    root_real = Path(os.path.realpath(root))
-    path = Path(os.path.realpath(Path(root) / rel))
-    if path != root_real and root_real not in path.parents:
-        raise FormatError(
-            f"{where}: {rel!r} resolves to {path}, outside the dataset {root_real}; copy the data "
-            "into the dataset directory instead of linking to it"
-        )
+    root_real, real, inside = _real_inside(root, Path(root) / rel)
+    if not inside:
+        raise FormatError(f"{where}: {rel!r} resolves to {real}, outside the dataset {root_real}; {_LINK_FIX}")
+    return Path(real)
+
+
+def inside_root(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The real path of ``path``, a file or directory of the dataset at ``root``.
+
+    Raises:
+        FormatError: ``path`` resolves outside ``root`` (a symlink to elsewhere).
+
+    Example:
+        >>> import tempfile
+        >>> root, elsewhere = Path(tempfile.mkdtemp()), tempfile.mkdtemp()
+        >>> (root / "link").symlink_to(elsewhere)
+        >>> inside_root(root, root / "shards" / "x") == Path(os.path.realpath(root)) / "shards" / "x"
+        True
+        >>> try:
+        ...     inside_root(root, root / "link" / "x")
+        ... except FormatError as err:
+        ...     print("resolves to" in str(err), "outside the dataset" in str(err))
+        True True
+    """
+    root_real, real, inside = _real_inside(root, path)
+    if not inside:
+        raise FormatError(f"{path}: resolves to {real}, outside the dataset {root_real}; {_LINK_FIX}")
+    return Path(real)
+
+
+def dataset_dir(root: str | os.PathLike, rel: str) -> Path:
+    """``root / rel``, a directory of the dataset that files are written into, created if missing.
+
+    Checked before it is created (a dangling symlink resolves to its target)
+    and returned as given, so files written into it are named as usual.
+
+    Raises:
+        FormatError: it resolves outside ``root``.
+    """
+    path = Path(root) / rel
+    inside_root(root, path)
+    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return f"a file of mode {mode:o}"
+
+
+def _open_file(path: str | os.PathLike, shown: str | os.PathLike, follow: bool, dir_fd: int | None = None
+               ) -> BinaryIO:
+    flags = os.O_RDONLY | _NONBLOCK | _CLOEXEC | (0 if follow else _NOFOLLOW)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EMLINK) and not follow:  # EMLINK: BSD's O_NOFOLLOW
+            raise FormatError(f"{shown}: is a symbolic link, expected the file itself; {_LINK_FIX}") from err
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FormatError(f"{shown}: expected a regular file, found {_kind(mode)}; replace it with the "
+                              "file itself")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: str | os.PathLike, *, follow: bool = True, dir_fd: int | None = None,
+                 label: str | None = None) -> BinaryIO:
+    """``path`` opened to read (binary), if it is a regular file.
+
+    It is opened non-blocking, so a FIFO returns at once, and refused after
+    ``fstat`` unless it is a regular file; the descriptor is then made blocking.
+
+    Args:
+        path: the file (relative to ``dir_fd`` when given).
+        follow: follow a symlink at ``path`` (else ``O_NOFOLLOW``: refused).
+        dir_fd: an open directory ``path`` is relative to.
+        label: what errors call the file (default: ``path``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        FormatError: ``path`` is a FIFO, socket, device or directory (or a symlink, unless ``follow``).
+    """
+    return _open_file(path, label or path, follow, dir_fd)
+
+
+def open_inside(root: str | os.PathLike, path: str | os.PathLike) -> BinaryIO:
+    """``path``, a regular file of the dataset at ``root``, opened to read (binary).
+
+    Its real path is checked against ``root`` and opened with ``O_NOFOLLOW``,
+    so a symlink swapped in between is refused too.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        FormatError: it resolves outside ``root``, or is not a regular file.
+    """
+    return _open_file(inside_root(root, path), path, follow=False)
+
+
+def read_inside(root: str | os.PathLike, path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, a regular file of the dataset at ``root`` (see :func:`open_inside`)."""
+    with open_inside(root, path) as f:
+        return f.read()

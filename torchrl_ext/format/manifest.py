@@ -12,7 +12,7 @@ import numpy as np
 
 from .columns import KNOWN_ENCODINGS, MAX_ROW_BYTES, MAX_ROWS, Column, Key
 from .errors import FormatError
-from .files import atomic_write_json
+from .files import atomic_write_json, open_inside
 
 __all__ = [
     "FORMAT_VERSION",
@@ -161,17 +161,22 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     path = root / MANIFEST_NAME
     if not path.is_file():
         hint = root / INCOMPLETE_NAME
-        if hint.is_file():
-            raise FileNotFoundError(f"{root}: {hint.read_text(encoding='utf-8', errors='replace')[:500]}")
+        if os.path.lexists(hint):  # never read: its content (or a link's target) is no one's message
+            raise FileNotFoundError(
+                f"{root}: no manifest but a {INCOMPLETE_NAME} file: an unfinished preprocess() run, not a "
+                "dataset yet; call preprocess() again with the same arguments to resume it (or overwrite=True)"
+            )
         raise FileNotFoundError(
             f"{path}: no dataset manifest found; expected a directory written by "
             "torchrl_ext.ShardWriter"
         )
-    size = path.stat().st_size
-    if size > _MAX_MANIFEST_BYTES:
-        raise FormatError(f"{path}: manifest is {size} bytes, expected at most {_MAX_MANIFEST_BYTES}")
+    with open_inside(root, path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > _MAX_MANIFEST_BYTES:
+            raise FormatError(f"{path}: manifest is {size} bytes, expected at most {_MAX_MANIFEST_BYTES}")
+        data = f.read(_MAX_MANIFEST_BYTES + 1)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise FormatError(f"{path}: expected a JSON manifest, could not parse it ({err})") from err
     if not isinstance(raw, dict):

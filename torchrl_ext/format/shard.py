@@ -37,7 +37,7 @@ def verify_shard(root: str | os.PathLike, manifest: Manifest, shard: ShardInfo) 
             "upgrade torchrl-ext"
         )
     files = shard_files(d, manifest.schema, final_columns(manifest), shard.finals, scheme)
-    check_files(d, files, shard.checksum, scheme)
+    check_files(d, files, shard.checksum, scheme, root=root)
 
 
 def _size(path: Path) -> int | None:

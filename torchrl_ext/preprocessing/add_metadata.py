@@ -107,7 +107,7 @@ def add_episode_metadata(root: str | os.PathLike, name: str, fn: Callable[[Any],
         # The new table gets a new name; the manifest naming it is the commit point.
         new_rel = f"episodes.{uuid.uuid4().hex[:12]}.sqlite"
         new_path = Path(root) / new_rel
-        source = EpisodeTable.open(path)
+        source = EpisodeTable.from_dataset(root, manifest.episodes)
         try:
             source.copy_to(new_path, manifest.num_episodes)
         finally:

@@ -29,8 +29,10 @@ from ..format import (
     ShardInfo,
     atomic_write_bytes,
     atomic_write_json,
+    dataset_dir,
     filter_event_log,
     fsync_dir,
+    read_inside,
     read_manifest,
     write_dictionary,
     write_manifest,
@@ -53,7 +55,7 @@ def _clear(dest: Path) -> None:
     fsync_dir(dest)
     for name in _OURS - {LOCK_NAME, MANIFEST_NAME}:
         p = dest / name
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        p.unlink(missing_ok=True) if p.is_symlink() or not p.is_dir() else shutil.rmtree(p)  # a link, not its target
 
 
 def prepare_dest(plan: RunPlan, overwrite: bool) -> bool:
@@ -88,15 +90,15 @@ def prepare_dest(plan: RunPlan, overwrite: bool) -> bool:
         shutil.rmtree(work, ignore_errors=True)
         return True
     elif (work / PLAN_NAME).exists():
-        old = json.loads((work / PLAN_NAME).read_text(encoding="utf-8"))
+        old = json.loads(read_inside(dest, work / PLAN_NAME).decode("utf-8"))
         if old != record:
             raise ValueError(
                 f"`dest` {dest} holds an interrupted run over another source, row limit or output "
                 "schema; pass overwrite=True to discard it"
             )
         logger.info("%s: resuming an interrupted run", dest)
-    work.mkdir(exist_ok=True)
-    (dest / "shards").mkdir(exist_ok=True)
+    dataset_dir(dest, WORK_DIR)
+    dataset_dir(dest, "shards")
     atomic_write_bytes(dest / INCOMPLETE_NAME, _RESUME_HINT.encode("utf-8"))
     atomic_write_json(work / PLAN_NAME, record)
     fsync_dir(dest)
@@ -114,21 +116,21 @@ def finish_dest(plan: RunPlan, records: list[dict]) -> None:
     """
     root, dest, m, num_eps = plan.root, plan.dest, plan.source_manifest, plan.num_episodes
     tmp = dest / WORK_DIR / EPISODES_NAME
-    table = EpisodeTable.open(root / m.episodes)
+    table = EpisodeTable.from_dataset(root, m.episodes)
     try:
         table.copy_to(tmp, num_eps, has_final=[e for r in records for e in r["final_episodes"]])
     finally:
         table.close()
     os.replace(tmp, dest / EPISODES_NAME)
-    (dest / "events").mkdir(exist_ok=True)
+    dataset_dir(dest, "events")
     logs, crcs = [], []
     for rel in m.event_logs:
-        crc = filter_event_log(root / rel, dest / rel, plan.limit)
+        crc = filter_event_log(root / rel, dest / rel, plan.limit, root=root)
         if crc is not None:
             logs.append(rel)
             crcs.append(crc)
     fsync_dir(dest / "events")
-    copied = EpisodeTable.open(dest / EPISODES_NAME)
+    copied = EpisodeTable.from_dataset(dest, EPISODES_NAME)
     try:
         episodes_crc = copied.content_crc(num_eps)
     finally:

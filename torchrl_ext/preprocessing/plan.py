@@ -27,6 +27,7 @@ from ..format import (
     Manifest,
     dictionary_name,
     read_dictionary,
+    read_inside,
 )
 from ..storages import ShardedStorage
 from ..validation import nonnegative_int, positive_int
@@ -137,7 +138,7 @@ class RunPlan:
 
 
 def _episode_bounds(root: Path, m: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = EpisodeTable.open(root / m.episodes)
+    table = EpisodeTable.from_dataset(root, m.episodes)
     try:
         return table.bounds(m.num_episodes)
     finally:
@@ -200,7 +201,7 @@ def _dictionaries(src: ShardedStorage, fn: Callable, n: int, schema: list[Column
         elif col.encoding == "zstd" and opts.get("dictionary"):
             earlier = dest / dictionary_name(col.key)
             if (dest / WORK_DIR / PLAN_NAME).exists() and earlier.is_file():
-                data[col.key] = earlier.read_bytes()
+                data[col.key] = read_inside(dest, earlier)
             else:
                 from ..encodings import train_dictionary
 

@@ -26,6 +26,7 @@ from ..format import (
     ShardInfo,
     atomic_write_json,
     load_dictionaries,
+    read_inside,
     validate_shards,
     verify_shard,
 )
@@ -83,7 +84,7 @@ class ShardTask:
 def _finished(task: ShardTask) -> dict | None:
     """The task's record if its shard is complete and intact, else None."""
     try:
-        rec = json.loads(task.record_path.read_text(encoding="utf-8"))
+        rec = json.loads(read_inside(task.dest, task.record_path).decode("utf-8"))  # FormatError: redone
         info = ShardInfo(**rec["shard"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -11,14 +11,8 @@ from .gcs_errors import (
     RemoteSourceError,
     SourceUnreachableError,
 )
-from .npy_stream import (
-    NpyGzReader,
-    NpyHeader,
-    copy_npy,
-    load_npy_gz,
-    open_gzip,
-    read_npy_header,
-)
+from .npy_header import NpyHeader, read_npy_header
+from .npy_stream import NpyGzReader, copy_npy, load_npy_gz, open_gzip
 
 __all__ = [
     # Google Cloud Storage downloads

@@ -1,18 +1,25 @@
 """Streaming reader for ``.npy`` arrays inside gzip files.
 
-The ``.npy`` format (numpy's ``numpy/lib/format.py``): the magic string
-``b"\\x93NUMPY"``, one byte major and one byte minor version, a little-endian
-header length (``uint16`` in version 1.0, ``uint32`` in 2.0/3.0), then an ASCII
-(3.0: UTF-8) Python dict literal with ``descr``, ``fortran_order`` and
-``shape``, padded with spaces and a newline; the raw payload follows.
+The ``.npy`` header is specified and parsed in :mod:`.npy_header`; this
+module reads what follows it. :class:`NpyGzReader` parses the header from
+the decompressed stream and hands out the payload in caller-sized pieces
+(``readinto`` straight into the caller's array, ``skip``), so peak memory is
+whatever the caller asks for, whatever the array size; :meth:`NpyGzReader.finish`
+checks that the payload was complete and nothing follows it. The source is
+a path or any binary file object (a network stream, for example).
+:func:`copy_npy` and :func:`load_npy_gz` are built on it.
 
-:class:`NpyGzReader` parses the header from the decompressed stream and hands
-out the payload in caller-sized pieces (``readinto`` straight into the
-caller's array, ``skip``), so peak memory is whatever the caller asks for,
-whatever the array size; :meth:`NpyGzReader.finish` checks that the payload
-was complete and nothing follows it. The source is a path or any binary file
-object (a network stream, for example). :func:`copy_npy` and
-:func:`load_npy_gz` are built on it. Object dtypes (pickles) are refused.
+Files are untrusted: before a byte of payload is read, the header's size is
+checked against the caller's ``max_bytes`` and against what the compressed
+source can hold (deflate expands at most :data:`MAX_DEFLATE_RATIO` times;
+the source size is that of the path, of a seekable file object, or given as
+``compressed_bytes``). :func:`load_npy_gz` allocates as the payload arrives,
+so a stream of unknown size cannot make it allocate more than twice what it
+holds. Every problem of the file (gzip, header, dtype, shape, a short
+payload, trailing data) is one :class:`~torchrl_ext.format.FormatError` line
+naming the source; errors of the source itself (``OSError`` of a disk or a
+network) pass through.
+
 Decompression uses ``isal.igzip`` when installed (several times faster than
 ``gzip``), else the standard library; ``threaded=True`` inflates in a
 background thread (``isal.igzip_threaded``) so decompression overlaps with
@@ -25,10 +32,12 @@ import gzip
 import logging
 import os
 import zlib
-from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
+
+from ..format import FormatError
+from .npy_header import MAX_ARRAY_BYTES, NpyHeader, check_size, read_npy_header
 
 try:  # optional: Intel ISA-L bindings, a much faster inflate
     from isal import igzip as _gzip_impl
@@ -43,34 +52,22 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "GZIP_BACKEND",
+    "MAX_DEFLATE_RATIO",
     "NpyGzReader",
-    "NpyHeader",
     "copy_npy",
     "load_npy_gz",
     "open_gzip",
-    "read_npy_header",
 ]
 
 logger = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 10_000
 DEFAULT_CHUNK_BYTES = 16 << 20
+#: deflate's largest expansion: a 258-byte match coded in 2 bits
+MAX_DEFLATE_RATIO = 1032
 GZIP_BACKEND = _gzip_impl.__name__
 # Errors of the gzip layer only; an OSError of the source itself (disk, network) passes through.
 _DECOMPRESS_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, *_EXTRA_ERRORS)
-
-
-@dataclass(frozen=True)
-class NpyHeader:
-    """The parsed header of one ``.npy`` array."""
-
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    fortran_order: bool
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+_FIRST_PIECE = 1 << 20
 
 
 def open_gzip(src: str | os.PathLike | IO[bytes], *, threaded: bool = False) -> IO[bytes]:
@@ -87,49 +84,30 @@ def open_gzip(src: str | os.PathLike | IO[bytes], *, threaded: bool = False) -> 
     return _gzip_impl.open(os.fspath(src), "rb")
 
 
-class _HeaderReads:
-    """Passes header reads to the stream, refusing one longer than ``MAX_HEADER_BYTES`` before reading it."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-
-    def read(self, n: int = -1) -> bytes:
-        if n < 0 or n > MAX_HEADER_BYTES:
-            raise ValueError(f"header is {n} bytes, expected at most {MAX_HEADER_BYTES}; the file is not trusted")
-        return self._stream.read(n)
-
-
-def read_npy_header(stream: IO[bytes], name: str = "<stream>") -> NpyHeader:
-    """Reads and validates an ``.npy`` header with numpy's own parser, leaving ``stream`` at the payload.
-
-    Format versions 1.0 and 2.0 (numpy's ``read_array_header_1_0`` / ``_2_0``,
-    header capped at ``MAX_HEADER_BYTES``); object and structured dtypes are refused.
-    """
-    from numpy.lib import format as npy_format
-
-    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+def _source_bytes(src: str | os.PathLike | IO[bytes]) -> int | None:
+    """Bytes left in a path or seekable file object; ``None`` when that cannot be known."""
     try:
-        capped = _HeaderReads(stream)
-        version = npy_format.read_magic(capped)
-        if version not in readers:
-            raise ValueError(f"npy format version {version[0]}.{version[1]} is not supported; expected 1.0 or 2.0")
-        shape, fortran_order, dtype = readers[version](capped, max_header_size=MAX_HEADER_BYTES)
-    except (ValueError, SyntaxError, TypeError) as err:  # gzip-layer errors pass through to the caller
-        raise ValueError(f"{name}: not a readable npy header ({err}); download the file again") from err
-    if dtype.hasobject or dtype.names is not None:
-        raise ValueError(f"{name}: npy array has dtype {dtype} (objects or fields); refused, expected plain numbers")
-    return NpyHeader(dtype, tuple(int(x) for x in shape), bool(fortran_order))
+        if not hasattr(src, "read"):
+            return os.stat(src).st_size
+        if not src.seekable():
+            return None
+        here = src.tell()
+        end = src.seek(0, os.SEEK_END)
+        src.seek(here)
+        return max(end - here, 0)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check(header: NpyHeader, name: str, dtype: Any, ndim: int | None, tail: tuple[int, ...] | None) -> None:
     if dtype is not None and header.dtype != np.dtype(dtype):
-        raise ValueError(f"{name}: expected dtype {np.dtype(dtype)}, found {header.dtype}; not a replay-log column")
+        raise FormatError(f"{name}: expected dtype {np.dtype(dtype)}, found {header.dtype}; not a replay-log column")
     if ndim is not None and len(header.shape) != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-d array, found shape {header.shape}")
+        raise FormatError(f"{name}: expected a {ndim}-d array, found shape {header.shape}")
     if tail is not None and header.shape[1:] != tail:
-        raise ValueError(f"{name}: expected per-row shape {tail}, found shape {header.shape}")
+        raise FormatError(f"{name}: expected per-row shape {tail}, found shape {header.shape}")
     if header.fortran_order and len(header.shape) > 1:
-        raise ValueError(f"{name}: Fortran-ordered arrays are not supported; expected C order")
+        raise FormatError(f"{name}: Fortran-ordered arrays are not supported; expected C order")
 
 
 class NpyGzReader:
@@ -139,10 +117,15 @@ class NpyGzReader:
         src: a path or a readable binary file object holding the gzip data.
         name: how errors name the source (default: the path).
         dtype, ndim, tail: expected dtype, number of dimensions and per-row shape.
+        max_bytes: the largest payload accepted (``MAX_ARRAY_BYTES`` applies whatever it is).
+        compressed_bytes: size of the gzip data when ``src`` cannot tell (an object
+            listing's size, for example); bounds the payload a header may promise.
         threaded: inflate in a background thread (see :func:`open_gzip`).
 
-    Every error is a ``ValueError`` naming the source: corrupt or truncated gzip,
-    bad header, unexpected dtype or shape, a short payload, trailing data.
+    Every problem of the file is a :class:`~torchrl_ext.format.FormatError`
+    naming the source: corrupt or truncated gzip, bad header, unexpected dtype
+    or shape, a payload larger than ``max_bytes`` or than the source can hold,
+    a short payload, trailing data.
 
     Example:
         >>> import gzip, io
@@ -155,32 +138,38 @@ class NpyGzReader:
     """
 
     def __init__(self, src: str | os.PathLike | IO[bytes], *, name: str | None = None, dtype: Any = None,
-                 ndim: int | None = None, tail: tuple[int, ...] | None = None, threaded: bool = False) -> None:
+                 ndim: int | None = None, tail: tuple[int, ...] | None = None, max_bytes: int = MAX_ARRAY_BYTES,
+                 compressed_bytes: int | None = None, threaded: bool = False) -> None:
         self.name = name if name is not None else (os.fspath(src) if not hasattr(src, "read") else "<stream>")
         self._stream: IO[bytes] | None = None
         self._scratch: bytearray | None = None
+        size = compressed_bytes if compressed_bytes is not None else _source_bytes(src)
         try:
             self._stream = open_gzip(src, threaded=threaded)
             self.header = read_npy_header(self._stream, self.name)
-        except ValueError:
-            self.close()
-            raise
+            _check(self.header, self.name, dtype, ndim, tail)
+            check_size(self.header, self.name, max_bytes)
+            if size is not None and self.header.nbytes > size * MAX_DEFLATE_RATIO:
+                raise FormatError(
+                    f"{self.name}: npy header promises {self.header.nbytes} bytes (shape {self.header.shape}), "
+                    f"more than {size} compressed bytes can hold (at most {MAX_DEFLATE_RATIO}x); the file is "
+                    "truncated or corrupt, download it again"
+                )
         except _DECOMPRESS_ERRORS as err:
             self.close()
             raise self._gzip_error(err) from err
-        self.left = self.header.nbytes
-        try:
-            _check(self.header, self.name, dtype, ndim, tail)
-        except ValueError:
+        except BaseException:
             self.close()
             raise
+        self.left = self.header.nbytes
 
-    def _gzip_error(self, err: BaseException) -> ValueError:
-        return ValueError(f"{self.name}: not a valid gzip stream ({err}); download the file again")
+    def _gzip_error(self, err: BaseException) -> FormatError:
+        return FormatError(f"{self.name}: not a valid gzip stream ({type(err).__name__}: {err}); "
+                           "download the file again")
 
-    def _truncated(self, got: int) -> ValueError:
+    def _truncated(self, got: int) -> FormatError:
         h = self.header
-        return ValueError(
+        return FormatError(
             f"{self.name}: truncated npy payload: expected {h.nbytes} bytes for shape {h.shape}, "
             f"found {got}; download the file again"
         )
@@ -199,14 +188,14 @@ class NpyGzReader:
                 if not k:
                     raise self._truncated(self.header.nbytes - self.left + at)
                 at += k
-        except ValueError:
-            raise
         except _DECOMPRESS_ERRORS as err:
             raise self._gzip_error(err) from err
         self.left -= n
 
     def skip(self, nbytes: int, chunk_bytes: int = 4 << 20) -> None:
         """Reads and drops the next ``nbytes`` payload bytes."""
+        if nbytes > self.left:
+            raise ValueError(f"{self.name}: asked to skip {nbytes} bytes, only {self.left} of the npy payload are left")
         if self._scratch is None:
             self._scratch = bytearray(min(chunk_bytes, max(nbytes, 1)))
         view = memoryview(self._scratch)
@@ -221,9 +210,8 @@ class NpyGzReader:
             if self.left:
                 raise ValueError(f"{self.name}: {self.left} bytes of the npy payload were not read")
             if self._stream.read(1):
-                raise ValueError(f"{self.name}: unexpected data after the npy payload of shape {self.header.shape}")
-        except ValueError:
-            raise
+                raise FormatError(f"{self.name}: unexpected data after the npy payload of shape "
+                                  f"{self.header.shape}; the file is corrupt, download it again")
         except _DECOMPRESS_ERRORS as err:
             raise self._gzip_error(err) from err
         finally:
@@ -264,7 +252,7 @@ def copy_npy(
         chunk_bytes: size of each copy.
 
     Raises:
-        ValueError: corrupt or truncated gzip, bad header, unexpected dtype/shape.
+        FormatError: corrupt or truncated gzip, bad header, unexpected dtype/shape.
     """
     with NpyGzReader(src, dtype=dtype, ndim=ndim, tail=tail) as reader:
         buf = bytearray(min(chunk_bytes, max(reader.left, 1)))
@@ -284,12 +272,24 @@ def load_npy_gz(
     dtype: Any = None,
     ndim: int | None = None,
     max_bytes: int = 256 << 20,
+    compressed_bytes: int | None = None,
 ) -> np.ndarray:
-    """Loads a small gzip-compressed ``.npy`` array into memory (refuses arrays over ``max_bytes``)."""
-    with NpyGzReader(src, name=name, dtype=dtype, ndim=ndim) as reader:
-        if reader.left > max_bytes:
-            raise ValueError(f"{reader.name}: array of {reader.left} bytes exceeds {max_bytes}; stream it with NpyGzReader")
-        out = np.empty(reader.header.shape, dtype=reader.header.dtype)
-        reader.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+    """Loads a small gzip-compressed ``.npy`` array into memory.
+
+    The payload is read in pieces that double in size, so memory follows the
+    bytes that actually arrive (at most twice them) whatever the header promises.
+
+    Raises:
+        FormatError: anything :class:`NpyGzReader` refuses, including a payload over ``max_bytes``.
+    """
+    with NpyGzReader(src, name=name, dtype=dtype, ndim=ndim, max_bytes=max_bytes,
+                     compressed_bytes=compressed_bytes) as reader:
+        header = reader.header
+        pieces: list[np.ndarray] = []
+        while reader.left:
+            piece = np.empty(min(reader.left, max(_FIRST_PIECE, header.nbytes - reader.left)), np.uint8)
+            reader.readinto(memoryview(piece))
+            pieces.append(piece)
         reader.finish()
-    return out
+    flat = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.empty(0, np.uint8)
+    return flat.view(header.dtype).reshape(header.shape)

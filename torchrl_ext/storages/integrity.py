@@ -71,7 +71,7 @@ class ShardChecks:
         for rel, crc in zip(manifest.event_logs, manifest.event_log_crcs):
             check_event_log(resolve_inside(self.root, rel, str(self.root / "dataset.json")), crc)
         if manifest.episodes_crc:
-            table = EpisodeTable.open(resolve_inside(self.root, manifest.episodes, str(self.root)))
+            table = EpisodeTable.from_dataset(self.root, manifest.episodes)
             try:
                 found = table.content_crc(manifest.num_episodes)
             finally:

@@ -48,13 +48,14 @@ class FinalValues:
         self.rows = np.zeros(0, np.int64)
         self.offsets = np.zeros(1, np.int64)
 
-    def open_shard(self, d: Path, shard: ShardInfo, offset: int) -> None:
-        """Maps the ``final/`` files of shard directory ``d`` whose first global row is ``offset``.
+    def open_shard(self, root: Path, d: Path, shard: ShardInfo, offset: int) -> None:
+        """Maps the ``final/`` files of shard directory ``d`` (of the dataset at ``root``) whose first global
+        row is ``offset``.
 
         Raises:
-            FormatError: when a listed row lies outside the shard.
+            FormatError: when a listed row lies outside the shard, or a file outside ``root``.
         """
-        rows = open_column(column_path(d / "final", FINAL_ROW), np.dtype(np.int64), (), shard.finals)
+        rows = open_column(column_path(d / "final", FINAL_ROW), np.dtype(np.int64), (), shard.finals, root=root)
         local = np.asarray(rows)
         if local.size and (local.min() < 0 or local.max() >= shard.rows):
             raise FormatError(
@@ -64,7 +65,8 @@ class FinalValues:
         self.row_parts.append(local + offset)
         for key in self.next_keys:
             c = self.columns[key]
-            self.values[key].append(open_column(column_path(d / "final", key), c.dtype, c.shape, shard.finals))
+            self.values[key].append(open_column(column_path(d / "final", key), c.dtype, c.shape, shard.finals,
+                                                root=root))
 
     def build_lookup(self, shards: list[ShardInfo]) -> None:
         """Indexes the final values once ``shards`` (all of them, in order) are opened."""

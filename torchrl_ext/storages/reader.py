@@ -25,7 +25,6 @@ from ..format import (
     Key,
     Manifest,
     read_manifest,
-    resolve_inside,
     validate_shards,
 )
 from ..validation import nonnegative_int, one_of, path, positive_int
@@ -100,8 +99,7 @@ class ShardReader:
         self._episode_ids = None
 
     def _load_episodes(self, manifest: Manifest) -> None:
-        table_path = resolve_inside(self.root, manifest.episodes, str(self.root / "dataset.json"))
-        table = EpisodeTable.open(table_path)
+        table = EpisodeTable.from_dataset(self.root, manifest.episodes)
         try:
             self.ep_first, self.ep_len, _ = table.bounds(manifest.num_episodes)
         finally:
@@ -146,7 +144,7 @@ class ShardReader:
 
     def episode_table(self) -> EpisodeTable:
         """Opens the episode table read-only (SQL metadata filters)."""
-        return EpisodeTable.open(resolve_inside(self.root, self.manifest.episodes, str(self.root)))
+        return EpisodeTable.from_dataset(self.root, self.manifest.episodes)
 
     def select_episodes(self, where: str | None, params: tuple = ()) -> np.ndarray | None:
         """Ids of the visible episodes matching an SQL ``WHERE`` clause (None: no filter)."""

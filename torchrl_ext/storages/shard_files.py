@@ -1,6 +1,8 @@
 """Opening the committed shards of a dataset for reading: one source per column and shard.
 
-A source is a raw column's memory map or an encoded column's chunk reader.
+A source is a raw column's memory map or an encoded column's chunk reader;
+every file is opened through :func:`~torchrl_ext.format.open_inside` (inside
+the root, a regular file), whatever ``verify`` says.
 Shards committed later are opened by :meth:`ShardFiles.extend`; when a
 resumed writer replaced a tail shard, everything is reopened. Small raw
 columns are then copied into one in-RAM array each, within a byte budget.
@@ -24,6 +26,7 @@ from ..format import (
     final_columns,
     load_dictionaries,
     open_column,
+    resolved_root,
 )
 from .next_values import FinalValues
 
@@ -136,12 +139,13 @@ class ShardFiles:
             if self.finals is not None:
                 self.finals.clear()
         offset = sum(s.rows for s in manifest.shards[:known])
+        root = resolved_root(self.root)  # once for every file opened now
         for shard in manifest.shards[known:]:
             d = self.root / shard.dir
             for col in self.columns:
-                self.sources[col.key].append(self._open_source(d, col, shard.rows))
+                self.sources[col.key].append(self._open_source(root, d, col, shard.rows))
             if self.finals is not None:
-                self.finals.open_shard(d, shard, offset)
+                self.finals.open_shard(root, d, shard, offset)
             self.shards.append(shard)
             offset += shard.rows
         sizes = np.asarray([s.rows for s in manifest.shards], dtype=np.int64)
@@ -151,13 +155,13 @@ class ShardFiles:
             self.finals.build_lookup(manifest.shards)
         return reopened
 
-    def _open_source(self, d: Path, col: Column, rows: int) -> Any:
+    def _open_source(self, root: Any, d: Path, col: Column, rows: int) -> Any:
         if col.encoding == "raw":
-            return open_column(column_path(d, col.key), col.dtype, col.shape, rows)
+            return open_column(column_path(d, col.key), col.dtype, col.shape, rows, root=root)
         from ..encodings import encoded_column_reader
 
         return encoded_column_reader(d, col, rows, self.dictionaries.get(col.key), cache=self.decode_cache,
-                                     threads=self.decode_threads)
+                                     threads=self.decode_threads, root=root)
 
     def _cache_small_columns(self) -> dict[Key, np.ndarray]:
         """Small raw columns concatenated into RAM (one array each) within ``cache_bytes``."""

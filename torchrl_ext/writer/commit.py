@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..format import Manifest, event_log_name, write_event_log, write_manifest
+from ..format import Manifest, dataset_dir, event_log_name, write_event_log, write_manifest
 from ..format.episodes import EpisodeTable
 from .pending import PendingShard
 
@@ -71,6 +71,7 @@ class ShardCommitter:
                       for d in ready for step, name, value in d.events]
             if events:
                 rel = event_log_name(pending.shard_id)
+                dataset_dir(self.root, str(Path(rel).parent))  # events/ resolves inside the root
                 crc = write_event_log(self.root / rel, events)
                 if len(m.event_log_crcs) == len(m.event_logs):  # else a dataset from before checksums
                     m.event_log_crcs.append(crc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..format import DICT_DIR, EPISODES_NAME, MANIFEST_NAME
+from ..format import DICT_DIR, EPISODES_NAME, MANIFEST_NAME, dataset_dir
 from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 
 __all__ = ["DATASET_NAMES", "is_dataset_name", "prepare_new_dataset", "remove_dataset"]
@@ -37,7 +37,7 @@ def remove_dataset(root: Path) -> None:
         (root / MANIFEST_NAME).unlink()
         for p in root.iterdir():
             if p.name != LOCK_NAME and is_dataset_name(p.name):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                p.unlink() if p.is_symlink() or not p.is_dir() else shutil.rmtree(p)  # a link, never its target
     finally:
         unlock_dataset(root, lock_fd)
 
@@ -70,5 +70,6 @@ def prepare_new_dataset(root: Path, overwrite: bool) -> None:
         )
     for p in leftover:
         p.unlink()
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    (root / "events").mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    dataset_dir(root, "shards")
+    dataset_dir(root, "events")

@@ -5,20 +5,33 @@ descriptor closes, including when the owner dies. The file also records the
 owner's pid and process start time, so a busy lock names its holder; worker
 processes that inherited the descriptor keep the lock while they live, and the
 message says so. The file is removed when the lock is released.
+
+The file is created with ``O_CREAT|O_EXCL``, or, when a lock file is already
+there (left by an owner that died), opened with ``O_NOFOLLOW``; it must be a
+regular file with one link. A symlink, hard link, FIFO or directory planted
+under the name is refused (``FormatError``) before anything is written, so
+taking the lock never truncates or writes another file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 
-from ..format import current_umask
+from ..format import FormatError, current_umask
 
 __all__ = ["LOCK_NAME", "lock_dataset", "unlock_dataset", "lock_owner"]
 
 LOCK_NAME = ".writer.lock"
+MAX_LOCK_BYTES = 4096  # the owner record is ~40 bytes
+_FLAGS = (os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+          | getattr(os, "O_NONBLOCK", 0))
+# errors of opening a symlink with O_NOFOLLOW (ELOOP; EMLINK on BSD), a directory, a FIFO or socket
+_REFUSED = {errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO, errno.EOPNOTSUPP}
 
 
 def _start_time(pid: int) -> str | None:
@@ -29,12 +42,63 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _planted(path: Path, found: str) -> FormatError:
+    return FormatError(
+        f"{path}: the writer lock is {found}, not the regular file this library creates; nothing was "
+        f"written through it; remove it (`rm {path}`) and retry"
+    )
+
+
+def _found(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "not a regular file"
+    if stat.S_ISLNK(mode):
+        return f"a symbolic link (to {os.readlink(path)!r})"
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def _open_lock(path: Path) -> int | None:
+    """A descriptor of the lock file, created or the regular file already there; None if it vanished."""
+    try:
+        fd = os.open(path, _FLAGS | os.O_CREAT | os.O_EXCL, 0o666 & ~current_umask())
+    except FileExistsError:
+        try:
+            fd = os.open(path, _FLAGS)
+        except FileNotFoundError:
+            return None  # its owner removed it just now
+        except OSError as err:
+            if err.errno in _REFUSED:
+                raise _planted(path, _found(path)) from err
+            raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _planted(path, "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+        if st.st_nlink > 1:
+            raise _planted(path, f"a hard link shared with another file ({st.st_nlink} links)")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def lock_owner(root: str | os.PathLike) -> dict | None:
     """The ``{"pid", "start"}`` recorded by the lock's last owner, or None."""
     try:
-        owner = json.loads((Path(root) / LOCK_NAME).read_text(encoding="utf-8"))
+        fd = os.open(Path(root) / LOCK_NAME, os.O_RDONLY | (_FLAGS & ~os.O_RDWR))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        owner = json.loads(os.pread(fd, MAX_LOCK_BYTES, 0).decode("utf-8"))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     return owner if isinstance(owner, dict) else None
 
 
@@ -50,18 +114,26 @@ def _describe(root: Path) -> str:
 
 
 def lock_dataset(root: str | os.PathLike, busy: str) -> int:
-    """Takes the exclusive writer lock of a dataset directory; ``busy`` starts the error text."""
+    """Takes the exclusive writer lock of a dataset directory; ``busy`` starts the error text.
+
+    Raises:
+        RuntimeError: another process holds the lock.
+        FormatError: something other than a lock file (a symlink, a hard
+            link, a FIFO, a directory) is planted at ``<root>/.writer.lock``.
+    """
     root = Path(root)
     path = root / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666 & ~current_umask())
+        fd = _open_lock(path)
+        if fd is None:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RuntimeError(f"{root}: {busy} ({_describe(root)})") from None
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.lstat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:  # else the previous owner removed the file between our open and flock

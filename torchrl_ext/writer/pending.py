@@ -26,6 +26,7 @@ from ..format import (
     combine_crcs,
     commit_dir,
     current_umask,
+    dataset_dir,
     open_column,
     write_td_meta,
 )
@@ -81,10 +82,12 @@ class PendingShard:
     def __init__(self, root: Path, shard_id: int, schema: list[Column], final_cols: list[Column],
                  dictionaries: Mapping[Key, bytes] | None = None) -> None:
         self.shard_id = shard_id
-        self.dir = Path(root) / "shards" / f".tmp-{shard_id:06d}"
-        if self.dir.exists():
+        self.dir = dataset_dir(root, "shards") / f".tmp-{shard_id:06d}"
+        if self.dir.is_symlink() or self.dir.is_file():  # planted: removed, never followed
+            self.dir.unlink()
+        elif self.dir.exists():
             shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, mode=0o777 & ~current_umask())
+        self.dir.mkdir(mode=0o777 & ~current_umask())  # new: every file below it is ours
         self.schema = schema
         self.final_cols = final_cols
         self.rows = 0
@@ -162,12 +165,16 @@ class PendingShard:
 
 
 class ShardColumns:
-    """Reads row ranges of the columns of one committed shard directory (any encoding)."""
+    """Reads row ranges of the columns of one committed shard directory (any encoding).
+
+    Its files must resolve inside ``root``, the dataset directory (None: ``directory``).
+    """
 
     def __init__(self, directory: Path, columns: list[Column], rows: int,
-                 dictionaries: Mapping[Key, bytes] | None = None) -> None:
+                 dictionaries: Mapping[Key, bytes] | None = None, root: Path | None = None) -> None:
         self._cols = {c.key: c for c in columns}
         self._dir = Path(directory)
+        self._root = self._dir if root is None else Path(root)
         self._rows = rows
         self._dicts = dictionaries or {}
         self._open: dict[Key, Any] = {}
@@ -181,11 +188,13 @@ class ShardColumns:
         col = self._cols[key]
         if key not in self._open:
             if col.encoding == "raw":
-                self._open[key] = open_column(column_path(self._dir, key), col.dtype, col.shape, self._rows)
+                self._open[key] = open_column(column_path(self._dir, key), col.dtype, col.shape, self._rows,
+                                              root=self._root)
             else:
                 from ..encodings import encoded_column_reader
 
-                self._open[key] = encoded_column_reader(self._dir, col, self._rows, self._dicts.get(key))
+                self._open[key] = encoded_column_reader(self._dir, col, self._rows, self._dicts.get(key),
+                                                        root=self._root)
         src = self._open[key]
         if isinstance(src, np.ndarray):
             return src[start:stop]

@@ -15,7 +15,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..format import FINAL_ROW, Manifest, ShardInfo, final_columns
+from ..format import FINAL_ROW, Manifest, ShardInfo, dataset_dir, final_columns
 from ..format.episodes import EpisodeTable
 from .pending import PendingShard, ShardColumns
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def open_episode_table(root: Path, manifest: Manifest) -> EpisodeTable:
     """Opens the dataset's episode table without the rows of episodes the manifest does not count."""
-    table = EpisodeTable.open(root / manifest.episodes, create=True)
+    table = EpisodeTable.from_dataset(root, manifest.episodes, create=True)  # inside the root, schema checked
     try:
         table.delete_from(manifest.num_episodes)
     except BaseException:
@@ -36,9 +36,14 @@ def open_episode_table(root: Path, manifest: Manifest) -> EpisodeTable:
 
 
 def drop_leftovers(root: Path, manifest: Manifest) -> None:
-    """Removes shard directories and event logs that the manifest does not list."""
+    """Removes shard directories and event logs that the manifest does not list.
+
+    Raises:
+        FormatError: ``shards/`` or ``events/`` resolves outside ``root`` (nothing is removed there).
+    """
     listed = {Path(s.dir).name for s in manifest.shards}
-    for d in (root / "shards").iterdir():
+    shards, events = dataset_dir(root, "shards"), dataset_dir(root, "events")
+    for d in shards.iterdir():
         if d.name not in listed:
             logger.info("removing uncommitted leftover %s", d)
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink()
@@ -46,7 +51,7 @@ def drop_leftovers(root: Path, manifest: Manifest) -> None:
         if f.name != manifest.episodes:
             f.unlink()
     logs = {Path(p).name for p in manifest.event_logs}
-    for f in (root / "events").glob("log-*"):
+    for f in events.glob("log-*"):
         if f.name not in logs:
             f.unlink()
 
@@ -84,7 +89,7 @@ def copy_prefix(root: Path, manifest: Manifest, shard: ShardInfo, rows: int, pen
     re-encode: a lossy video column loses nothing more); rows past the last
     whole chunk, and raw columns, are copied ``chunk_bytes`` at a time.
     """
-    src = ShardColumns(root / shard.dir, manifest.schema, shard.rows, pending.dictionaries)
+    src = ShardColumns(root / shard.dir, manifest.schema, shard.rows, pending.dictionaries, root=root)
     row_bytes = max(sum(c.row_bytes for c in manifest.schema), 1)
     step = max(1, chunk_bytes // row_bytes)
     for col in manifest.schema:
@@ -96,7 +101,7 @@ def copy_prefix(root: Path, manifest: Manifest, shard: ShardInfo, rows: int, pen
     pending.rows += rows
     pending.end_episode()  # the prefix ends where its last committed episode does
     if shard.finals:
-        fin = ShardColumns(root / shard.dir / "final", final_columns(manifest), shard.finals)
+        fin = ShardColumns(root / shard.dir / "final", final_columns(manifest), shard.finals, root=root)
         local = fin.read(FINAL_ROW, 0, shard.finals)
         for i in range(shard.finals):
             if local[i] < rows:

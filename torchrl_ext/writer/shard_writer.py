@@ -138,8 +138,7 @@ class ShardWriter:
         prepare_new_dataset(root, overwrite)
         lock_fd = cls._lock(root)
         table_path = root / EPISODES_NAME
-        if table_path.exists():
-            table_path.unlink()
+        table_path.unlink(missing_ok=True)  # a leftover, or a planted (even dangling) symlink: never followed
         table = EpisodeTable.open(table_path, create=True)
         manifest = Manifest(schema=[], next_from_row=[], shard_rows=shard_rows or 0,
                             source=dict(source or {}), encodings=encodings_to_manifest(resolved))

@@ -175,3 +175,18 @@ def make_replay_logs(
         reward=np.asarray(rec["reward"], np.float32), terminal=np.asarray(rec["terminal"], np.uint8),
         logs=logs, capacity=c,
     )
+
+
+def npy_bytes(header: str, *, length: int | None = None, payload: bytes = b"") -> bytes:
+    """A version 1.0 ``.npy`` file with header text ``header``, as written (hostile files for tests).
+
+    ``length`` is the header length the file claims (default: the true one).
+    """
+    raw = header.encode("latin-1")
+    n = len(raw) if length is None else length
+    return b"\x93NUMPY\x01\x00" + n.to_bytes(2, "little") + raw + payload
+
+
+def save_raw(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` gzip-wrapped, as the logs are."""
+    Path(path).write_bytes(gzip.compress(data, compresslevel=1))

@@ -359,7 +359,7 @@ def test_corrupt_checkpoint_file_is_named(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=15, mean_len=40, obs_shape=SMALL)
     p = tmp_path / "src" / "replay_logs" / "$store$_reward_ckpt.1.gz"
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
-    with pytest.raises(ValueError, match=r"reward_ckpt\.1\.gz: (not a valid gzip stream|truncated)"):
+    with pytest.raises(FormatError, match=r"reward_ckpt\.1\.gz: (not a valid gzip stream|truncated)"):
         _convert(tmp_path / "src", tmp_path / "ds")
 
 
@@ -367,34 +367,34 @@ def test_corrupt_observation_file_is_named(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=15, mean_len=40, obs_shape=SMALL)
     p = tmp_path / "src" / "replay_logs" / "$store$_observation_ckpt.1.gz"
     p.write_bytes(p.read_bytes()[:-40])
-    with pytest.raises(ValueError, match=r"observation_ckpt\.1\.gz: (not a valid gzip stream|truncated)"):
+    with pytest.raises(FormatError, match=r"observation_ckpt\.1\.gz: (not a valid gzip stream|truncated)"):
         _convert(tmp_path / "src", tmp_path / "ds")
 
 
 def test_wrong_observation_shape_is_refused(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=15, mean_len=40, obs_shape=SMALL)
     _resave(tmp_path / "src" / "replay_logs" / "$store$_observation_ckpt.0.gz", np.zeros((C, 36), np.uint8))
-    with pytest.raises(ValueError, match=r"observation_ckpt\.0\.gz: expected a 3-d array, found shape \(200, 36\)"):
+    with pytest.raises(FormatError, match=r"observation_ckpt\.0\.gz: expected a 3-d array, found shape \(200, 36\)"):
         _convert(tmp_path / "src", tmp_path / "ds")
 
 
 def test_wrong_column_dtype_is_refused(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=15, mean_len=40, obs_shape=SMALL)
     _resave(tmp_path / "src" / "replay_logs" / "$store$_action_ckpt.0.gz", np.zeros(C, np.int64))
-    with pytest.raises(ValueError, match=r"action_ckpt\.0\.gz: expected dtype int32, found int64"):
+    with pytest.raises(FormatError, match=r"action_ckpt\.0\.gz: expected dtype int32, found int64"):
         _convert(tmp_path / "src", tmp_path / "ds")
 
 
 def test_mismatched_column_lengths_are_refused(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=15, mean_len=40, obs_shape=SMALL)
     _resave(tmp_path / "src" / "replay_logs" / "$store$_reward_ckpt.0.gz", np.zeros(C - 1, np.float32))
-    with pytest.raises(ValueError, match=r"checkpoint 0 columns have different lengths"):
+    with pytest.raises(FormatError, match=r"reward_ckpt\.0\.gz: 199 rows, expected 200, .* checkpoint 0 columns have different lengths"):
         _convert(tmp_path / "src", tmp_path / "ds")
 
 
 def test_wrong_stack_size_is_detected(tmp_path):
     make_replay_logs(tmp_path / "src", capacity=C, num_episodes=6, mean_len=40, stack_size=2, obs_shape=SMALL)
-    with pytest.raises(ValueError, match="should be zero padding .* is stack_size=4 right"):
+    with pytest.raises(FormatError, match=r"_ckpt\.0\.gz: transitions \d+\.\.\d+ should be zero padding .* is stack_size=4 right"):
         _convert(tmp_path / "src", tmp_path / "ds", stack_size=4)
 
 

@@ -40,6 +40,8 @@ rewarded steps and ``episode_end`` at terminal steps. An episode cut by a
 lap that was never logged, or by the end of the logs, is ``truncated``.
 
 Modules: :mod:`.logs` (files from a directory or streamed from a bucket),
+:mod:`.records` (what each file must hold, checked before anything is
+allocated: every malformed file is one ``FormatError`` naming it),
 :mod:`.timeline` (checkpoints on one timeline), :mod:`.episodes` (episodes
 from the small columns), :mod:`.convert` (one pass into a
 :class:`~torchrl_ext.ShardWriter`), :mod:`.runs` (whole runs, many at once), :mod:`.bucket` (Google's bucket: listing,

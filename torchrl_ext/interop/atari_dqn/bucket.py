@@ -26,7 +26,7 @@ __all__ = ["ATARI_BUCKET", "ATARI_PREFIX", "atari_run_prefix", "list_atari_check
 
 ATARI_BUCKET = "atari-replay-datasets"
 ATARI_PREFIX = "dqn"
-_CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>\d+)\.gz$")
+_CKPT_RE = re.compile(r"^(?P<kind>.+)_ckpt\.(?P<index>[0-9]{1,9})\.gz$")  # the published runs have 0..50
 
 
 def atari_run_prefix(game: str, run: int, prefix: str = ATARI_PREFIX) -> str:

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from ...format import atomic_write_json, read_manifest
-from ...sources.npy_stream import NpyGzReader
 from ...writer import EpisodeTable, ShardWriter
 from .episodes import EpisodeParser, EpisodePlan, ParserState, SpanEpisodes
-from .logs import LocalReplayLogs, ReplayLogs, column_file
+from .logs import LocalReplayLogs, ReplayLogs
+from .records import observation_reader
 from .timeline import Span, build_timeline, load_small_columns
 
 __all__ = ["CONVERTER_VERSION", "DONE_NAME", "DEFAULT_ENCODINGS", "convert_replay_logs"]
@@ -110,7 +110,7 @@ class _Conversion:
         """Index of the first span to read frames from, and the parser state before it."""
         if self.committed == 0:
             return 0, ParserState()
-        parser = EpisodeParser(self.stack)
+        parser = EpisodeParser(self.stack, describe=self.logs.describe)
         snapshots: list[tuple[ParserState, int]] = []
         for k, span in enumerate(self.spans):
             snapshots.append((parser.state.clone(), self.seq))
@@ -140,7 +140,7 @@ class _Conversion:
 
     def convert(self, progress: Progress | None) -> None:
         start, state = self.resume_point()
-        parser = EpisodeParser(self.stack, state)
+        parser = EpisodeParser(self.stack, state, describe=self.logs.describe)
         total = len(self.spans)
         if progress is not None:
             progress(start, total)
@@ -174,10 +174,8 @@ class _Conversion:
         intervals.sort(key=lambda t: t[0])
         ends = [max(r1 for r0, r1, _, part in intervals if part is p.parts[-1]) if self._needed(p) else -1
                 for p in order]
-        name = column_file("observation", span.index)
-        with self.logs.open(name) as f, NpyGzReader(f, name=self.logs.describe(name), dtype=np.uint8, ndim=3,
-                                                    threaded=True) as reader:
-            self._check_obs(reader, span)
+        with observation_reader(self.logs, span.index, span.capacity, self.obs_shape) as reader:
+            self.obs_shape = reader.header.shape[1:]
             frame = int(np.prod(self.obs_shape))
             pos, i = 0, 0
             for r0, r1, off, part in intervals:
@@ -193,18 +191,6 @@ class _Conversion:
             reader.finish()
         for plan in order[i:]:
             self._emit(plan)
-
-    def _check_obs(self, reader: NpyGzReader, span: Span) -> None:
-        shape = reader.header.shape
-        if shape[0] != span.capacity:
-            raise ValueError(
-                f"{self.logs.where}: checkpoint {span.index} columns have different lengths: observation "
-                f"{shape[0]} rows, the others {span.capacity}; download the checkpoint again"
-            )
-        if self.obs_shape is None:
-            self.obs_shape = tuple(shape[1:])
-        elif tuple(shape[1:]) != self.obs_shape:
-            raise ValueError(f"{reader.name}: frames of shape {shape[1:]}, earlier checkpoints have {self.obs_shape}")
 
     def _emit(self, plan: EpisodePlan) -> None:
         if plan.seq < self.committed:
@@ -296,7 +282,7 @@ def convert_replay_logs(
             raise ValueError(f"{root}: holds a conversion of {manifest.source}, asked for {source}; use another root")
         writer = ShardWriter.open(root)
         if writer.num_episodes:
-            table = EpisodeTable.open(root / manifest.episodes)
+            table = EpisodeTable.from_dataset(root, manifest.episodes)
             try:
                 last = table.row(writer.num_episodes - 1)
             finally:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...format import FormatError
+from .logs import column_file
 from .timeline import SmallColumns, Span
 
 __all__ = ["EpisodeParser", "EpisodePart", "EpisodePlan", "ParserState", "SpanEpisodes"]
@@ -85,13 +88,21 @@ class SpanEpisodes:
 
 
 class EpisodeParser:
-    """Finds episodes span by span; keeps :class:`ParserState` between calls."""
+    """Finds episodes span by span; keeps :class:`ParserState` between calls.
 
-    def __init__(self, stack_size: int, state: ParserState | None = None) -> None:
+    Args:
+        stack_size: the writer's frame stack (``stack_size - 1`` padding transitions).
+        state: where an earlier parser stopped.
+        describe: how errors name a file of the logs (``ReplayLogs.describe``).
+    """
+
+    def __init__(self, stack_size: int, state: ParserState | None = None, *,
+                 describe: Callable[[str], str] = str) -> None:
         if isinstance(stack_size, bool) or not isinstance(stack_size, int) or stack_size < 1:
             raise ValueError(f"`stack_size` must be a positive int, got {stack_size!r}")
         self.stack = stack_size
         self.state = state or ParserState()
+        self.describe = describe
 
     def cut(self) -> EpisodePlan | None:
         """Closes the open episode as truncated (a gap or the end of the data); returns it."""
@@ -132,10 +143,12 @@ class EpisodeParser:
                 continue
             if st.pad:
                 k = min(st.pad, w - p)
-                if cols.action[p:p + k].any() or cols.reward[p:p + k].any() or cols.terminal[p:p + k].any():
-                    raise ValueError(
-                        f"checkpoint {span.index}: transitions {span.lo + p}..{span.lo + p + k - 1} should be "
-                        f"zero padding before an episode start, found non-zero values; is stack_size={self.stack} right?"
+                busy = [key for key in ("terminal", "action", "reward") if getattr(cols, key)[p:p + k].any()]
+                if busy:
+                    raise FormatError(
+                        f"{self.describe(column_file(busy[0], span.index))}: transitions {span.lo + p}.."
+                        f"{span.lo + p + k - 1} should be zero padding before an episode start, found non-zero "
+                        f"{'/'.join(busy)} values; is stack_size={self.stack} right?"
                     )
                 p += k
                 st.pad -= k

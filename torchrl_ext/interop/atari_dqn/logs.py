@@ -18,9 +18,11 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ...format import FormatError
 from ...sources.gcs import (
     DEFAULT_DEADLINE,
     anonymous_client,
@@ -35,7 +37,8 @@ __all__ = ["BucketReplayLogs", "LocalReplayLogs", "ReplayLogs", "column_file", "
 
 STORE_COLUMNS = ("observation", "action", "reward", "terminal")
 EXTRA_FILES = ("add_count", "invalid_range")
-_PATTERN = re.compile(r"^\$store\$_observation_ckpt\.(\d+)\.gz$")
+_PATTERN = re.compile(r"^\$store\$_observation_ckpt\.([0-9]+)\.gz$")
+MAX_CHECKPOINT = 1_000_000  # the published runs have checkpoints 0 .. 50
 _STREAM_CHUNK = 8 << 20
 _PREFETCH = 4
 
@@ -44,6 +47,23 @@ def column_file(column: str, index: int) -> str:
     """File name of one column of checkpoint ``index``: ``$store$_observation_ckpt.3.gz``, ``add_count_ckpt.3.gz``."""
     prefix = "$store$_" if column in STORE_COLUMNS else ""
     return f"{prefix}{column}_ckpt.{index}.gz"
+
+
+def _indices(names: list[str], describe: Callable[[str], str]) -> list[int]:
+    """Checkpoint indices of the observation files among ``names``, sorted; refuses numbers no run writes."""
+    out = []
+    for name in names:
+        m = _PATTERN.match(name)
+        if m is None:
+            continue
+        text = m.group(1)
+        if len(text) > len(str(MAX_CHECKPOINT)) or int(text) > MAX_CHECKPOINT or text != str(int(text)):
+            raise FormatError(
+                f"{describe(name)}: checkpoint number {text}, expected 0..{MAX_CHECKPOINT} without leading "
+                "zeros (as Dopamine names them); remove or rename the file"
+            )
+        out.append(int(text))
+    return sorted(out)
 
 
 def checkpoint_files(index: int) -> list[str]:
@@ -68,6 +88,10 @@ class ReplayLogs:
     def describe(self, name: str) -> str:
         """How errors name file ``name``."""
         return f"{self.where.rstrip('/')}/{name}"
+
+    def size(self, name: str) -> int | None:
+        """Size in bytes of file ``name`` as its listing gives it, ``None`` when unknown."""
+        return None
 
 
 def _replay_dir(src_dir: Path) -> Path:
@@ -95,7 +119,7 @@ class LocalReplayLogs(ReplayLogs):
         self.where = str(self.dir)
 
     def checkpoints(self) -> list[int]:
-        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _PATTERN.match(p.name)))
+        return _indices([p.name for p in self.dir.iterdir()], self.describe)
 
     def open(self, name: str) -> IO[bytes]:
         path = self.dir / name
@@ -145,7 +169,11 @@ class BucketReplayLogs(ReplayLogs):
         return cls(bucket, atari_run_prefix(game, run, prefix), client=client, deadline=deadline)
 
     def checkpoints(self) -> list[int]:
-        return sorted(int(m.group(1)) for name in self._blobs if (m := _PATTERN.match(name)))
+        return _indices(list(self._blobs), self.describe)
+
+    def size(self, name: str) -> int | None:
+        blob = self._blobs.get(name)
+        return None if blob is None or blob.size is None else int(blob.size)
 
     def open(self, name: str) -> IO[bytes]:
         blob = self._blobs.get(name)

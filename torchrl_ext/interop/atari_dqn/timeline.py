@@ -24,14 +24,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...format import FormatError
-from ...sources.npy_stream import NpyGzReader, load_npy_gz
 from .logs import ReplayLogs, column_file
+from .records import (
+    SMALL,
+    load_column,
+    read_add_count,
+    read_capacity,
+    read_invalid_range,
+)
 
 __all__ = ["SmallColumns", "Span", "build_timeline", "load_small_columns"]
 
 logger = logging.getLogger(__name__)
-
-SMALL = {"action": np.int32, "reward": np.float32, "terminal": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -72,42 +76,10 @@ class SmallColumns:
         return self.take(np.arange(span.lo, span.stop, dtype=np.int64) % span.capacity)
 
 
-def read_add_count(logs: ReplayLogs, index: int) -> int:
-    name = column_file("add_count", index)
-    with logs.open(name) as f:
-        value = load_npy_gz(f, name=logs.describe(name), ndim=0)
-    if value.dtype.kind not in "iu" or int(value) < 0:
-        raise FormatError(f"{logs.describe(name)}: expected a non-negative integer scalar, found {value!r}")
-    return int(value)
-
-
-def read_capacity(logs: ReplayLogs, index: int) -> int:
-    """Rows of checkpoint ``index`` (the length of its terminal column)."""
-    name = column_file("terminal", index)
-    with logs.open(name) as f, NpyGzReader(f, name=logs.describe(name), dtype=np.uint8, ndim=1) as r:
-        return r.header.shape[0]
-
-
 def load_small_columns(logs: ReplayLogs, index: int, capacity: int) -> SmallColumns:
     """Loads and checks the small columns of checkpoint ``index`` (and its ``invalid_range``)."""
-    cols, lengths = {}, {}
-    for key, dtype in SMALL.items():
-        name = column_file(key, index)
-        with logs.open(name) as f:
-            cols[key] = load_npy_gz(f, name=logs.describe(name), dtype=dtype, ndim=1)
-        lengths[name] = cols[key].shape[0]
-    if set(lengths.values()) != {capacity}:
-        raise FormatError(
-            f"{logs.where}: checkpoint {index} columns have different lengths {lengths}; expected "
-            f"{capacity} rows in every column of the run, download the checkpoint again"
-        )
-    name = column_file("invalid_range", index)
-    with logs.open(name) as f:
-        invalid = load_npy_gz(f, name=logs.describe(name), ndim=1)
-    if invalid.dtype.kind not in "iu" or (invalid.size and (invalid.min() < 0 or invalid.max() >= capacity)):
-        raise FormatError(
-            f"{logs.describe(name)}: expected row indices in [0, {capacity}), found {invalid!r}"
-        )
+    cols = {key: load_column(logs, index, key, capacity) for key in SMALL}
+    read_invalid_range(logs, index, capacity)
     return SmallColumns(**cols)
 
 
@@ -146,7 +118,8 @@ def build_timeline(logs: ReplayLogs, indices: list[int]) -> list[Span]:
 
     Raises:
         FormatError: add counts that fit no reading (decreasing before the last file,
-            a final cursor at or above the capacity).
+            a final cursor at or above the capacity), or a file that is not its record
+            (:mod:`.records`).
     """
     capacity = read_capacity(logs, indices[0])
     spans: list[Span] = []

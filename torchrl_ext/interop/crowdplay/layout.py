@@ -45,14 +45,15 @@ import pickle
 import sqlite3
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...format import FormatError
+from ...format import FormatError, SQLiteFile, open_regular, quote_name
 from ...sources.safe_pickle import MAX_RATIO, UnsafePickleError, safe_load, safe_loads
 
 __all__ = [
@@ -124,28 +125,32 @@ class CrowdPlayDir:
         return len(self.episodes)
 
     def _read_tables(self) -> list[CrowdPlayEpisode]:
+        # A quoted file: URI, read-only, every statement on a time budget (format.sqlite_files).
         try:
-            conn = sqlite3.connect(f"file:{self.sqlite}?mode=ro", uri=True)
-        except sqlite3.Error as err:
-            raise FormatError(f"{self.sqlite}: cannot be opened as SQLite ({err}); restore the file") from err
+            db = SQLiteFile.open(self.sqlite)
+        except FormatError as err:
+            reason = str(err).removeprefix(f"{self.sqlite}: ")
+            raise FormatError(f"{self.sqlite}: not a readable CrowdPlay SQLite database; {reason}") from err
         try:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            names = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'table'",
+                                            what="reading the schema")}
             missing = [t for t in _TABLES if t not in names]
             if missing:
                 raise FormatError(
                     f"{self.sqlite}: expected CrowdPlay's tables {list(_TABLES)}, missing {missing}; "
                     "this is not a CrowdPlay dataset.sqlite")
-            tasks = dict(conn.execute("SELECT environment_id, task_id FROM environments"))
-            env_kw = _keyword_rows(conn, "environmentkeyworddata", "environment_id", self.sqlite)
-            ep_kw = _keyword_rows(conn, "episodekeyworddata", "episode_id", self.sqlite)
+            tasks = dict(db.query("SELECT environment_id, task_id FROM environments", what="reading environments"))
+            env_kw = _keyword_rows(db, "environmentkeyworddata", "environment_id")
+            ep_kw = _keyword_rows(db, "episodekeyworddata", "episode_id")
             users: dict[str, dict[str, dict[str, str]]] = {}
             if "users" in names:
-                for uid, puid, env, agent in conn.execute(
-                        "SELECT user_id, permanent_user_id, environment_id, agent_id FROM users"):
+                for uid, puid, env, agent in db.query(
+                        "SELECT user_id, permanent_user_id, environment_id, agent_id FROM users", what="reading users"):
                     users.setdefault(str(env), {})[str(agent)] = {"user_id": str(uid),
                                                                   "permanent_user_id": str(puid)}
             out = []
-            for eid, env in conn.execute("SELECT episode_id, environment_id FROM episodes ORDER BY episode_id"):
+            for eid, env in db.query("SELECT episode_id, environment_id FROM episodes ORDER BY episode_id",
+                                     what="reading episodes"):
                 eid, env = str(eid), str(env)
                 out.append(CrowdPlayEpisode(eid, env, str(tasks.get(env, "")), ep_kw.get(eid, {}),
                                             env_kw.get(env, {}), users.get(env, {})))
@@ -154,17 +159,19 @@ class CrowdPlayDir:
             raise FormatError(
                 f"{self.sqlite}: not a readable CrowdPlay SQLite database ({err}); restore the file") from err
         finally:
-            conn.close()
+            db.close()
 
 
-def _keyword_rows(conn: sqlite3.Connection, table: str, id_col: str, where: Path) -> dict:
+def _keyword_rows(db: SQLiteFile, table: str, id_col: str) -> dict:
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for owner, agent, key, blob in conn.execute(f"SELECT {id_col}, agent_id, key, value FROM {table}"):
-        cell = f"{where} {table}({owner!s}, {agent!s}, {key!s})"
-        if not isinstance(blob, (bytes, memoryview)):
-            raise FormatError(f"{cell}: expected a PickleType BLOB, found {type(blob).__name__}; the table "
-                              "was not written by CrowdPlay")
-        out.setdefault(str(owner), {}).setdefault(str(agent), {})[str(key)] = safe_loads(bytes(blob), cell)
+    sql = f"SELECT {quote_name(id_col)}, agent_id, key, value FROM {quote_name(table)}"
+    for batch in db.batches(sql, what=f"reading {table}"):
+        for owner, agent, key, blob in batch:
+            cell = f"{db.path} {table}({owner!s}, {agent!s}, {key!s})"
+            if not isinstance(blob, (bytes, memoryview)):
+                raise FormatError(f"{cell}: expected a PickleType BLOB, found {type(blob).__name__}; the table "
+                                  "was not written by CrowdPlay")
+            out.setdefault(str(owner), {}).setdefault(str(agent), {})[str(key)] = safe_loads(bytes(blob), cell)
     return out
 
 
@@ -187,13 +194,18 @@ def _trajectory_files(root: Path) -> dict[str, Path]:
     return {k: p for k, (_, p) in found.items()}
 
 
-def _open(path: Path):
-    name = path.name
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+@contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    """The file's (decompressed) bytes as a stream; a FIFO, device or directory is refused at once, never read."""
+    with open_regular(path) as raw:
+        if path.name.endswith(".bz2"):
+            with bz2.open(raw, "rb") as f:
+                yield f
+        elif path.name.endswith(".gz"):
+            with gzip.open(raw, "rb") as f:
+                yield f
+        else:
+            yield raw
 
 
 def load_trajectory(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -202,7 +214,8 @@ def load_trajectory(path: str | os.PathLike) -> list[dict[str, Any]]:
     Raises:
         FileNotFoundError: the file does not exist.
         UnsafePickleError: the pickle asks for a global plain data never needs.
-        FormatError: truncated or corrupt compression or pickle, or not a list of step dicts.
+        FormatError: truncated or corrupt compression or pickle, not a list of step dicts, or not a
+            regular file (a FIFO named like a trajectory is refused at once).
     """
     path = Path(path)
     try:

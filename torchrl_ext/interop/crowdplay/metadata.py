@@ -82,7 +82,8 @@ def _kind(value: int | float | str) -> str:
 
 
 def _clean(name: str) -> str:
-    name = str(name).replace('"', "'").replace("\x00", "")[:128]
+    name = str(name).replace('"', "'").replace("\x00", "")
+    name = "".join(c if c.isprintable() else "_" for c in name)[:128]  # the table's alphabet (format.episode_schema)
     if name in _OWN or name.lower() in FIXED_COLUMNS:
         return f"kw:{name}"
     return name

@@ -57,7 +57,8 @@ class WindowFrames:
             from ...encodings import encoded_column_reader
 
             info = self.shards[shard]
-            reader = encoded_column_reader(self.storage.root / info.dir, self.column, info.rows, None, threads=1)
+            reader = encoded_column_reader(self.storage.root / info.dir, self.column, info.rows, None, threads=1,
+                                           root=self.storage.root)
             got = self._readers[shard] = (reader, reader.index)
         return got
 

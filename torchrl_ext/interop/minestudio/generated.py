@@ -18,8 +18,9 @@ last step. Nested info dicts of numbers are cumulative counters (``mine_block``,
 ``craft_item``...): a positive change between info ``t`` and ``t + 1`` is an
 event ``"<group>:<item>"`` at step ``t`` (the step whose action caused it),
 with the change as its value. Pickles load through the restricted unpickler
-(tensors included). Episodes are imported in sorted id order; running the
-import again resumes it.
+(tensors included). Every file must be a regular file: a FIFO named like an
+episode file is refused at once instead of blocking the import. Episodes are
+imported in sorted id order; running the import again resumes it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ...format import MANIFEST_NAME, FormatError, read_manifest
+from ...format import MANIFEST_NAME, FormatError, open_regular, read_manifest
 from ...sources.safe_pickle import safe_load
 from .records import meta_columns, numeric_fields
 from .video_chunks import decode_mp4
@@ -74,9 +75,15 @@ def _array(value: Any, where: str) -> np.ndarray:
     return arr
 
 
+def _read(path: Path) -> bytes:
+    """A file's bytes; a FIFO, device or directory under the name is refused at once (FormatError), never read."""
+    with open_regular(path) as f:
+        return f.read()
+
+
 def _load(path: Path) -> Any:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return safe_load(f, str(path))
     except FileNotFoundError:
         raise FormatError(f"{path}: missing; every generated episode has info_, action_ and video_ or images_ "
@@ -126,7 +133,7 @@ def counter_events(infos: Sequence[Mapping[str, Any]], groups: Sequence[str] | N
 def _frames(directory: Path, eid: str, where: str) -> np.ndarray:
     video = directory / f"video_{eid}.mp4"
     if video.exists():
-        return decode_mp4(video.read_bytes(), str(video))
+        return decode_mp4(_read(video), str(video))
     images = directory / f"images_{eid}"
     if not images.is_dir():
         raise FormatError(f"{where}: neither video_{eid}.mp4 nor images_{eid}/ exists")
@@ -135,7 +142,7 @@ def _frames(directory: Path, eid: str, where: str) -> np.ndarray:
     files = sorted((p for p in images.iterdir() if p.suffix == ".jpeg"), key=lambda p: int(p.stem))
     out = []
     for p in files:
-        img = cv2.imdecode(np.frombuffer(p.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(_read(p), np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise FormatError(f"{p}: not a readable JPEG")
         out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))

@@ -128,7 +128,8 @@ class MineStudioLayout:
             yield read_value(env, chunk_key(idx, start), f"{part.path} episode {episode.name!r}")
 
     def has_events(self) -> bool:
-        return (self.dir / EVENT_DIR / "data.mdb").is_file()
+        """Whether an ``event`` environment is there (anything named ``data.mdb``: :meth:`events` refuses a non-file)."""
+        return os.path.lexists(self.dir / EVENT_DIR / "data.mdb")
 
     def events(self) -> dict[str, list[tuple[int, str, float]]]:
         """``{episode name: [(frame, event name, value), ...]}`` from the ``event`` environment, in item order.

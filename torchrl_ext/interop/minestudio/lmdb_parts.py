@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...format import FormatError
+from ...format import FormatError, open_regular
 from ...sources.safe_pickle import safe_loads
 
 __all__ = ["PartInfo", "ChunkInfo", "open_env", "close_envs", "read_part", "read_value", "chunk_key",
@@ -61,12 +61,12 @@ def check_lmdb_file(path: str | os.PathLike) -> None:
     """``FormatError`` unless ``path/data.mdb`` is an LMDB file holding every page its meta pages list.
 
     Raises:
-        FormatError: missing, not LMDB (bad magic or page size), or truncated.
+        FormatError: missing, not a regular file, not LMDB (bad magic or page size), or truncated.
     """
     data_path = Path(path) / "data.mdb"
     fix = "copy the dataset again or re-run MineStudio's conversion for this part"
     try:
-        with open(data_path, "rb") as f:
+        with open_regular(data_path) as f:  # a FIFO or device is refused before LMDB could map or read it
             head = f.read(16 + 160)
             size = os.fstat(f.fileno()).st_size
             magic, _version = struct.unpack_from("<II", head, 16) if len(head) >= 24 else (0, 0)
