@@ -153,12 +153,20 @@ class FaultServer:
                 "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode()}
         return {k: v for k, v in item.items() if k not in self.omit}
 
+    def refuse_connections(self) -> None:
+        """Shuts the listening socket down at once (connects get a reset); checks that a connect is refused."""
+        self.httpd.socket.shutdown(socket.SHUT_RDWR)
+        try:
+            socket.create_connection(self.httpd.server_address, timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        raise RuntimeError(f"{self.endpoint} still accepts connections after its listening socket was shut down")
+
     def stop(self, keep: Any = None, wait: float | None = 5.0) -> None:
         """Dies like a crashed server: the listening socket and every open connection close.
 
         ``keep``: a connection still answering its last request (closed right after).
-        ``wait``: seconds to wait for the listening socket to close (None: until it has;
-        pytest-timeout bounds the test).
+        ``wait``: seconds to wait for the server loop to end and its socket to close.
         """
         self.stopped.set()
         for conn in list(self.connections - {keep}):
@@ -192,6 +200,8 @@ def _fault_handler(fs: FaultServer) -> type:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:  # say so: a client must not send its next request down this socket
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 
@@ -205,11 +215,10 @@ def _fault_handler(fs: FaultServer) -> type:
                     return
                 prefix = urllib.parse.parse_qs(url.query).get("prefix", [""])[0]
                 items = [fs.metadata(n) for n in sorted(fs.objects) if n.startswith(prefix)]
-                if fs.die_after_listing:  # the listening socket is closed before the listing is sent:
-                    self.close_connection = True  # every later connection is refused, however slow the machine
-                    fs.stop(keep=self.connection, wait=None)
-                    if fs.httpd.socket.fileno() != -1:
-                        raise RuntimeError("the fault server still listens after stop()")
+                if fs.die_after_listing:  # dies at this point of the protocol, not after a delay:
+                    fs.refuse_connections()  # every later connect is refused, however slow the machine,
+                    self.close_connection = True  # so no retry or download can reach it again
+                    fs.stop(keep=self.connection, wait=0)  # the rest of the shutdown goes on in the background
                 self._send(200, json.dumps({"kind": "storage#objects", "items": items}).encode())
             elif url.path.startswith(media):
                 self._media(urllib.parse.unquote(url.path[len(media):]))
