@@ -31,7 +31,6 @@ Defects of the original, fixed here:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -203,18 +202,11 @@ def find_episode(source: Any, episode_id: str | int, agent: str | None = None) -
         episode_id: CrowdPlay's id (str), or the dataset's episode number (int).
         agent: the agent, for a CrowdPlay id; may be left out when the episode has one agent.
     """
-    from ...storages import EpisodeView, ShardedStorage
+    from ...export.selection import episodes_of
+    from ...storages import EpisodeView
 
+    storage, selected = episodes_of(source)
     view = source if isinstance(source, EpisodeView) else None
-    if view is not None:
-        storage = view.base
-    elif isinstance(source, ShardedStorage):
-        storage = source
-    elif isinstance(source, (str, os.PathLike)):
-        storage = ShardedStorage(source)
-    else:
-        raise TypeError(f"`source` must be a dataset path, a ShardedStorage or an EpisodeView, got "
-                        f"{type(source).__name__}")
     if isinstance(episode_id, str) and agent is None:
         ids = storage.select_episodes('"episode_id" = ?', (episode_id,))
         if ids is not None and len(ids) > 1:
@@ -236,7 +228,7 @@ def find_episode(source: Any, episode_id: str | int, agent: str | None = None) -
             raise ValueError(f"`episode_id` {episode} is out of range for {storage.num_episodes} episodes")
     else:
         raise TypeError(f"`episode_id` must be CrowdPlay's id (str) or an episode number (int), got {episode_id!r}")
-    if view is not None and episode not in set(view.episode_ids.tolist()):
+    if view is not None and episode not in set(selected.tolist()):
         raise ValueError(f"episode {episode_id!r} is not in the view (filter {view.where!r})")
     return storage, episode
 
