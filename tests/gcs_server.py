@@ -3,8 +3,8 @@
 The server runs in-process on 127.0.0.1 with a free port, once per session;
 every test gets it wiped back to its empty buckets and ``STORAGE_EMULATOR_HOST``
 pointing at it. ``fault_server`` starts a small loopback server speaking the
-same API that resets, truncates, corrupts or stalls media responses, or dies
-after the listing. Register the fixtures with ``pytest_plugins = ["gcs_server"]``.
+same API that resets, truncates, corrupts or stalls media responses, never
+answers, or dies after the listing. Register the fixtures with ``pytest_plugins = ["gcs_server"]``.
 """
 
 from __future__ import annotations
@@ -115,10 +115,13 @@ class FaultServer:
     ``"wrong"``    the right number of bytes, every one inverted.
     ``"stall"``    sends ``limit`` bytes, then nothing until the server stops (the client
                    keeps only the whole read chunks it received).
+    ``"silent"``   reads the request and answers nothing, not even a status line, until the
+                   server stops.
 
     The listing leaves out the metadata keys in ``omit`` (e.g. ``"crc32c"``),
     answers HTTP 503 to its first ``listing_errors`` requests, and with
     ``die_after_listing`` the whole server stops right after its first listing.
+    With ``silent=True`` it accepts every connection and answers no request at all, for any bucket.
 
     Attributes:
         endpoint: ``http://127.0.0.1:<port>``.
@@ -129,8 +132,9 @@ class FaultServer:
 
     def __init__(self, objects: dict[str, bytes], bucket: str = BUCKET, *, media: str = "ok",
                  limit: int = 0, omit: tuple[str, ...] = (), listing_errors: int = 0,
-                 die_after_listing: bool = False) -> None:
+                 die_after_listing: bool = False, silent: bool = False) -> None:
         self.objects, self.bucket, self.media, self.limit = objects, bucket, media, limit
+        self.silent = silent
         self.omit, self.listing_errors, self.die_after_listing = omit, listing_errors, die_after_listing
         self.media_requests = 0
         self.listing_requests = 0
@@ -208,6 +212,10 @@ def _fault_handler(fs: FaultServer) -> type:
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             media = f"/download/storage/v1/b/{fs.bucket}/o/"
+            if fs.silent:  # any bucket: a listing is whatever the client asks for first
+                fs.listing_requests += url.path.startswith("/storage/v1/b/") and url.path.endswith("/o")
+                self._silence()
+                return
             if url.path == f"/storage/v1/b/{fs.bucket}/o":
                 fs.listing_requests += 1
                 if fs.listing_requests <= fs.listing_errors:
@@ -225,8 +233,16 @@ def _fault_handler(fs: FaultServer) -> type:
             else:
                 self._send(404, b'{"error": {"code": 404, "message": "not found"}}')
 
+        def _silence(self) -> None:
+            """Answers nothing until the server stops, then closes the connection."""
+            fs.stopped.wait()
+            self.close_connection = True
+
         def _media(self, name: str) -> None:
             fs.media_requests += 1
+            if fs.media == "silent":
+                self._silence()
+                return
             data = fs.objects[name]
             start = int(self.headers.get("Range", "bytes=0-")[len("bytes="):].split("-")[0] or 0)
             body = data[start:fs.limit] if fs.media == "short" else data[start:]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing.forkserver
 import os
+import signal
+import subprocess
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torchrl_ext.format import read_event_log, read_manifest
 
-__all__ = ["read_events", "tree_snapshot", "kill_hook", "run_killed", "KILL_EXIT"]
+__all__ = ["KILL_EXIT", "kill_hook", "read_events", "run_cli", "run_killed", "tree_snapshot"]
 
 KILL_EXIT = 17  # exit status of a child stopped by ``os._exit`` at its chosen call
 
@@ -42,15 +47,30 @@ def tree_snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
     return snap
 
 
-def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool = False, **kwargs: Any) -> int:
+def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool = False, group: bool = False,
+               hooked: tuple[str, ...] = ("fsync", "rename", "replace"), **kwargs: Any) -> int:
     """Runs ``fn(*args, **kwargs)`` in a forked child stopped at its ``kill_at``-th fsync/rename/replace call.
 
     The child is a fork of the test process (torch and the package already
-    imported: no interpreter start per trial). At the chosen call it ends with
+    imported: no interpreter start per trial). It forgets the test process's
+    multiprocessing fork server, so code that starts workers from one starts
+    its own, as in a fresh interpreter. At the chosen call it ends with
     ``os._exit(KILL_EXIT)`` (no cleanup, no flush of Python buffers) or, with
-    ``sigkill``, SIGKILL. Returns the child's exit code as ``subprocess`` gives
-    it: 0 when ``fn`` finished first, ``KILL_EXIT`` or ``-9`` when stopped, 1
-    when ``fn`` raised (its traceback on stderr).
+    ``sigkill``, SIGKILL. With ``group`` the child leads a session of its own
+    and the chosen call SIGKILLs that whole process group (the child and every
+    process it forked, which inherit the counting calls). Returns the child's
+    exit code as ``subprocess`` gives it: 0 when ``fn`` finished first,
+    ``KILL_EXIT`` or ``-9`` when stopped, 1 when ``fn`` raised (its traceback
+    on stderr).
+
+    Args:
+        kill_at: the counted call that stops the child (1 = the first).
+        fn: what the child runs.
+        *args: ``fn``'s positional arguments.
+        sigkill: stop by SIGKILL instead of ``os._exit(KILL_EXIT)``.
+        group: SIGKILL the child's whole process group.
+        hooked: the ``os`` functions whose calls are counted.
+        **kwargs: ``fn``'s keyword arguments.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -58,27 +78,65 @@ def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool =
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
+            if group:
+                os.setsid()
+            importlib.reload(multiprocessing.forkserver)  # the parent's fork server is not this child's
             calls = [0]
 
             def hook(real: Callable[..., Any]) -> Callable[..., Any]:
                 def wrapped(*a: Any, **k: Any) -> Any:
                     calls[0] += 1
                     if calls[0] == kill_at:
+                        if group:
+                            os.killpg(os.getpgrp(), signal.SIGKILL)
                         if sigkill:
-                            os.kill(os.getpid(), 9)
+                            os.kill(os.getpid(), signal.SIGKILL)
                         os._exit(KILL_EXIT)
                     return real(*a, **k)
                 return wrapped
 
-            os.fsync, os.rename, os.replace = hook(os.fsync), hook(os.rename), hook(os.replace)
+            for name in hooked:
+                setattr(os, name, hook(getattr(os, name)))
             fn(*args, **kwargs)
             code = 0
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - any failure of the child is its exit status 1
             traceback.print_exc()
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def run_cli(capsys: Any, *argv: str) -> subprocess.CompletedProcess:
+    """``torchrl-ext ARGV`` run in this process, with what a shell would see of it.
+
+    Calls :func:`torchrl_ext.cli.main` (no interpreter start, torch already
+    imported). Output is read through pytest's ``capsys``; warnings are written
+    to stderr as the interpreter of the command would show them, and a
+    ``SystemExit`` (``--help``, ``--version``, argparse's usage errors) becomes
+    its exit status.
+
+    Args:
+        capsys: the test's ``capsys`` fixture; what was captured before is dropped.
+        *argv: the command line after ``torchrl-ext``.
+
+    Returns:
+        ``returncode``, ``stdout`` and ``stderr`` as ``subprocess.run(..., text=True)`` gives them.
+    """
+    from torchrl_ext.cli import main
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            code = main(list(argv))
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["torchrl-ext", *argv], code, out, err)
 
 
 def kill_hook(action: str = "os._exit(17)") -> str:

@@ -52,3 +52,18 @@ def test_unknown_name_is_an_attribute_error():
         torchrl_ext.Nope  # noqa: B018
     with pytest.raises(ImportError, match=r"cannot import name 'Nope' from 'torchrl_ext'"):
         from torchrl_ext import Nope  # noqa: F401
+
+
+def test_torchrl_load_dataset_finds_the_prefix_registered_before_torchrl_was_imported(tmp_path):
+    from torchrl_ext.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(2,))
+    out = _fresh(
+        "import sys, torch, torchrl_ext\n"
+        "assert 'torchrl' not in sys.modules\n"
+        "from torchrl.data.datasets import load_dataset\n"
+        f"rb = load_dataset('torchrl_ext:{root}', batch_size=5)\n"
+        "torch.manual_seed(0)\n"
+        "print(type(rb).__name__, len(rb), rb.sample().batch_size[0])"
+    )
+    assert out == "ShardedExperienceReplay 12 5"

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from torchrl_ext.validation import int_in_range, nonnegative_int, one_of, positive_int, probability, regex
+from torchrl_ext.validation import (
+    int_in_range,
+    nonnegative_int,
+    one_of,
+    positive_int,
+    probability,
+    regex,
+    user_path,
+)
 
 
 @pytest.mark.parametrize("value", [1, 7, np.int64(3), np.uint8(2)])
@@ -85,3 +95,32 @@ def test_regex_compiles():
 def test_regex_errors(pattern, error, match):
     with pytest.raises(error, match=match):
         regex(pattern, "pattern")
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("~", "{home}"),
+    ("~/data/atari", "{home}/data/atari"),
+    (Path("~/d"), "{home}/d"),
+    ("runs/~/d", "runs/~/d"),  # only a leading ~ is the home directory
+    ("runs/d", "runs/d"),
+    ("/srv/d", "/srv/d"),
+], ids=["home", "under home", "PathLike", "inner tilde", "relative", "absolute"])
+def test_user_path_expands_a_leading_tilde_only(tmp_path, monkeypatch, given, expected):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = user_path(given, "root")
+    assert isinstance(out, Path) and out == Path(expected.format(home=tmp_path))
+
+
+def test_user_path_keeps_relative_paths_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not user_path("d", "root").is_absolute() and os.fspath(user_path("./d", "root")) == "d"
+
+
+@pytest.mark.parametrize("value, match", [
+    (3, r"^`root` must be a path \(str or os.PathLike\), got int$"),
+    (b"~/d", r"^`root` must be a path \(str or os.PathLike\), got bytes$"),
+    (None, r"^`root` must be a path \(str or os.PathLike\), got NoneType$"),
+])
+def test_user_path_refuses_what_is_not_a_path(value, match):
+    with pytest.raises(TypeError, match=match):
+        user_path(value, "root")

@@ -18,9 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import torchrl_registry
 from .moved_paths import install_finder
 
 install_finder()  # old module paths (e.g. torchrl_ext.sources.minestudio) still import, with a warning
+torchrl_registry.install()  # TorchRL's load_dataset("torchrl_ext:<root>"), without importing TorchRL now
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,7 @@ _LAZY: dict[str, str] = {
     "to_d3rlpy": ".interop.d3rlpy",
     # ready-made datasets
     "AtariDQNExperienceReplay": ".interop.atari_dqn",
+    "ShardedExperienceReplay": ".datasets",
 }
 
 __all__ = list(_LAZY)

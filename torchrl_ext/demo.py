@@ -25,6 +25,7 @@ from .events import EventIndex
 from .generate import generate, make_atari_env
 from .samplers import EventSliceSampler
 from .storages import ShardedStorage
+from .validation import user_path
 
 WIN_LEN, BIAS = 32, 4
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default="zstd", help="encoding of the observation frames")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    root = Path(args.root) / "pong"
+    root = user_path(args.root, "--root") / "pong"
     if root.exists():
         shutil.rmtree(root)
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  window {i}: episode {int(w['episode'][0]):2d} steps {int(w['step'][0]):3d}..{int(w['step'][-1]):3d}"
               f"  event {names[int(w['event', 'name_id'][0])]} at step {int(w['event', 'step'][0])} "
               f"(position {event_pos}), reward there {float(w['next', 'reward'][event_pos]):+.0f}")
-    path = save_preview(batch, Path(args.root) / "preview.png")
+    path = save_preview(batch, user_path(args.root, "--root") / "preview.png")
     print(f"\npreview: {path.resolve()}")
     return 0
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from .validation import user_path
 from .writer import ShardWriter
 
 __all__ = ["make_episode", "episode_length", "write_synthetic", "obs_value"]
@@ -85,7 +86,7 @@ def write_synthetic(
     event ``"tick:<step % 3>"`` at every ``k``-th step and ``"episode_end"`` at
     its last one. ``encodings`` is passed to :meth:`ShardWriter.create`.
     """
-    root = Path(root)
+    root = user_path(root, "root")
     writer = ShardWriter.open(root) if (root / "dataset.json").exists() else ShardWriter.create(
         root, shard_rows=shard_rows, source={"kind": "synthetic", "obs_shape": list(obs_shape)},
         encodings=encodings,

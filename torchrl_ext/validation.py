@@ -25,6 +25,9 @@ Examples:
     'pad'
     >>> regex("tick:[0-9]", "event_regex").pattern
     'tick:[0-9]'
+
+:func:`user_path` is the one place a path the caller gave becomes a ``Path``
+(a leading ``~`` expanded).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["int_in_range", "positive_int", "nonnegative_int", "probability", "one_of", "regex", "path"]
+__all__ = ["int_in_range", "nonnegative_int", "one_of", "positive_int", "probability", "regex", "user_path"]
 
 
 def _bounds(lo: int | None, hi: int | None) -> str:
@@ -127,8 +130,30 @@ def regex(pattern: Any, name: str) -> re.Pattern[str]:
         raise ValueError(f"`{name}` must be a valid Python regular expression, got {pattern!r} ({err})") from err
 
 
-def path(value: Any, name: str) -> Path:
-    """``value`` as a ``Path``; ``TypeError`` unless it is a str or ``os.PathLike``."""
+def user_path(value: Any, name: str) -> Path:
+    """``value``, a file or directory path the caller gave, as a ``Path`` with a leading ``~`` expanded.
+
+    Every public function that takes a dataset root, a source or a destination
+    turns it into a ``Path`` here, so ``"~/data"`` means the home directory
+    (:func:`os.path.expanduser`) and never a directory named ``~`` in the
+    working directory. A relative path stays relative; ``"~user/x"`` names
+    that user's home. Bucket URLs and object names are not paths and never
+    come here.
+
+    Raises:
+        TypeError: ``value`` is not a str or ``os.PathLike``.
+
+    Examples:
+        >>> import os
+        >>> user_path("~/data", "root") == Path(os.path.expanduser("~")) / "data"
+        True
+        >>> user_path("runs/pong", "root")
+        PosixPath('runs/pong')
+        >>> user_path(3, "root")
+        Traceback (most recent call last):
+        ...
+        TypeError: `root` must be a path (str or os.PathLike), got int
+    """
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {type(value).__name__}")
-    return Path(value)
+    return Path(os.path.expanduser(value))

@@ -1,4 +1,4 @@
-"""``torchrl-ext info ROOT``, run as a user would."""
+"""``torchrl-ext info ROOT``: exit status and output, in this process and once through a closed pipe."""
 
 from __future__ import annotations
 
@@ -6,19 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 
 from torchrl_ext.synthetic import write_synthetic
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "torchrl_ext.cli", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
-@pytest.mark.slow  # loads torch in a subprocess
-def test_info_prints_summary_and_schema(tmp_path):
+def test_info_prints_summary_and_schema(tmp_path, capsys):
     root = write_synthetic(tmp_path / "ds", episodes=3, length=4, obs_shape=(84, 84), shard_rows=5)
-    proc = _run("info", str(root))
+    proc = run_cli(capsys, "info", str(root))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "shards    3" in lines and "rows      12" in lines and "episodes  3" in lines
@@ -39,17 +34,16 @@ def test_info_into_a_closed_pipe_stops_quietly(tmp_path):
     assert proc.returncode == 141 and err == b""
 
 
-@pytest.mark.slow  # loads torch in a subprocess
-def test_info_on_missing_dataset_fails_clearly(tmp_path):
-    proc = _run("info", str(tmp_path / "nope"))
+def test_info_on_missing_dataset_fails_clearly(tmp_path, capsys):
+    proc = run_cli(capsys, "info", str(tmp_path / "nope"))
     assert proc.returncode == 2
     assert "torchrl-ext info: error:" in proc.stderr and "no dataset manifest found" in proc.stderr
 
 
-def test_info_shows_encodings_metadata_and_event_counts(tmp_path):
+def test_info_shows_encodings_metadata_and_event_counts(tmp_path, capsys):
     root = write_synthetic(tmp_path / "ds", episodes=4, length=9, obs_shape=(16, 16), events_every=3,
                            encodings={"observation": "zstd"})
-    proc = _run("info", str(root))
+    proc = run_cli(capsys, "info", str(root))
     assert proc.returncode == 0, proc.stderr
     obs = next(line.split() for line in proc.stdout.splitlines() if line.startswith("observation "))
     on_disk = sum(p.stat().st_size for p in (root / "shards").glob("*/observation.*"))  # final/ aside

@@ -1,4 +1,9 @@
-"""``torchrl-ext`` itself: help, version, ``python -m``, defaults in every help, exit codes."""
+"""``torchrl-ext`` itself: help, version, ``python -m``, defaults in every help, exit codes.
+
+The entry points (the installed script, ``python -m``) and the lazy imports
+are checked in fresh interpreters; everything else calls ``main`` in this
+process (``run_cli``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from torchrl_ext.cli import COMMANDS, exit_code
 
@@ -24,8 +30,15 @@ def run(*args: str, entry: str = "script") -> subprocess.CompletedProcess:
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
 
 
-def test_help_lists_every_command_with_its_help():
-    proc = run("--help")
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``torchrl-ext ARGS`` in this process, help wrapped at the 200 columns ``run`` gives."""
+    monkeypatch.setenv("COLUMNS", "200")
+    return lambda *args: run_cli(capsys, *args)
+
+
+def test_help_lists_every_command_with_its_help(cli):
+    proc = cli("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: torchrl-ext [-h] [-v] [--version] COMMAND ...")
     for name, (_, text) in COMMANDS.items():
@@ -45,21 +58,21 @@ def test_python_m_torchrl_ext_is_the_cli():
     assert run("--help", entry="module").stdout == run("--help").stdout
 
 
-def test_no_command_is_a_usage_error():
-    proc = run()
+def test_no_command_is_a_usage_error(cli):
+    proc = cli()
     assert proc.returncode == 2
     assert "error: the following arguments are required: COMMAND" in proc.stderr
 
 
-def test_unknown_command_is_a_usage_error():
-    proc = run("nope")
+def test_unknown_command_is_a_usage_error(cli):
+    proc = cli("nope")
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_every_subcommand_help_shows_every_default(command):
-    proc = run(*command.split(), "--help")
+def test_every_subcommand_help_shows_every_default(cli, command):
+    proc = cli(*command.split(), "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"usage: torchrl-ext {command} ")
     assert "``" not in proc.stdout
@@ -79,8 +92,8 @@ def test_every_subcommand_help_shows_every_default(command):
     ("events", ["--win-len WIN_LEN", "--bias BIAS"]),
     ("preprocess", ["(default: observation)", "(default: number of CPUs)"]),
 ])
-def test_named_defaults_are_shown(command, shown):
-    out = run(command, "--help").stdout
+def test_named_defaults_are_shown(cli, command, shown):
+    out = cli(command, "--help").stdout
     for text in shown:
         assert text in out, text
 
@@ -92,10 +105,10 @@ def test_generate_executors_match_the_library():
     assert EXECUTORS == LIBRARY
 
 
-def test_download_help_names_the_library_defaults():
+def test_download_help_names_the_library_defaults(cli):
     from torchrl_ext.interop.atari_dqn import ATARI_BUCKET, ATARI_PREFIX
 
-    out = run("download", "atari-dqn", "--help").stdout
+    out = cli("download", "atari-dqn", "--help").stdout
     assert f"(default: {ATARI_BUCKET})" in out and f"(default: {ATARI_PREFIX})" in out
 
 
@@ -141,10 +154,33 @@ def test_a_bug_is_not_hidden(tmp_path, monkeypatch):
         main(["info", str(tmp_path)])
 
 
-@pytest.mark.slow  # loads torch in a subprocess
-def test_a_library_error_is_one_line_on_stderr(tmp_path):
-    proc = run("info", str(tmp_path / "nope"))
+def test_a_library_error_is_one_line_on_stderr(cli, tmp_path):
+    proc = cli("info", str(tmp_path / "nope"))
     assert proc.returncode == 2
     assert proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert line.startswith("torchrl-ext info: error: ") and "no dataset manifest found" in line
+
+
+@pytest.mark.parametrize(("flags", "logged"), [
+    ([], "WARNING torchrl_ext.cli.info: 1 shard skipped\n"),
+    (["-v"], "INFO torchrl_ext.cli.info: reading\nWARNING torchrl_ext.cli.info: 1 shard skipped\n"),
+])
+def test_logs_reach_stderr_once_per_call_and_logging_is_left_as_found(cli, tmp_path, monkeypatch, flags, logged):
+    import logging
+
+    import torchrl_ext.cli.info
+
+    def logs(args):
+        log = logging.getLogger("torchrl_ext.cli.info")
+        log.info("reading")
+        log.warning("%d shard skipped", 1)
+        return 0
+
+    monkeypatch.setattr(torchrl_ext.cli.info, "run", logs)
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    for _ in range(2):
+        proc = cli(*flags, "info", str(tmp_path))
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", logged)
+    assert (list(root.handlers), root.level) == before

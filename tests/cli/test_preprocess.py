@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.cli.preprocess import build_fn
 from torchrl_ext.synthetic import obs_value, write_synthetic
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchrl_ext", "preprocess", *args], capture_output=True,
-                          text=True, timeout=300)
+def _run(capsys, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(capsys, "preprocess", *args)
 
 
 @pytest.fixture
@@ -24,10 +23,9 @@ def dataset(tmp_path):
     return write_synthetic(tmp_path / "src", episodes=4, length=(3, 7), obs_shape=(12, 10), shard_rows=8)
 
 
-@pytest.mark.slow  # loads torch in a subprocess
-def test_resize_stack_float(dataset, tmp_path):
+def test_resize_stack_float(dataset, tmp_path, capsys):
     dest = tmp_path / "out"
-    proc = _run(str(dataset), str(dest), "--preset", "resize", "6", "5", "--preset", "stack", "3",
+    proc = _run(capsys, str(dataset), str(dest), "--preset", "resize", "6", "5", "--preset", "stack", "3",
                 "--preset", "float", "--workers", "2", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     src, out = ShardedStorage(dataset), ShardedStorage(dest)
@@ -44,11 +42,10 @@ def test_resize_stack_float(dataset, tmp_path):
     assert np.allclose(td["next", "observation"][last, :2].numpy(), got[last, 1:])
 
 
-@pytest.mark.slow  # loads torch in a subprocess
-def test_grayscale_of_rgb(tmp_path):
+def test_grayscale_of_rgb(tmp_path, capsys):
     src = write_synthetic(tmp_path / "rgb", episodes=2, length=3, obs_shape=(4, 4, 3))
     dest = tmp_path / "gray"
-    proc = _run(str(src), str(dest), "--preset", "grayscale", "--workers", "0", "--no-progress")
+    proc = _run(capsys, str(src), str(dest), "--preset", "grayscale", "--workers", "0", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     td = ShardedStorage(dest).get(torch.arange(6))
     assert td["observation"].shape == (6, 4, 4) and td["observation"].dtype == torch.uint8
@@ -68,14 +65,14 @@ def test_bad_presets(preset, match):
         build_fn([preset], "unused")
 
 
-def test_bad_preset_is_a_usage_error_naming_the_presets(dataset, tmp_path):
-    proc = _run(str(dataset), str(tmp_path / "out"), "--preset", "blur")
+def test_bad_preset_is_a_usage_error_naming_the_presets(dataset, tmp_path, capsys):
+    proc = _run(capsys, str(dataset), str(tmp_path / "out"), "--preset", "blur")
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == ("torchrl-ext preprocess: error: unknown preset 'blur'; expected one "
                                             "of ['float', 'grayscale', 'resize', 'stack']")
     assert not (tmp_path / "out").exists()
 
 
-def test_preset_is_required(dataset, tmp_path):
-    proc = _run(str(dataset), str(tmp_path / "out"))
+def test_preset_is_required(dataset, tmp_path, capsys):
+    proc = _run(capsys, str(dataset), str(tmp_path / "out"))
     assert proc.returncode == 2 and "the following arguments are required: --preset" in proc.stderr

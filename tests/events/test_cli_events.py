@@ -1,20 +1,22 @@
-"""``torchrl-ext events``: run as a subprocess, exit code and output checked."""
+"""``torchrl-ext events``: exit code and output checked (``main`` run in this process)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 import pytest
-from helpers import tree_snapshot
+from helpers import run_cli, tree_snapshot
 
 from torchrl_ext.events import EventIndex
 from torchrl_ext.synthetic import write_synthetic
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torchrl_ext.cli", "events", *args], capture_output=True, text=True)
+@pytest.fixture
+def cli(capsys):
+    def events(*args: str) -> subprocess.CompletedProcess:
+        return run_cli(capsys, "events", *args)
+    return events
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def root(tmp_path_factory):
     return root
 
 
-def test_prints_counts(root):
+def test_prints_counts(cli, root):
     out = cli(str(root), "--regex", "tick", "--win-len", "4", "--min-nearby", "7")
     lines = out.stdout.splitlines()
     assert out.returncode == 0
@@ -34,12 +36,12 @@ def test_prints_counts(root):
     assert lines[-1].split() == ["total", "30", "30"]
 
 
-def test_bad_regex_exits_2(root):
+def test_bad_regex_exits_2(cli, root):
     out = cli(str(root), "--regex", "(")
     assert out.returncode == 2 and "`event_regex` must be a valid Python regular expression" in out.stderr
 
 
-def test_counting_never_writes(tmp_path):
+def test_counting_never_writes(cli, tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=2, length=10, obs_shape=(1,), events_every=4)
     before = tree_snapshot(root)
     out = cli(str(root))
@@ -47,7 +49,7 @@ def test_counting_never_writes(tmp_path):
     assert tree_snapshot(root) == before
 
 
-def test_build_saves_the_index_with_derivations(tmp_path):
+def test_build_saves_the_index_with_derivations(cli, tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=2, length=10, obs_shape=(1,), events_every=4)
     out = cli(str(root), "--build", "--column", "r=x", "next/reward", "--regex", "r=x")
     assert out.returncode == 0, out.stderr
@@ -57,7 +59,7 @@ def test_build_saves_the_index_with_derivations(tmp_path):
     assert out.stdout.splitlines()[-1].split()[1] == str(index.counts()["r=x:+1"])
 
 
-def test_rebuild_keeps_the_saved_derivations_unless_told(tmp_path):
+def test_rebuild_keeps_the_saved_derivations_unless_told(cli, tmp_path):
     root = write_synthetic(tmp_path / "ds", episodes=2, length=10, obs_shape=(1,), events_every=4)
     EventIndex.build(root, columns={"reward": ("next", "reward")})
     want = EventIndex.load(root)
@@ -72,12 +74,13 @@ def test_rebuild_keeps_the_saved_derivations_unless_told(tmp_path):
     assert bare.derived == [] and not any(n.startswith("reward:") for n in bare.counts())
 
 
-def test_column_without_build_exits_2(root):
+def test_column_without_build_exits_2(cli, root):
     out = cli(str(root), "--column", "r", "next/reward")
     assert out.returncode == 2 and "`--column`, `--counters` and `--no-derived` need `--build`" in out.stderr
 
 
-def test_help_shows_every_default():
+def test_help_shows_every_default(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # what a run without a terminal gets, whatever runs the tests
     out = cli("--help")
     options = re.findall(r"^  (--[a-z-]+)", out.stdout, re.M)
     assert out.returncode == 0 and len(options) == 14

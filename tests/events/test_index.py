@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torchrl_ext.encodings import Zstd, chunk_file_paths
 from torchrl_ext.events import EventIndex
 from torchrl_ext.format import FormatError, read_manifest
 from torchrl_ext.storages import ShardedStorage
@@ -118,8 +119,8 @@ def test_from_arrays_refuses_ids_outside_names():
 
 
 @pytest.mark.parametrize("columns, match", [
-    ({"x": ("no", "such")}, r"`columns` maps 'x' to 'no/such', which is not a column of the dataset; columns: "
-                            r"\[.*'next/reward'.*\]"),
+    ({"x": ("no", "such")}, (r"`columns` maps 'x' to 'no/such', which is not a column of the dataset; columns: "
+                             r"\[.*'next/reward'.*\]")),
     ({"x": "observation"}, r"`columns` key 'observation' must hold one value per row, found per-row shape \[2\]"),
 ])
 def test_build_refuses_columns_that_do_not_exist(tmp_path, columns, match):
@@ -177,3 +178,99 @@ def test_from_arrays_with_more_names_than_a_radix_pass_orders_the_same():
     index = EventIndex.from_arrays(names, ids, np.zeros(5), rows, rows)
     assert [(int(g), int(r)) for g, r in zip(index.name_id, index.row)] == [(3, 2), (3, 9), (40_000, 7),
                                                                            (69_999, 1), (69_999, 5)]
+
+
+@pytest.fixture
+def frames_root(tmp_path):
+    """Frames next to a signed reward and a counter, every column zstd-encoded: 4 episodes over 3 shards."""
+    encodings = {"observation": Zstd(chunk_rows=4), ("next", "reward"): Zstd(chunk_rows=4),
+                 ("info", "stats", "kills"): Zstd(chunk_rows=4)}
+    rng = np.random.default_rng(0)
+    with ShardWriter.create(tmp_path / "ds", shard_rows=12, encodings=encodings) as w:
+        for e, length in enumerate((9, 5, 12, 7)):
+            ep = make_episode(e, length, (16, 16))
+            ep["next", "reward"] = torch.from_numpy(rng.integers(-2, 3, (length, 1)).astype(np.float32))
+            ep["info", "stats", "kills"] = torch.from_numpy(np.cumsum(rng.integers(0, 2, length)))
+            w.add_episode(ep)
+    return tmp_path / "ds"
+
+
+def _events_of(index, prefix=""):
+    return sorted((str(index.names[n]), int(e), int(s), int(r), float(v)) for n, e, s, r, v in
+                  zip(index.name_id, index.episode, index.step, index.row, index.value)
+                  if str(index.names[n]).startswith(prefix))
+
+
+def _naive_derived(root):
+    """Sign and counter events from every row of the dataset, one row at a time."""
+    rows = ShardedStorage(root)[:]
+    episode, step = rows["episode"].tolist(), rows["step"].tolist()
+    reward, kills = rows["next", "reward"].reshape(-1).tolist(), rows["info", "stats", "kills"].tolist()
+    signs, counters = [], []
+    for r in range(len(rows)):
+        if reward[r] != 0:
+            signs.append(("r:+1" if reward[r] > 0 else "r:-1", episode[r], step[r], r, reward[r]))
+        if step[r] > 0 and kills[r] > kills[r - 1]:
+            counters.append(("kills", episode[r], step[r], r, float(kills[r] - kills[r - 1])))
+    return sorted(signs), sorted(counters)
+
+
+def _damage_frames(root) -> None:
+    """Zeroes every chunk of the frame column, sizes kept: opening still works, reading any frame fails its crc32."""
+    for shard in read_manifest(root).shards:
+        chunks, _ = chunk_file_paths(root / shard.dir, ("observation",))
+        chunks.chmod(0o644)
+        chunks.write_bytes(bytes(chunks.stat().st_size))
+
+
+@pytest.mark.parametrize("kwargs", [{"columns": {"r": ("next", "reward")}}, {"counters": [("info", "stats")]}],
+                         ids=["columns", "counters"])
+def test_build_derivations_never_read_the_frames(frames_root, kwargs):
+    signs, counters = _naive_derived(frames_root)
+    expected = signs if "columns" in kwargs else counters
+    _damage_frames(frames_root)
+    with pytest.raises(FormatError, match=r"fails its crc32 check"):
+        ShardedStorage(frames_root)[:]  # any read of a frame fails now
+    assert _events_of(EventIndex.build(frames_root, save=False, **kwargs)) == expected
+
+
+def test_build_derivations_equal_a_reference_over_every_row(frames_root):
+    signs, counters = _naive_derived(frames_root)
+    index = EventIndex.build(frames_root, columns={"r": ("next", "reward")}, counters=[("info", "stats")],
+                             save=False)
+    assert _events_of(index, "r:") == signs and _events_of(index, "kills") == counters
+    assert len(signs) > 10 and len(counters) > 5
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 64])
+def test_derivations_read_their_column_chunk_rows_at_a_time(frames_root, monkeypatch, chunk_rows):
+    storage = ShardedStorage(frames_root)
+    calls = []
+    gather = storage.reader.gather
+
+    def spy(flat, keys=None):
+        calls.append((len(flat), None if keys is None else sorted(map(tuple, keys))))
+        return gather(flat, keys)
+
+    monkeypatch.setattr(storage.reader, "gather", spy)
+    signs, counters = _naive_derived(frames_root)
+    assert _events_of(EventIndex.from_column(storage, prefix="r", chunk_rows=chunk_rows)) == signs
+    assert _events_of(EventIndex.from_counters(storage, chunk_rows=chunk_rows)) == counters
+    assert max(n for n, _ in calls) == min(chunk_rows, len(storage))
+    assert {k for _, keys in calls for k in keys} == {("next", "reward"), ("info", "stats", "kills")}
+    assert all(len(keys) == 1 for _, keys in calls)
+
+
+def test_derived_next_key_rebuilt_from_the_following_row_reads_only_its_column(tmp_path):
+    with ShardWriter.create(tmp_path / "ds", shard_rows=6, encodings={"observation": Zstd(chunk_rows=2),
+                                                                       "score": Zstd(chunk_rows=2)}) as w:
+        for e, values in enumerate(([0, 2, 0, -1], [3, 0, -4])):
+            ep = make_episode(e, len(values), (8, 8))
+            score = torch.tensor(values + [5 * (e + 1)], dtype=torch.float32)  # the last is the final value
+            ep["score"], ep["next", "score"] = score[:-1], score[1:]
+            w.add_episode(ep)
+    assert read_manifest(tmp_path / "ds").next_from_row == [("observation",), ("score",)]
+    _damage_frames(tmp_path / "ds")
+    index = EventIndex.build(tmp_path / "ds", columns={"s": ("next", "score")}, save=False)
+    assert _events_of(index) == [("s:+1", 0, 0, 0, 2.0), ("s:+1", 0, 3, 3, 5.0), ("s:+1", 1, 2, 6, 10.0),
+                                 ("s:-1", 0, 2, 2, -1.0), ("s:-1", 1, 1, 5, -4.0)]

@@ -167,3 +167,12 @@ def test_legacy_tag_that_does_not_parse_is_a_format_error(root):
     _write_legacy(root, ["column:no-key"])
     with pytest.raises(FormatError, match=r"derivation 'column:no-key' of an index_version 1 is neither"):
         read_index(root)
+
+
+def test_rebuild_with_a_relative_root_leaves_only_the_live_index(root, monkeypatch):
+    monkeypatch.chdir(root.parent)
+    EventIndex.build(root.name)
+    first = os.readlink(root / INDEX_DIR)
+    EventIndex.rebuild(root.name)
+    live = os.readlink(root / INDEX_DIR)
+    assert live != first and [p.name for p in (root / "events").glob("index-*")] == [live]

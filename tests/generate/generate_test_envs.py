@@ -102,3 +102,31 @@ class ResetFailsEnv(CountingEnv):
         if seed == 1:
             raise ValueError("no level for seed 1")
         return super().reset(seed=seed, options=options)
+
+
+class DictEnv(CountingEnv):
+    """CountingEnv with a ``Dict`` observation (an 8x8 RGB frame, a state vector, a ``Tuple`` of a
+    Discrete and a Box) and a ``Dict`` action (Discrete ``button``, Box ``stick``): every leaf is a
+    function of (seed, t), so a test can rebuild any step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.observation_space = gym.spaces.Dict({
+            "image": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "state": gym.spaces.Box(-1e9, 1e9, (2,), np.float32),
+            "pair": gym.spaces.Tuple((gym.spaces.Discrete(100), gym.spaces.Box(-1e9, 1e9, (3,), np.float64))),
+        })
+        self.action_space = gym.spaces.Dict({"button": gym.spaces.Discrete(3),
+                                             "stick": gym.spaces.Box(-1, 1, (2,), np.float32)})
+
+    def _obs(self):
+        return {"image": np.full((8, 8, 3), 10 * self.t + self.seed_, np.uint8),
+                "state": np.array([self.seed_, self.t], np.float32),
+                "pair": (self.t + 1, np.array([self.seed_, self.t, 0.5], np.float64))}
+
+
+class TextEnv(CountingEnv):
+    """Observations are strings, which a dataset cannot store."""
+
+    def _obs(self):
+        return f"step {self.t}"

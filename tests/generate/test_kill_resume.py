@@ -1,30 +1,23 @@
-"""generate() SIGKILLed at seeded fsync/rename calls: the dataset opens, a rerun finishes identical."""
+"""generate() SIGKILLed at seeded fsync/rename calls: the dataset opens, a rerun finishes identical.
+
+Each trial runs in a fork of the test process (``run_killed``), which starts
+its workers from a fork server of its own, as a fresh interpreter would.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import kill_hook
+from helpers import run_killed
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.generate import generate
 
-pytestmark = pytest.mark.slow  # subprocesses
+pytestmark = pytest.mark.slow  # a crash campaign: every trial starts worker processes
 
-HERE = Path(__file__).parent
 ARGS = dict(num_episodes=12, num_workers=2, max_steps=50, seed=3, shard_rows=7, progress=False)
-CHILD = kill_hook("os.kill(os.getpid(), 9)") + """
-sys.path.insert(0, sys.argv[3])
-from generate_test_envs import CountingEnv
-from torchrl_ext.generate import generate
-generate(CountingEnv, None, sys.argv[1], **%r)
-""" % (ARGS,)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +34,7 @@ def test_generate_killed_mid_write_resumes_identically(tmp_path, reference, kill
     from generate_test_envs import CountingEnv
 
     root = tmp_path / "ds"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(kill_at), str(HERE)],
-                          capture_output=True, env=env, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert run_killed(kill_at, generate, CountingEnv, None, root, sigkill=True, **ARGS) == -signal.SIGKILL
     if (root / "dataset.json").exists():
         ShardedStorage(root)  # whatever was committed opens
     generate(CountingEnv, None, root, **ARGS)

@@ -3,7 +3,11 @@
 Servers are on 127.0.0.1 only: closed ports, a listening socket whose accept
 queue is full (connects time out), a name under ``.invalid`` (never resolves),
 the real gcp-storage-emulator stopped after its listing, and the loopback
-``FaultServer`` of ``gcs_server`` that resets, truncates, corrupts or stalls media.
+``FaultServer`` of ``gcs_server`` that resets, truncates, corrupts or stalls media,
+or accepts connections and never answers.
+
+Every message carries what its cause would say, so errors are raised without
+the chain of library exceptions behind them (``__cause__`` None, context suppressed).
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from pathlib import Path
 import pytest
 from gcs_server import upload_tree
 
-from torchrl_ext.interop.atari_dqn import download_atari_run, list_atari_checkpoints
+from torchrl_ext.interop.atari_dqn import (
+    BucketReplayLogs,
+    download_atari_run,
+    list_atari_checkpoints,
+)
 from torchrl_ext.sources import download_prefix, list_objects
 from torchrl_ext.sources.gcs_errors import (
     ChecksumMismatchError,
@@ -30,6 +38,7 @@ from torchrl_ext.sources.gcs_errors import (
 PREFIX = "dqn/Pong/1/replay_logs/"
 HANG_GUARD = 30.0  # seconds; every case here is bounded by a deadline of 1-2 s
 WAYS_OUT = r"`bucket=` or STORAGE_EMULATOR_HOST=http://host:port, or .*`local_dir=`"
+SILENT_GUARD = 60  # seconds (pytest-timeout); every silent-server case has a deadline of 1.5 s
 
 
 def _objects(n: int = 2, size: int = 5000) -> dict[str, bytes]:
@@ -67,6 +76,11 @@ def _timed(fn, *args, **kwargs):
     return info.value
 
 
+def _chain_hidden(err: BaseException) -> bool:
+    """Raised ``from None``: no cause, and the context it was raised in is not shown."""
+    return err.__cause__ is None and err.__suppress_context__
+
+
 # ------------------------------------------------------------------ unreachable: fail at the listing
 @pytest.mark.parametrize(
     ("host", "port", "why"),
@@ -74,7 +88,7 @@ def _timed(fn, *args, **kwargs):
         ("http://127.0.0.1:{}", "closed_port", r"connection failed: Connection refused"),
         ("127.0.0.1:{}", "closed_port", r"connection failed: Connection refused"),
         ("http://nonexistent.invalid:1", None, r"name resolution failed"),
-        pytest.param("http://127.0.0.1:{}", "full_backlog", r"the connection did not open in time",
+        pytest.param("http://127.0.0.1:{}", "full_backlog", r"the connection did not open within 5 s",
                      marks=pytest.mark.slow),  # waits CONNECT_TIMEOUT
     ],
 )
@@ -89,7 +103,57 @@ def test_unreachable_server_fails_at_once_naming_host_and_ways_out(monkeypatch, 
     assert re.search(rf"^cannot reach http://{re.escape(host.removeprefix('http://'))} \({why}", text), text
     assert "to list gs://atari-replay-datasets/dqn/Pong/1/replay_logs/; " in text
     assert re.search(WAYS_OUT, text), text
+    assert _chain_hidden(err)
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.timeout(SILENT_GUARD)
+def test_server_that_never_answers_the_listing_fails_at_once_naming_the_read_timeout(fault_server, tmp_path):
+    fs = fault_server(_objects(n=1), silent=True)
+    with pytest.raises(SourceUnreachableError, match=r"did not answer within 1\.5 s") as info:
+        download_atari_run("Pong", 1, tmp_path / "d", bucket="test-bucket", progress=False, deadline=1.5)
+    assert str(info.value) == (
+        f"cannot reach {fs.endpoint} (the server accepted the connection but did not answer within 1.5 s) "
+        f"to list gs://test-bucket/{PREFIX}; point at a reachable mirror with `bucket=` or "
+        "STORAGE_EMULATOR_HOST=http://host:port, or convert files already on disk with `local_dir=`"
+    )
+    assert _chain_hidden(info.value)
+    assert fs.listing_requests == 1  # never answered: not retried, like a server that cannot be reached
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.timeout(SILENT_GUARD)
+def test_media_that_never_answers_ends_at_the_deadline_naming_the_read_timeout(fault_server, tmp_path):
+    objects = _objects(n=1)
+    (name, data), = objects.items()
+    fs = fault_server(objects, media="silent")
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadStalledError, match=r"no data from .* for 1\.5 s \(the server accepted") as info:
+        download_prefix("test-bucket", PREFIX, dest, progress=False, deadline=1.5)
+    assert str(info.value) == (
+        f"gs://test-bucket/{name}: no data from {fs.endpoint} for 1.5 s (the server accepted the connection "
+        f"but did not answer within 1.5 s); 0 of {len(data)} bytes are kept in "
+        f"{dest / (name.rsplit('/', 1)[1] + '.part')}; run the download again to resume from there"
+    )
+    assert _chain_hidden(info.value)
+    assert fs.media_requests >= 1 and not list(dest.glob("*.gz"))
+
+
+@pytest.mark.timeout(SILENT_GUARD)
+def test_streamed_object_that_never_answers_ends_at_the_deadline(fault_server):
+    objects = _objects(n=1)
+    (name, _), = objects.items()
+    fs = fault_server(objects, media="silent")
+    logs = BucketReplayLogs("test-bucket", PREFIX, deadline=1.5)
+    with logs.open(name.rsplit("/", 1)[1]) as stream, pytest.raises(DownloadStalledError,
+                                                                     match=r"at byte 0 \(the server accepted") as info:
+        stream.read()
+    assert str(info.value) == (
+        f"gs://test-bucket/{name}: no data from {fs.endpoint} for 1.5 s at byte 0 (the server accepted the "
+        "connection but did not answer within 1.5 s); run the conversion again to resume after the episodes "
+        "it committed"
+    )
+    assert _chain_hidden(info.value)
 
 
 def test_unreachable_server_fails_without_retrying(monkeypatch, closed_port):
@@ -166,6 +230,7 @@ def test_emulator_stopped_after_listing_ends_within_deadline_keeping_parts(priva
     assert text.startswith(f"gs://private-bucket/{PREFIX}add_count_ckpt.")
     assert "no data from http://127.0.0.1:" in text and "for 1.5 s (connection failed: Connection refused)" in text
     assert "run the download again to resume" in text
+    assert _chain_hidden(err)
     assert (dest / kept).read_bytes() == (src / kept.removesuffix(".part")).read_bytes()[:1234]
     assert not any(p.suffix == ".gz" for p in dest.iterdir())
 
@@ -198,6 +263,7 @@ def test_media_without_progress_ends_within_deadline(fault_server, tmp_path, med
     assert "\n" not in text
     assert text.startswith(f"gs://test-bucket/{name}: no data from {fs.endpoint} for 1.5 s (")
     assert re.search(why, text), text
+    assert _chain_hidden(err)
     kept = _kept(text, dest / (name.rsplit("/", 1)[1] + ".part"), data)
     assert (kept > 0) == (media == "stall")  # whole chunks before the stall arrive
     assert not (dest / name.rsplit("/", 1)[1]).exists()
@@ -260,9 +326,9 @@ def test_md5_fallback_detects_wrong_bytes(fault_server, tmp_path):
 
 def test_size_only_check_detects_a_short_object(fault_server, tmp_path, caplog):
     fault_server(_objects(n=1), omit=("crc32c", "md5Hash"), media="short", limit=4000)
-    with caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"):
-        with pytest.raises(ChecksumMismatchError, match=r"failed its size check 2 times \(expected 5000 bytes\)"):
-            download_prefix("test-bucket", PREFIX, tmp_path / "d", progress=False, retries=1, deadline=5)
+    with (caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"),
+          pytest.raises(ChecksumMismatchError, match=r"failed its size check 2 times \(expected 5000 bytes\)")):
+        download_prefix("test-bucket", PREFIX, tmp_path / "d", progress=False, retries=1, deadline=5)
     assert "size mismatch for" in caplog.text and "4000 bytes; expected 5000 bytes" in caplog.text
 
 
@@ -313,3 +379,4 @@ def test_listing_failing_until_the_deadline_is_named(fault_server, tmp_path):
     assert re.fullmatch(rf"{fs.endpoint} kept failing for 1.5 s while listing gs://test-bucket/{PREFIX} "
                         rf"\(HTTP 503\); retry later, or point at .*", str(err)), str(err)
     assert fs.listing_requests >= 2
+    assert _chain_hidden(err)

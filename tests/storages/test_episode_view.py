@@ -58,7 +58,8 @@ def _naive(pred):
     (None, {"game": ("qbert",), "Score__le": 60}, lambda m: m["game"] == "qbert" and m["Score"] <= 60),
     (None, {"game__like": "b%"}, lambda m: m["game"].startswith("b")),
     ("game = ?", {"params": ("breakout",)}, lambda m: m["game"] == "breakout"),
-], ids=range(10))
+    (None, {"Score__between": (30, 70), "game__ne": "qbert"}, lambda m: 30 <= m["Score"] <= 70 and m["game"] != "qbert"),
+], ids=range(11))
 def test_filters_select_the_hand_computed_episodes(root, where, kw, pred):
     view = EpisodeView(root, where, **kw)
     expected = _naive(pred)
@@ -138,6 +139,16 @@ def test_row_dataset_over_a_view(root):
 def test_unknown_filter_names_list_the_columns(root):
     with pytest.raises(ValueError, match=r"filter `gmae` names no episode column; columns are \[.*'game'"):
         EpisodeView(root, gmae="pong")
+
+
+@pytest.mark.parametrize(("filters", "match"), [
+    ({"Score__between": 1}, r"^filter `Score__between` takes a pair \(low, high\), both included, got 1; "),
+    ({"Score__range": (1, 2)}, (r"^filter `Score__range`: `__range` is not a filter operator; expected one of .*"
+                               r"did you mean `Score__between`\?$")),
+])
+def test_a_filter_on_an_existing_column_names_its_actual_problem(root, filters, match):
+    with pytest.raises(ValueError, match=match):
+        EpisodeView(root, filters=filters)
 
 
 def test_bad_sql_is_a_value_error(root):

@@ -10,6 +10,11 @@ Exit status: 0 success; 1 the data or the remote source failed (a corrupt
 dataset, an unreachable bucket, a stalled download, a checksum mismatch, a
 crashed worker); 2 a usage error (bad arguments, a missing file or directory,
 a missing optional package).
+
+Errors and log lines are printed in the command line's terms: the library
+names an argument the Python way, in backticks (`` `local_dir=` ``,
+`` `deadline` ``), and :func:`cli_text` names it by the flag the command's
+parser declares for it (`` `--local-dir` ``, `` `--deadline` ``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import textwrap
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["COMMANDS", "HelpFormatter", "build_parser", "exit_code", "main", "version"]
+__all__ = ["COMMANDS", "HelpFormatter", "build_parser", "cli_text", "exit_code", "main", "version"]
 
 PROG = "torchrl-ext"
 DESCRIPTION = (
@@ -79,17 +85,61 @@ class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` using :class:`HelpFormatter`; subparsers inherit the class.
 
     An option declared without help still gets a help line, so its default shows.
+    Each option's flag is kept by its destination (``flags["local_dir"] ==
+    "--local-dir"``); parsing leaves the flags of every parser the command
+    line went through in ``cli_flags`` of the namespace.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
+        self.flags: dict[str, str] = {}
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
         if not action.help and action.option_strings and action.nargs != 0:
             action.help = "(default: %(default)s)"
+        if action.option_strings and action.dest != argparse.SUPPRESS:
+            self.flags[action.dest] = next((o for o in action.option_strings if o.startswith("--")),
+                                           action.option_strings[0])
         return action
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        namespace.cli_flags = {**self.flags, **getattr(namespace, "cli_flags", {})}  # a subcommand's win
+        return namespace, extras
+
+
+_ARGUMENT = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)=?`")
+
+
+def cli_text(text: str, flags: Mapping[str, str]) -> str:
+    """``text`` with each argument named the Python way named by its flag, where the command has one.
+
+    Args:
+        text: a message naming arguments in backticks: `` `local_dir=` `` or `` `deadline` ``.
+        flags: option destination -> flag, e.g. ``{"local_dir": "--local-dir"}``.
+
+    Returns:
+        The message for the command line; names without a flag stay as they are.
+
+    Example:
+        >>> cli_text("pass `local_dir=` or `bucket=`/`threads=`", {"local_dir": "--local-dir", "bucket": "--bucket"})
+        'pass `--local-dir` or `--bucket`/`threads=`'
+    """
+    return _ARGUMENT.sub(lambda m: f"`{flags[m[1]]}`" if m[1] in flags else m[0], text)
+
+
+class _CliFormatter(logging.Formatter):
+    """Log lines in the command line's terms (:func:`cli_text`)."""
+
+    def __init__(self, fmt: str, flags: Mapping[str, str]) -> None:
+        super().__init__(fmt)
+        self.flags = flags
+
+    def format(self, record: logging.LogRecord) -> str:
+        return cli_text(super().format(record), self.flags)
 
 
 def version() -> str:
@@ -178,8 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``torchrl-ext`` with ``argv`` (default: the process arguments); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # logs go to this call's stderr, and only during it: main can run many times in one process
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CliFormatter("%(levelname)s %(name)s: %(message)s", args.cli_flags))
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
@@ -197,9 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if args.verbose:
             traceback.print_exc()
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = cli_text(" ".join(str(err).split()) or type(err).__name__, args.cli_flags)
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return code
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep the .gz files in ROOT/.downloads (default: stream them, store nothing)")
     a.add_argument("--force", action="store_true", help="convert again even if done")
     a.add_argument("--deadline", type=float, default=600.0,
-                   help="seconds a download may go without data before it fails (rerun to resume)")
+                   help="seconds the listing, or a download without data, may take before the command "
+                        "fails (rerun to resume); a server that never answers fails within min(60, this)")
     a.add_argument("--encoding", default="zstd-dict", choices=("zstd-dict", "zstd", "raw"),
                    help="observation frames: zstd per frame with a dictionary (random sampling), "
                         "zstd chunks of 16 frames (smallest, windows) or raw memory maps")

@@ -23,6 +23,10 @@ def add_parser(kinds: argparse._SubParsersAction, name: str, help_: str) -> None
     p.add_argument("--modalities", nargs="+", choices=("image", "action", "meta_info", "segment"), default=None,
                    help="modalities to import (default: image, plus action, meta_info and segment when present)")
     p.add_argument("--reencode", action="store_true", help="decode and encode every image chunk again")
+    p.add_argument("--check-decode", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode each chunk stored as it is once, strictly, and stop before an episode whose chunk "
+                        "fails: MineStudio's chunks have no checksum, so damage from before the import is found "
+                        "only this way (--no-check-decode skips it)")
     p.add_argument("--crf", type=int, default=20, help="h264 quality of chunks that are encoded again")
     p.add_argument("--shard-chunks", type=int, default=128, help="image chunks (MineStudio's chunk_size frames each) per shard")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -39,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     chunk_size = MineStudioLayout(args.dirs[0], ("image",)).chunk_size
     for dirs, root in jobs:
         stats = import_minestudio(dirs, root, modalities=args.modalities, shard_rows=args.shard_chunks * chunk_size,
-                                  passthrough=not args.reencode, crf=args.crf, progress=args.progress)
+                                  passthrough=not args.reencode, check_decode=args.check_decode, crf=args.crf,
+                                  progress=args.progress)
         print(f"{root}: {stats.episodes} episodes imported ({stats.kept} already there, {stats.left_out} left out), "
               f"{stats.frames} frames, {stats.passthrough_chunks} chunks stored as they are, "
-              f"{stats.reencoded_chunks} encoded again, {stats.events} events, {stats.seconds:.1f} s")
+              f"{stats.reencoded_chunks} encoded again, {stats.events} events, {stats.checked_chunks} chunks "
+              f"checked by decoding, {stats.seconds:.1f} s")
     return 0

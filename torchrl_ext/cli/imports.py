@@ -18,7 +18,10 @@ __all__ = ["SOURCES", "add_parser"]
 # source name -> (module relative to this package, one-line help)
 SOURCES: dict[str, tuple[str, str]] = {
     "crowdplay": (".import_crowdplay", "a CrowdPlay dataset: dataset.sqlite plus one trajectory file per episode"),
+    "lerobot": (".import_lerobot", "a LeRobot v3.0 dataset directory: parquet tables plus mp4 videos"),
     "minestudio": (".import_minestudio", "MineStudio 1.1.6 datasets: LMDB parts with mp4 image chunks"),
+    "minari": (".import_minari", "a local Minari 0.5 dataset (HDF5, Arrow or Parquet backend), by id or directory"),
+    "torchrl": (".import_torchrl", "a TorchRL replay buffer saved with rb.dumps(DIR), or a memmap TensorDict"),
 }
 
 

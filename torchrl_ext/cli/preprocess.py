@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dest", help="new dataset directory (an interrupted run there is resumed)")
     p.add_argument("--preset", nargs="+", action="append", required=True, metavar=("NAME", "ARG"),
                    help="a preset and its arguments, see below; repeat to chain")
-    p.add_argument("--key", default="observation", help="the observation column to transform")
+    p.add_argument("--key", default="observation",
+                   help="the observation column to transform; a nested one as its path, e.g. observation/image")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel workers, 0 runs in this process (default: number of CPUs)")
     p.add_argument("--batch-rows", type=int, default=None,
@@ -71,13 +72,14 @@ def _ints(name: str, args: Sequence[str], count: int) -> list[int]:
     return values
 
 
-def build_fn(specs: Sequence[Sequence[str]], src: str, key: str = "observation") -> Callable[[Any], Any]:
+def build_fn(specs: Sequence[Sequence[str]], src: str,
+             key: str | tuple[str, ...] = "observation") -> Callable[[Any], Any]:
     """The function of ``--preset`` arguments, e.g. ``[["resize", "64", "64"], ["float"]]``.
 
     Args:
         specs: one ``[name, *args]`` list per ``--preset``.
         src: the source dataset (the frame stack reads earlier frames from it).
-        key: the observation column.
+        key: the observation column (a nested key as a tuple).
 
     Returns:
         A :class:`torchrl_ext.preprocessing.presets.Chain`.
@@ -98,13 +100,14 @@ def build_fn(specs: Sequence[Sequence[str]], src: str, key: str = "observation")
 
 
 def run(args: argparse.Namespace) -> int:
-    fn = build_fn(args.preset, args.src, args.key)
+    key = tuple(args.key.split("/"))
+    fn = build_fn(args.preset, args.src, key)
     from .. import preprocess
 
     out = preprocess(args.src, fn, args.dest, num_workers=args.workers, batch_rows=args.batch_rows,
                      executor=args.executor, overwrite=args.overwrite, num_rows=args.num_rows,
                      pbar=args.progress)
-    col = out.manifest.column((args.key,))
+    col = out.manifest.column(key)
     print(f"{out.root}: {len(out)} rows, {out.num_episodes} episodes, {args.key} "
           f"{col.dtype.name} {list(col.shape)}")
     return 0

@@ -1,4 +1,6 @@
-"""Storages over converted datasets: several runs behind one storage, episode-aware frame stacking.
+"""Storages over converted datasets: several runs behind one storage, episode-aware frame stacking;
+:func:`loader_context`, how DataLoader workers over any dataset of this package start; and
+``ShardedExperienceReplay``, any dataset as a TorchRL dataset buffer (``load_dataset("torchrl_ext:<root>")``).
 
 The Atari DQN Replay Dataset's TorchRL class lives with the rest of its
 support in :mod:`torchrl_ext.interop.atari_dqn`.
@@ -6,9 +8,12 @@ support in :mod:`torchrl_ext.interop.atari_dqn`.
 
 from ..moved_paths import moved_names
 from .frame_stack import FrameStackStorage
+from .loader import LoaderContext, loader_context
 from .multi_run import MultiRunStorage
+from .replay import ShardedExperienceReplay, episode_sampler
 
-__all__ = ["FrameStackStorage", "MultiRunStorage"]
+__all__ = ["FrameStackStorage", "LoaderContext", "MultiRunStorage", "ShardedExperienceReplay", "episode_sampler",
+           "loader_context"]
 
 # moved to torchrl_ext.interop.atari_dqn (old names still resolve, with a warning)
 __getattr__ = moved_names(__name__, dict.fromkeys(

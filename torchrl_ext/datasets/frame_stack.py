@@ -3,10 +3,14 @@
 A sample of row ``r`` gets ``observation`` ``[stack, *frame]`` = frames
 ``r - stack + 1 .. r`` and ``("next", "observation")`` = frames ``r - stack + 2 .. r + 1``,
 never crossing an episode start (padded with zeros or with the episode's first
-frame) nor its end (the next frame after a final step is zeros, the Atari DQN
-convention). History frames already in the batch (slices of consecutive rows)
-are reused; the others are gathered once each, through the storage's own
-reader (encoded columns share its decoded-chunk cache).
+frame) nor its end (the next frame after a final step is the episode's stored
+final frame, else zeros, the Atari DQN convention).
+
+Rows ``r - stack + 1 .. r + 1`` of a batch are one index array: the storage's
+reader gathers them in one call (an encoded frame is decoded once however many
+stacks hold it), into one ``[B, stack + 1, *frame]`` array whose views
+``[:, :stack]`` and ``[:, 1:]`` are the observation and the next observation
+(they share memory: write to a copy).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class FrameStack:
         one_of(self.pad, "pad", _PADS)
         one_of(self.layout, "layout", LAYOUTS)
 
+    def reads(self, reader: ShardReader) -> list[Key] | None:
+        """The keys the storage's reader gathers for this view (None: all); the stacked frames are read here."""
+        if self.stack == 1:
+            return None
+        return [c.key for c in reader.columns if c.key != (self.obs_key,)]
+
     def __call__(self, reader: ShardReader, rows: np.ndarray, arrays: dict[Key, np.ndarray]) -> dict:
         n = rows.shape[0]
         false = np.zeros((n, 1), dtype=bool)
@@ -51,28 +61,31 @@ class FrameStack:
         return torchrl_layout(arrays) if self.layout == "torchrl" else arrays
 
     def _stack(self, reader: ShardReader, rows: np.ndarray, arrays: dict[Key, np.ndarray]) -> None:
-        key = (self.obs_key,)
-        obs, nxt = arrays[key], arrays[("next", self.obs_key)]
-        first_rows = reader.ep_first
-        ep_first = first_rows[np.searchsorted(first_rows, rows, side="right") - 1]
-        lag = np.arange(self.stack - 1, -1, -1, dtype=np.int64)  # stack-1 .. 0
-        want = rows[:, None] - lag[None, :]
-        valid = want >= ep_first[:, None]
+        key, nkey, stack = (self.obs_key,), ("next", self.obs_key), self.stack
+        rebuilt = key in reader.next_keys  # ("next", obs) is the following row: one more column of the stack
+        width = stack + 1 if rebuilt else stack
+        episode = np.searchsorted(reader.ep_first, rows, side="right") - 1
+        first = reader.ep_first[episode][:, None]
+        want = rows[:, None] + np.arange(1 - stack, width - stack + 1, dtype=np.int64)  # r-stack+1 .. r (+ r+1)
+        valid = np.ones(want.shape, dtype=bool)
         if self.pad == "first":
-            want = np.where(valid, want, ep_first[:, None])
-            valid = np.ones_like(valid)
-        order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        extra = np.setdiff1d(want[valid], rows)
-        pool_rows = np.concatenate((sorted_rows, extra))
-        pool = np.concatenate((obs[order], reader.gather_column(key, extra))) if extra.size else obs[order]
-        sort = np.argsort(pool_rows, kind="stable")
-        pool_rows, pool = pool_rows[sort], pool[sort]
-        pos = np.searchsorted(pool_rows, np.where(valid, want, pool_rows[0]))
-        stacked = pool[pos]
-        stacked[~valid] = 0
-        arrays[key] = stacked
-        arrays[("next", self.obs_key)] = np.concatenate((stacked[:, 1:], nxt[:, None]), axis=1)
+            want[:, :stack] = np.maximum(want[:, :stack], first)
+        else:
+            valid[:, :stack] = want[:, :stack] >= first
+        if rebuilt:
+            last = rows == reader.ep_last[episode]
+            valid[:, stack] = ~last
+        frames = reader.gather_column(key, np.where(valid, want, rows[:, None]).reshape(-1))
+        frames = frames.reshape(rows.shape[0], width, *frames.shape[1:])
+        if not valid[:, :stack].all():
+            frames[:, :stack][~valid[:, :stack]] = 0
+        if rebuilt:
+            if last.any():
+                reader.fill_final(key, rows, last, frames[:, stack])
+            arrays[key], arrays[nkey] = frames[:, :stack], frames[:, 1:]
+        else:
+            arrays[key] = frames
+            arrays[nkey] = np.concatenate((frames[:, 1:], arrays[nkey][:, None]), axis=1)
 
 
 def torchrl_layout(arrays: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:

@@ -10,6 +10,7 @@ of a dataset, keyed by the column's file id and the chunk number.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -62,12 +63,16 @@ class ChunkDecoder:
 
     def run(self, jobs: list[tuple]) -> list[np.ndarray]:
         """``decode(*job)`` for each job, on the thread pool when there are several."""
-        if len(jobs) > 1 and self.threads > 1:
+        return self.map(lambda job: self.decode(*job), jobs)
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """``fn(item)`` for each item, on the column's thread pool when there are several and ``threads > 1``."""
+        if len(items) > 1 and self.threads > 1:
             if self._pool is None or self._pool_pid != os.getpid():
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk-decode")
                 self._pool_pid = os.getpid()
-            return list(self._pool.map(lambda job: self.decode(*job), jobs))
-        return [self.decode(*job) for job in jobs]
+            return list(self._pool.map(fn, items))
+        return [fn(item) for item in items]
 
     def decoded(self, chunks: list[int], stops: list[int]) -> list[np.ndarray]:
         """Decoded rows of each chunk (at least its first ``stops[i]`` rows), via the cache."""

@@ -1,9 +1,10 @@
 """Reads one encoded column of one shard: the ``.chunks`` / ``.index`` pair of :mod:`.chunk_format`.
 
-The reader picks the rows: it groups a batch of rows by chunk, decodes each
-touched chunk once and copies the rows out. Opening and checking the files is
-:mod:`.chunk_files`; decoding chunks on threads and through the shared cache
-is :mod:`.chunk_decoder`.
+The reader picks the rows: a batch of a zstd column is decoded with one
+compiled call (:mod:`.batch_decode`); a video column groups the rows by chunk,
+decodes each touched chunk once and copies the rows out. Opening and checking
+the files is :mod:`.chunk_files`; decoding chunks one by one, on threads and
+through the shared cache, is :mod:`.chunk_decoder`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from .batch_decode import Block, decode_chunk_range, gather_blocks
 from .cache import DecodedChunkCache
 from .chunk_decoder import ChunkDecoder
 from .chunk_files import ChunkFiles
 from .chunk_format import ChunkIndex
 from .column_writer import EncodedChunks
-from .options import EncodingOptions, Raw, Video, load_codec, resolve_encoding
+from .options import EncodingOptions, Raw, Video, Zstd, load_codec, resolve_encoding
 
 __all__ = ["ChunkedColumnReader"]
 
@@ -28,8 +30,10 @@ class ChunkedColumnReader:
     """Random and contiguous access to the rows of one encoded column of one shard.
 
     Opening reads and checks the index and memory-maps the chunks (no chunk is
-    decoded). Every chunk's crc32 is checked before it is decoded. The reader
-    pickles by path: a copy in another process re-opens the files.
+    decoded). A zstd batch is checked by its frame headers and zstd's content
+    checksum of every frame; a chunk decoded on its own (video, or a zstd
+    frame without a content checksum) by its crc32 first. The reader pickles
+    by path: a copy in another process re-opens the files.
 
     Args:
         dir: the shard directory.
@@ -93,6 +97,23 @@ class ChunkedColumnReader:
         self.row_bytes = self._files.index.row_bytes
         self._index = self._files.index
         self._decoder = ChunkDecoder(self._files, self.codec, cache, threads)
+        self._batched = isinstance(self.options, Zstd)
+
+    @property
+    def files(self) -> ChunkFiles:
+        """The column's opened ``.index`` / ``.chunks`` pair."""
+        return self._files
+
+    @property
+    def decoder(self) -> ChunkDecoder:
+        """Decodes chunks one by one (and owns the column's decoding threads)."""
+        return self._decoder
+
+    @property
+    def batched(self) -> bool:
+        """True when a batch over several shards of this column decodes in one call
+        (:func:`~.batch_decode.gather_blocks`): the zstd codec."""
+        return self._batched
 
     @property
     def cache(self) -> DecodedChunkCache | None:
@@ -128,7 +149,7 @@ class ChunkedColumnReader:
     def gather(self, local_rows: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Fills ``out[i]`` with row ``local_rows[i]``, decoding each touched chunk once.
 
-        Without a cache, video rows that are consecutive in both ``local_rows``
+        A zstd column decodes every touched chunk in one call. Without a cache, video rows that are consecutive in both ``local_rows``
         and the shard are decoded straight into ``out``.
 
         Args:
@@ -154,6 +175,8 @@ class ChunkedColumnReader:
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.rows:
             raise IndexError(f"`local_rows` must lie in [0, {self.rows}), got values in [{lo}, {hi}]")
+        if self._batched:
+            return gather_blocks([Block.plan(self, idx)], out)
         chunk, within = self._index.locate(idx)
         decoder = self._decoder
         direct = decoder.cache is None and isinstance(self.options, Video)
@@ -200,10 +223,14 @@ class ChunkedColumnReader:
         ):
             raise IndexError(f"`start`, `stop` must satisfy 0 <= start <= stop <= {self.rows}, got {start}, {stop}")
         start, stop = int(start), int(stop)
+        index = self._index
+        if self._batched and stop > start:  # whole chunks in one call; the rows are a view of them
+            first, last = index.chunk_of(start), index.chunk_of(stop - 1)
+            at = index.chunk_start(first)
+            return decode_chunk_range(self, first, last)[start - at : stop - at]
         out = np.empty((stop - start, *self.shape), dtype=self.dtype)
         if stop == start:
             return out
-        index = self._index
         chunks = list(range(index.chunk_of(start), index.chunk_of(stop - 1) + 1))
         firsts = [index.chunk_start(c) for c in chunks]
         spans = [(max(start, f), min(stop, f + index.chunk_len(c))) for c, f in zip(chunks, firsts)]

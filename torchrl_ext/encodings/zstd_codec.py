@@ -96,6 +96,44 @@ class ZstdCodec:
         out[...] = rows[first : first + len(out)]
         return out
 
+    def decode_frames(self, frames: np.ndarray, out: np.ndarray, last_size: int) -> None:
+        """Decompresses concatenated whole frames straight into ``out`` in one call (the GIL released).
+
+        zstd checks each frame's content size and content checksum as it goes;
+        the frames must fill ``out`` exactly. The last frame (its final
+        ``last_size`` bytes) is also decoded on its own, which proves it ends
+        where its bytes end: a stream that stops inside a frame is not an
+        error to zstd, and its checksum would go unchecked.
+
+        Args:
+            frames: the frames' bytes, back to back (a contiguous uint8 array).
+            out: a C-contiguous writable array; its bytes receive the content.
+            last_size: bytes of the last frame.
+
+        Raises:
+            ValueError: when a frame is damaged, or the frames hold more or
+                fewer bytes than ``out``.
+
+        >>> codec = ZstdCodec(Zstd(), np.dtype("uint8"), (3,))
+        >>> a, b = codec.encode(np.arange(6, dtype=np.uint8).reshape(2, 3)), codec.encode(np.full((1, 3), 9, np.uint8))
+        >>> out = np.empty((3, 3), np.uint8)
+        >>> codec.decode_frames(np.frombuffer(a + b, np.uint8), out, len(b))
+        >>> out.tolist()
+        [[0, 1, 2], [3, 4, 5], [9, 9, 9]]
+        """
+        view = out.reshape(-1).view(np.uint8)
+        dctx = self._dctx()
+        try:
+            reader = dctx.stream_reader(frames, read_across_frames=True)
+            got = reader.readinto(view)
+            extra = reader.readinto(bytearray(1)) if got == view.nbytes else 0  # bytes left over
+            if got == view.nbytes and not extra:
+                dctx.decompress(frames[len(frames) - last_size :], allow_extra_data=False)
+        except zstandard.ZstdError as err:
+            raise ValueError(f"zstd decompression failed ({err})") from err
+        if got != view.nbytes or extra:
+            raise ValueError(f"frames hold {'more than ' if extra else ''}{got} bytes, expected {view.nbytes}")
+
 
 def make_codec(
     options: Zstd, dtype: np.dtype, shape: tuple[int, ...], dictionary: bytes | None = None

@@ -7,6 +7,10 @@ and item dicts with ``text`` (the event name), ``mask``, ``episode``,
 (``observation``, ``action``, ``next``...). Another project's constructor
 arguments and items (MineStudio's ``EventDataset``) come from an item plugin
 (:mod:`.items`).
+
+Its storages pickle by path and reopen their files in a worker, so DataLoader
+workers may start by any method; ``multiprocessing_context=torchrl_ext.datasets.loader_context()``
+starts them without importing torch again in each (TorchRL's ``spawn`` does).
 """
 
 from __future__ import annotations

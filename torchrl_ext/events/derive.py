@@ -13,21 +13,23 @@ the index's ``meta.json``, see :mod:`torchrl_ext.events.index_file`):
 
 Functions here return plain arrays (``names``, ``name_id``, ``episode``,
 ``step``, ``row``, ``value``); :class:`~torchrl_ext.events.EventIndex` sorts
-them into an index.
+them into an index. They read only the columns a derivation names, one column
+and :data:`CHUNK_ROWS` rows at a time, so their memory does not grow with the
+dataset's other columns or its length (beyond the events found).
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..validation import positive_int
 
-__all__ = ["Key", "derivations", "check_columns_exist", "derivation_flags", "column_events", "counter_events",
-           "readable_keys"]
+__all__ = ["CHUNK_ROWS", "Key", "check_columns_exist", "column_events", "counter_events", "derivation_flags",
+           "derivations", "readable_keys"]
 
 Key = tuple[str, ...]
 
@@ -103,60 +105,84 @@ def derivation_flags(derived: Sequence[Mapping[str, Any]]) -> str:
     return "".join(f" {f}" for f in flags)
 
 
-def _episode_of_rows(storage: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+CHUNK_ROWS = 1 << 16
+"""Rows a derivation reads at a time: its extra memory is this many values of one column."""
+
+
+def _rows_to_scan(storage: Any, num_rows: int | None) -> tuple[np.ndarray, int]:
+    """Every episode's first row, and how many rows a derivation reads (the first ``num_rows``, default all)."""
     first, length = storage.episode_bounds
-    first = np.asarray(first, np.int64)
-    length = np.asarray(length, np.int64)
-    return first, length, np.repeat(np.arange(len(first), dtype=np.int64), length)
+    total = int(np.sum(length, dtype=np.int64))
+    n = min(len(storage), total) if num_rows is None else min(num_rows, total)
+    return np.asarray(first, np.int64), n
+
+
+def _chunks(n: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` row ranges of at most ``chunk_rows`` rows covering ``[0, n)``."""
+    for lo in range(0, n, chunk_rows):
+        yield lo, min(lo + chunk_rows, n)
+
+
+def _read(storage: Any, key: Key, lo: int, hi: int) -> np.ndarray:
+    """Values of the scalar column ``key`` at rows ``[lo, hi)`` as float64; no other column is read."""
+    rows = np.arange(lo, hi, dtype=np.int64)
+    return storage.reader.gather(rows, keys=[key])[key].reshape(hi - lo).astype(np.float64)
+
+
+def _located(first: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(episode, step)`` of global rows (an empty episode holds no row, so it is never found)."""
+    episode = np.searchsorted(first, row, side="right") - 1
+    return episode, row - first[episode]
+
+
+def _events(names: list[str], ids: list[np.ndarray], rows: list[np.ndarray], vals: list[np.ndarray],
+            first: np.ndarray) -> dict[str, Any]:
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    episode, step = _located(first, row)
+    return {"names": names, "name_id": np.concatenate(ids) if ids else np.zeros(0, np.int64),
+            "episode": episode, "step": step, "row": row,
+            "value": np.concatenate(vals) if vals else np.zeros(0)}
 
 
 def column_events(storage: Any, key: Key, prefix: str, *, num_rows: int | None = None,
-                  chunk_rows: int = 1 << 20) -> dict[str, Any]:
-    """Sign events of the scalar column ``key`` over the first ``num_rows`` rows (default: all)."""
+                  chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Sign events of the scalar column ``key`` over the first ``num_rows`` rows (default: all).
+
+    Only ``key`` is read, ``chunk_rows`` rows at a time, through the storage's
+    reader (``storage.reader.gather(rows, keys=[key])``).
+    """
     chunk_rows = positive_int(chunk_rows, "chunk_rows")
-    first, _, ep_of_row = _episode_of_rows(storage)
-    n = min(len(storage), len(ep_of_row)) if num_rows is None else min(num_rows, len(ep_of_row))
+    first, n = _rows_to_scan(storage, num_rows)
     ids, rows, vals = [], [], []
-    for lo in range(0, n, chunk_rows):
-        hi = min(lo + chunk_rows, n)
-        v = storage.get(slice(lo, hi)).get(key).numpy().reshape(hi - lo).astype(np.float64)
+    for lo, hi in _chunks(n, chunk_rows):
+        v = _read(storage, key, lo, hi)
         hit = np.flatnonzero(v != 0)
         ids.append((v[hit] < 0).astype(np.int64))
         rows.append(hit + lo)
         vals.append(v[hit])
-    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    episode = ep_of_row[row]
-    return {"names": [f"{prefix}:+1", f"{prefix}:-1"],
-            "name_id": np.concatenate(ids) if ids else np.zeros(0, np.int64),
-            "episode": episode, "step": row - first[episode], "row": row,
-            "value": np.concatenate(vals) if vals else np.zeros(0)}
+    return _events([f"{prefix}:+1", f"{prefix}:-1"], ids, rows, vals, first)
 
 
 def counter_events(storage: Any, prefix: Key, *, num_rows: int | None = None,
-                   chunk_rows: int = 1 << 20) -> dict[str, Any]:
-    """Positive-delta events of every counter column under ``prefix`` (first ``num_rows`` rows)."""
+                   chunk_rows: int = CHUNK_ROWS) -> dict[str, Any]:
+    """Positive-delta events of every counter column under ``prefix`` (first ``num_rows`` rows).
+
+    Only the counter columns are read, one column and ``chunk_rows`` rows at a time.
+    """
     chunk_rows = positive_int(chunk_rows, "chunk_rows")
     keys = [k for k in readable_keys(storage.manifest) if k[: len(prefix)] == prefix and len(k) > len(prefix)]
-    first, length, ep_of_row = _episode_of_rows(storage)
-    n = min(len(storage), len(ep_of_row)) if num_rows is None else min(num_rows, len(ep_of_row))
-    is_first = np.zeros(len(ep_of_row), bool)
-    is_first[first[length > 0]] = True
-    last = [None] * len(keys)
+    first, n = _rows_to_scan(storage, num_rows)
+    last: list[np.ndarray | None] = [None] * len(keys)
     ids, rows, vals = [], [], []
-    for lo in range(0, n, chunk_rows):
-        hi = min(lo + chunk_rows, n)
-        data = storage.get(slice(lo, hi))
+    for lo, hi in _chunks(n, chunk_rows):
+        at_start = _located(first, np.arange(lo, hi, dtype=np.int64))[1] == 0
         for k, key in enumerate(keys):
-            c = data.get(key).numpy().reshape(hi - lo).astype(np.float64)
+            c = _read(storage, key, lo, hi)
             prev = np.concatenate([c[:1] if last[k] is None else last[k], c[:-1]])
             last[k] = c[-1:]
             delta = c - prev
-            hit = np.flatnonzero((delta > 0) & ~is_first[lo:hi])
+            hit = np.flatnonzero((delta > 0) & ~at_start)
             ids.append(np.full(len(hit), k, np.int64))
             rows.append(hit + lo)
             vals.append(delta[hit])
-    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    episode = ep_of_row[row]
-    return {"names": [key[-1] for key in keys], "name_id": np.concatenate(ids) if ids else np.zeros(0, np.int64),
-            "episode": episode, "step": row - first[episode], "row": row,
-            "value": np.concatenate(vals) if vals else np.zeros(0)}
+    return _events([key[-1] for key in keys], ids, rows, vals, first)

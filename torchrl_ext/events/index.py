@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..format import EVENT_FIELDS, FormatError, read_event_log, read_manifest
-from ..validation import one_of, regex
+from ..progress import track
+from ..validation import one_of, regex, user_path
 from .derive import (
+    CHUNK_ROWS,
     check_columns_exist,
     column_events,
     counter_events,
@@ -128,6 +130,8 @@ class EventIndex:
                 e.g. ``{"reward": ("next", "reward")}``.
             counters: key prefixes of cumulative counter columns to turn into
                 events (:meth:`from_counters`), e.g. ``[("info", "stats")]``.
+                Derivations read only the columns they name, in chunks of
+                rows, never the rest of a row (frames).
             save: write it to ``<root>/events/index/`` (with ``columns`` and
                 ``counters``, so a rebuild reproduces it). Only this and the
                 command line write an index.
@@ -146,7 +150,7 @@ class EventIndex:
             >>> EventIndex.load(root).derived
             [{'kind': 'column', 'prefix': 'reward', 'key': ['next', 'reward']}]
         """
-        root = Path(root)
+        root = user_path(root, "root")
         derived = derivations(columns, counters)
         manifest = read_manifest(root)
         check_columns_exist(derived, manifest)
@@ -156,7 +160,8 @@ class EventIndex:
                 ShardedStorage,  # the storage is needed only to derive events
             )
 
-            storage = ShardedStorage(root)
+            # nothing copied into RAM at open, no decoded chunk kept: each derivation reads its own columns
+            storage = ShardedStorage(root, cache_bytes=0, decode_cache_bytes=0)
             parts = []
             for d in derived:
                 key = tuple(d["key"])
@@ -178,7 +183,7 @@ class EventIndex:
     def _from_logs(cls, root: Path, manifest: Any) -> EventIndex:
         parts: list[dict[str, np.ndarray]] = []
         names: list[str] = []
-        for rel in manifest.event_logs:
+        for rel in track(manifest.event_logs, "build event index", unit="log"):
             part = read_event_log(root / rel, root=root)
             part["name_id"] = part["name_id"].astype(np.int64) + len(names)
             names.extend(str(s) for s in part["names"])
@@ -201,6 +206,7 @@ class EventIndex:
             FileNotFoundError: there is no saved index (the message says how to build it).
             FormatError: the saved index is corrupt.
         """
+        root = user_path(root, "root")
         try:
             meta, arrays = read_index(root, use_mmap=mmap)
         except FileNotFoundError as err:
@@ -229,7 +235,7 @@ class EventIndex:
                 the saved index is corrupt.
         """
         one_of(build_missing, "build_missing", BUILD_MISSING)
-        root = Path(root)
+        root = user_path(root, "root")
         manifest = read_manifest(root)
         try:
             meta, arrays = read_index(root)
@@ -262,7 +268,7 @@ class EventIndex:
         """
         if columns is None and counters is None:
             try:
-                meta, _ = read_index(Path(root))
+                meta, _ = read_index(user_path(root, "root"))
                 saved = derivation_arguments(meta.derived)
             except (FileNotFoundError, FormatError):
                 saved = {"columns": {}, "counters": []}
@@ -271,14 +277,14 @@ class EventIndex:
 
     @classmethod
     def from_column(cls, storage: Any, key: str | tuple[str, ...] = ("next", "reward"), *,
-                    prefix: str = "reward", chunk_rows: int = 1 << 20) -> EventIndex:
+                    prefix: str = "reward", chunk_rows: int = CHUNK_ROWS) -> EventIndex:
         """Events from the sign of a scalar column: ``<prefix>:+1`` / ``<prefix>:-1``.
 
         Args:
             storage: a :class:`~torchrl_ext.storages.ShardedStorage`.
             key: the column (one value per row).
             prefix: event name prefix.
-            chunk_rows: rows read at a time.
+            chunk_rows: rows read at a time; no other column is read.
         """
         (d,) = derivations({prefix: key}, ())
         check_columns_exist([d], storage.manifest)
@@ -286,7 +292,7 @@ class EventIndex:
 
     @classmethod
     def from_counters(cls, storage: Any, prefix: str | tuple[str, ...] = ("info", "stats"), *,
-                      chunk_rows: int = 1 << 20) -> EventIndex:
+                      chunk_rows: int = CHUNK_ROWS) -> EventIndex:
         """Events from cumulative per-step counters (e.g. Minecraft contractor ``stats``).
 
         Every column under ``prefix`` is a counter named by its last key part. A
@@ -312,7 +318,7 @@ class EventIndex:
     def save(self, root: str | os.PathLike) -> Path:
         """Writes ``<root>/events/index/`` atomically (see :mod:`.index_file`); returns its path."""
         meta = IndexMeta(INDEX_VERSION, len(self), [str(s) for s in self.names], self.source, self.derived)
-        return write_index(root, meta, {k: getattr(self, k) for k, _ in EVENT_FIELDS})
+        return write_index(user_path(root, "root"), meta, {k: getattr(self, k) for k, _ in EVENT_FIELDS})
 
     def match(self, event_regex: str) -> np.ndarray:
         """Ids of the names ``re.match(event_regex, name)`` accepts (anchored at the start only)."""

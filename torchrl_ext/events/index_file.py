@@ -304,7 +304,8 @@ def _swap_in(tmp: Path, final: Path) -> None:
         os.rename(final, old)
     os.replace(link, final)
     fsync_dir(parent)
-    if old is not None and old.resolve() != target.resolve() and parent in old.resolve().parents:
+    # compared resolved on both sides: with a relative root `parent` is relative, `old.resolve()` is not
+    if old is not None and old.resolve() != target.resolve() and parent.resolve() in old.resolve().parents:
         shutil.rmtree(old, ignore_errors=True)
     _remove_stale(parent, keep=target)
 

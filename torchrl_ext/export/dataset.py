@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..format import MANIFEST_NAME, read_event_log, read_manifest
+from ..progress import ProgressBar
+from ..validation import user_path
 from .selection import episodes_of
 
 __all__ = ["export_episodes"]
@@ -43,7 +45,7 @@ def _source_encodings(storage: Any) -> dict[tuple[str, ...], Any]:
 
 def export_episodes(source: Any, dest: str | os.PathLike, *, fn: Callable[[Any], Any] | None = None,
                     encodings: Mapping[Any, Any] | None = None, shard_rows: int | None = None,
-                    shard_bytes: int | None = None, progress: bool = True) -> Any:
+                    shard_bytes: int | None = None, progress: bool = True, operation: str = "export") -> Any:
     """Writes the episodes of ``source`` (a view: only its own) into a new dataset at ``dest``.
 
     Args:
@@ -56,6 +58,8 @@ def export_episodes(source: Any, dest: str | os.PathLike, *, fn: Callable[[Any],
             ``fn`` is None, else raw).
         shard_rows, shard_bytes: shard size (see :meth:`torchrl_ext.ShardWriter.create`).
         progress: show a progress bar.
+        operation: what the progress bar calls the work (``"preprocess"`` when
+            :func:`~torchrl_ext.preprocess` writes a filtered copy through here).
 
     Returns:
         A :class:`~torchrl_ext.ShardedStorage` over ``dest``. An episode
@@ -70,14 +74,12 @@ def export_episodes(source: Any, dest: str | os.PathLike, *, fn: Callable[[Any],
         >>> out.num_episodes, out[3]["observation"].tolist() == EpisodeView(root, episodes=[3])[0]["observation"].tolist()
         (2, True)
     """
-    from tqdm.auto import tqdm
-
     from ..format.episodes import FIXED_COLUMNS
     from ..storages import ShardedStorage
     from ..writer import ShardWriter
 
     storage, ids = episodes_of(source)
-    dest = Path(dest)
+    dest = user_path(dest, "dest")
     if dest.resolve() == Path(storage.root).resolve():
         raise ValueError(f"`dest` {dest} is the source dataset; choose a new directory")
     origin = {"kind": "export", "source": str(Path(storage.root).resolve()), "episodes": ids.tolist()}
@@ -92,16 +94,20 @@ def export_episodes(source: Any, dest: str | os.PathLike, *, fn: Callable[[Any],
     events = _events(storage)
     first, length = storage.episode_bounds
     table = storage.episode_table()
+    bar = ProgressBar(operation, len(ids), unit="episode", initial=writer.num_episodes, enabled=progress)
+    completed = False
     try:
-        for e in tqdm(ids[writer.num_episodes:].tolist(), unit="episode", desc="export", disable=not progress,
-                      initial=writer.num_episodes, total=len(ids)):
+        for e in ids[writer.num_episodes:].tolist():
             td = storage.get(np.arange(first[e], first[e] + length[e]))
             if fn is not None:
                 td = fn(td)
             meta = {k: v for k, v in table.metadata(e).items() if k not in FIXED_COLUMNS and v is not None}
             writer.add_episode(td.exclude(*_OWNED), metadata=meta, events=events.get(e, []))
+            bar.update(1)
         writer.flush()
+        completed = True
     finally:
+        bar.close(completed=completed)
         table.close()
         writer.close()
     return ShardedStorage(dest)

@@ -41,7 +41,10 @@ Manifest (``dataset.json``, UTF-8 JSON object):
     "checksum": "<scheme>:<hex>", "finals": int}``, in global row order. Global
     row ``g`` lives in the shard whose cumulative row range contains it.
     ``finals`` (``0 <= finals <= rows``) counts the rows of ``final/``; the
-    checksum schemes are specified in :mod:`.checksum`. Every path the
+    checksum schemes are specified in :mod:`.checksum`. Optional
+    ``"meta_crcs": {"meta.json": "crc32:<hex>", "final/meta.json": ...}``:
+    the crc32 of each TensorDict ``meta.json`` of the shard (absent in shards
+    committed before they were recorded). Every path the
     manifest names must resolve (symlinks followed) inside the root.
 ``num_rows``
     Number of visible rows: the rows of complete, committed episodes. Rows of

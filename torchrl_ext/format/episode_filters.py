@@ -7,29 +7,38 @@ as the table spells it (``"Active playtime"``, ``"env:game"``), quoted by
 :func:`.sqlite_files.quote_name` (the only way a name enters the SQL); a suffix
 ``__<op>`` picks the comparison:
 
-=========  ==========================  =========================
-suffix     SQL                         value
-=========  ==========================  =========================
-(none)     ``= ?`` (``IN`` for a list)  a value, or list/tuple/set
-``__eq``   ``= ?``                     a value
-``__ne``   ``!= ?``                    a value
-``__lt``   ``< ?``                     a value
-``__le``   ``<= ?``                    a value
-``__gt``   ``> ?``                     a value
-``__ge``   ``>= ?``                    a value
-``__in``   ``IN (?, ...)``             a list, tuple or set
-``__like`` ``LIKE ?``                  a pattern (``%``, ``_``)
-``__null`` ``IS NULL`` / ``IS NOT NULL``  True / False
-=========  ==========================  =========================
+============  ==========================  =========================
+suffix        SQL                         value
+============  ==========================  =========================
+(none)        ``= ?`` (``IN`` for a list)  a value, or list/tuple/set
+``__eq``      ``= ?``                     a value
+``__ne``      ``!= ?``                    a value
+``__lt``      ``< ?``                     a value
+``__le``      ``<= ?``                    a value
+``__gt``      ``> ?``                     a value
+``__ge``      ``>= ?``                    a value
+``__in``      ``IN (?, ...)``             a list, tuple or set
+``__between`` ``BETWEEN ? AND ?``         a pair ``(low, high)``, both ends included
+``__like``    ``LIKE ?``                  a pattern (``%``, ``_``)
+``__null``    ``IS NULL`` / ``IS NOT NULL``  True / False
+============  ==========================  =========================
+
+A name matches its column ignoring case, as in SQL. A name that is no column
+gets the closest column names as a hint; a known column with an unknown
+suffix (``Score__range``) gets the list of operators; a value of the wrong
+form gets the form the operator expects.
 
 Example:
     >>> where_clause({"game": "qbert", "Score__ge": 100}, ["game", "Score"])
     ('"game" = ? AND "Score" >= ?', ('qbert', 100))
+    >>> where_clause({"Score__between": (10, 20)}, ["Score"])
+    ('"Score" BETWEEN ? AND ?', (10, 20))
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from difflib import get_close_matches
 from typing import Any
 
 import numpy as np
@@ -38,8 +47,11 @@ from .sqlite_files import quote_name
 
 __all__ = ["OPERATORS", "combine_where", "where_clause"]
 
-OPERATORS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "in": "IN", "like": "LIKE",
-             "null": "IS NULL"}
+OPERATORS = {"eq": "=", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "in": "IN",
+             "between": "BETWEEN", "like": "LIKE", "null": "IS NULL"}
+_LISTED = ", ".join(f"__{op}" for op in OPERATORS)
+_SEQUENCES = (list, tuple, set, frozenset, np.ndarray)
+_OTHER_SPELLINGS = {"gte": "ge", "lte": "le", "range": "between", "isnull": "null", "exact": "eq", "neq": "ne"}
 
 
 def _value(name: str, value: Any) -> Any:
@@ -53,13 +65,63 @@ def _value(name: str, value: Any) -> Any:
     return value
 
 
-def _split(key: str, columns: Collection[str]) -> tuple[str, str]:
-    if key in columns:
-        return key, "eq"
+def _close(word: str, choices: Collection[str]) -> list[str]:
+    """Up to three of ``choices`` spelled like ``word`` (ignoring case)."""
+    by_lower = {c.lower(): c for c in choices}
+    return [by_lower[m] for m in get_close_matches(word.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
+def _resolve(key: str, columns: Mapping[str, str]) -> tuple[str, str, str]:
+    """``(column, operator, name as written)`` of the filter ``key``; ``columns`` maps lower case to the name.
+
+    Raises:
+        ValueError: ``key`` names no column, or a column with a suffix that is no operator.
+    """
+    if key.lower() in columns:
+        return columns[key.lower()], "eq", key
     name, sep, op = key.rpartition("__")
-    if sep and op in OPERATORS and name:
-        return name, op
-    return key, "eq"
+    if sep and name.lower() in columns:
+        if op in OPERATORS:
+            return columns[name.lower()], op, name
+        near = [_OTHER_SPELLINGS[op.lower()]] if op.lower() in _OTHER_SPELLINGS else _close(op, OPERATORS)[:1]
+        hint = "".join(f"; did you mean `{name}__{m}`?" for m in near)
+        raise ValueError(f"filter `{key}`: `__{op}` is not a filter operator; expected one of {_LISTED} "
+                         f"(or no suffix for `=`){hint}")
+    word = name if sep and op in OPERATORS else key
+    near = _close(word, columns.values())
+    hint = f"; did you mean {' or '.join(f'`{c}`' for c in near)}?" if near else ""
+    raise ValueError(f"filter `{key}` names no episode column; columns are {sorted(columns.values())}{hint} "
+                     f"(operators: {_LISTED})")
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, tuple, set or 1-d array of values (a str is one value)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    return isinstance(value, _SEQUENCES) and not isinstance(value, (str, bytes))
+
+
+def _items(key: str, name: str, value: Any) -> list[Any]:
+    if not _is_sequence(value):  # the form is wrong, whatever the type: a ValueError, like a pair of 3
+        raise ValueError(f"filter `{key}` takes a list, tuple or set of values, got {value!r}; "
+                         f"e.g. `{name}__in=[1, 2]`")
+    ordered = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
+    return [_value(key, v) for v in ordered]
+
+
+def _pair(key: str, name: str, value: Any) -> tuple[Any, Any]:
+    if not _is_sequence(value) or isinstance(value, (set, frozenset)) or len(value) != 2:
+        raise ValueError(f"filter `{key}` takes a pair (low, high), both included, got {value!r}; "
+                         f"e.g. `{name}__between=(10, 20)`")
+    low, high = _value(key, value[0]), _value(key, value[1])
+    try:
+        reversed_ = low > high
+    except TypeError:  # a number and a str: SQLite orders them by type, nothing to check here
+        reversed_ = False
+    if reversed_:
+        raise ValueError(f"filter `{key}` takes (low, high) with low <= high, got {value!r}; "
+                         f"swap them: `{name}__between={(high, low)!r}`")
+    return low, high
 
 
 def where_clause(filters: Mapping[str, Any], columns: Collection[str]) -> tuple[str, tuple]:
@@ -70,33 +132,28 @@ def where_clause(filters: Mapping[str, Any], columns: Collection[str]) -> tuple[
         columns: the table's column names (unknown names are refused).
 
     Raises:
-        ValueError: a name that is no column, or a value that does not fit its operator.
-        TypeError: a value that is not an int, float or str.
+        ValueError: a name that is no column, a suffix that is no operator, or a
+            value that does not have the form its operator takes.
+        TypeError: a name that is not a str, or a value that is not an int, float or str.
     """
     clauses, params = [], []
     lower = {c.lower(): c for c in columns}
     for key, value in filters.items():
         if not isinstance(key, str):
             raise TypeError(f"filter names must be str, got {key!r}")
-        name, op = _split(key, columns)
-        if name.lower() not in lower:
-            raise ValueError(f"filter `{key}` names no episode column; columns are {sorted(columns)} "
-                             f"(operators: __{', __'.join(OPERATORS)})")
-        col = quote_name(lower[name.lower()])
+        column, op, name = _resolve(key, lower)
+        col = quote_name(column)
         if op == "null":
             if not isinstance(value, bool):
                 raise ValueError(f"filter `{key}` takes True (missing) or False (present), got {value!r}")
             clauses.append(f"{col} IS {'' if value else 'NOT '}NULL")
-        elif op == "in" or (op == "eq" and isinstance(value, (list, tuple, set, frozenset, np.ndarray))):
-            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset, np.ndarray)):
-                raise ValueError(f"filter `{key}` takes a list, tuple or set of values, got {value!r}")
-            items = [_value(key, v) for v in (sorted(value, key=repr) if isinstance(value, (set, frozenset))
-                                              else list(value))]
-            if not items:
-                clauses.append("0")
-            else:
-                clauses.append(f"{col} IN ({', '.join('?' * len(items))})")
-                params.extend(items)
+        elif op == "in" or (op == "eq" and _is_sequence(value)):
+            items = _items(key, name, value)
+            clauses.append(f"{col} IN ({', '.join('?' * len(items))})" if items else "0")
+            params.extend(items)
+        elif op == "between":
+            clauses.append(f"{col} BETWEEN ? AND ?")
+            params.extend(_pair(key, name, value))
         else:
             clauses.append(f"{col} {OPERATORS[op]} ?")
             params.append(_value(key, value))

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import user_path
 from .episode_schema import (
     CREATE_SQL,
     FIXED_COLUMNS,
@@ -83,7 +84,7 @@ class EpisodeTable:
             FileNotFoundError: no file at ``path`` (and not ``create``).
             FormatError: the file is not an episode table this reader trusts.
         """
-        path = Path(path)
+        path = user_path(path, "path")
         if not create and not os.path.lexists(path):
             raise FileNotFoundError(f"{path}: episode table is missing; the dataset is incomplete")
         db = SQLiteFile.open(path, writable=create, create=create, query_seconds=query_seconds,
@@ -110,7 +111,8 @@ class EpisodeTable:
         Raises:
             FormatError: a path outside the root, or a table :meth:`open` refuses.
         """
-        path = resolve_inside(root, rel, str(Path(root) / "dataset.json"))
+        root = user_path(root, "root")
+        path = resolve_inside(root, rel, str(root / "dataset.json"))
         for suffix in SIDE_FILES:
             side = Path(f"{path}{suffix}")
             if side.is_symlink():

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import user_path
 from .columns import KNOWN_ENCODINGS, MAX_ROW_BYTES, MAX_ROWS, Column, Key
 from .errors import FormatError
 from .files import atomic_write_json, open_inside
@@ -43,13 +44,23 @@ _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One committed shard."""
+    """One committed shard.
+
+    ``meta_crcs`` pairs the path of each TensorDict ``meta.json`` of the shard
+    (relative to its directory) with its ``"crc32:<hex>"``; empty for shards
+    committed before these were recorded.
+    """
 
     dir: str
     rows: int
     bytes: int
     checksum: str
     finals: int = 0
+    meta_crcs: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.meta_crcs, dict):  # as to_json writes it
+            object.__setattr__(self, "meta_crcs", tuple(sorted(self.meta_crcs.items())))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +69,7 @@ class ShardInfo:
             "bytes": self.bytes,
             "checksum": self.checksum,
             "finals": self.finals,
+            **({"meta_crcs": dict(self.meta_crcs)} if self.meta_crcs else {}),
         }
 
 
@@ -135,7 +147,12 @@ def _read_shard(root: Path, s: Any, where: str) -> ShardInfo:
     checksum = s.get("checksum", "")
     if not isinstance(checksum, str):
         raise FormatError(f"{where}: expected the checksum of shard {rel!r} as a str, got {checksum!r}")
-    return ShardInfo(rel, rows, nbytes, checksum, finals)
+    metas = s.get("meta_crcs", {})
+    if not isinstance(metas, dict) or not all(isinstance(v, str) for v in metas.values()):
+        raise FormatError(f"{where}: expected `meta_crcs` of shard {rel!r} as an object of str, got {metas!r}")
+    for name in metas:
+        _safe_relpath(root, name, where)
+    return ShardInfo(rel, rows, nbytes, checksum, finals, tuple(sorted(metas.items())))
 
 
 def _strings(values: Any, name: str, where: str) -> list[str]:
@@ -157,7 +174,7 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         FileNotFoundError: when there is no manifest.
         FormatError: when the manifest is malformed or of an unknown version.
     """
-    root = Path(root)
+    root = user_path(root, "root")
     path = root / MANIFEST_NAME
     if not path.is_file():
         hint = root / INCOMPLETE_NAME
@@ -250,7 +267,7 @@ def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
     manifest.format_version = FORMAT_VERSION
     body = manifest.to_json()
     body["manifest_crc"] = manifest_crc(body)
-    atomic_write_json(Path(root) / MANIFEST_NAME, body, indent=1)
+    atomic_write_json(user_path(root, "root") / MANIFEST_NAME, body, indent=1)
 
 
 def final_columns(manifest: Manifest) -> list[Column]:

@@ -8,13 +8,11 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..format import MANIFEST_NAME, read_manifest
-from ..validation import nonnegative_int, positive_int
+from ..progress import ProgressBar
+from ..validation import nonnegative_int, positive_int, user_path
 from ..writer import ShardWriter
 from .encode import FrameEncoder, unpack_episode
 from .events import EventsFn
@@ -112,7 +110,7 @@ def generate(
         seed: base seed.
         shard_rows, shard_bytes: shard size for a new dataset (see ``ShardWriter.create``).
         ray_address: address of a running Ray cluster (``executor="ray"``).
-        progress: show a tqdm bar.
+        progress: show a progress bar over episodes (steps per second beside it).
         encodings: ``{key: encoding}`` for a new dataset, e.g.
             ``{"observation": "zstd"}`` or ``{"observation": "video"}`` (see
             :mod:`torchrl_ext.encodings`); a resumed dataset keeps its own.
@@ -140,7 +138,7 @@ def generate(
     for name, fn in (("env_fn", env_fn), ("policy_fn", policy_fn), ("events_fn", events_fn)):
         _check_picklable(name, fn)
 
-    root = Path(root)
+    root = user_path(root, "root")
     source = {"kind": "generated", "seed": seed, "max_steps": max_steps}
     if (root / MANIFEST_NAME).exists():
         old = read_manifest(root).source or {}
@@ -162,17 +160,18 @@ def generate(
         return stats
     if start:
         logger.info("%s: resuming after %d committed episodes", root, start)
-    pool = None
+    pool, failed = None, True
     try:
         pool = _make_executor(executor, env_fn, policy_fn, max_steps=max_steps, events_fn=events_fn,
                               num_workers=num_workers, max_restarts=max_restarts, ray_address=ray_address,
                               encoder=FrameEncoder(writer.encoded_columns()))
         _run(pool, writer, start, num_episodes, seed, num_workers, progress, stats, t0)
+        failed = False
     finally:
         if pool is not None:
             stats.restarts = pool.restarts
             pool.close()
-        writer.close()
+        writer.close(failed=failed)
         stats.seconds = time.perf_counter() - t0
     from ..events import EventIndex
 
@@ -193,8 +192,7 @@ def _run(pool, writer: ShardWriter, start: int, total: int, seed: int, num_worke
     window = max(4, 2 * num_workers)  # episodes submitted ahead of the next one to write
     ready: dict[int, dict] = {}
     next_submit = next_write = start
-    with tqdm(total=total, initial=start, unit="ep", desc="generate", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with ProgressBar("generate", total, unit="episode", initial=start, enabled=progress) as bar:
         while next_write < total:
             while next_submit < total and next_submit - next_write < window:
                 pool.submit(next_submit, seed + next_submit)
@@ -209,8 +207,7 @@ def _run(pool, writer: ShardWriter, start: int, total: int, seed: int, num_worke
                 if not stats.generated:
                     stats.first_episode_seconds = time.perf_counter() - t0
                 stats.generated += 1
-                stats.steps += len(td["action"])
+                stats.steps += len(td["next"]["reward"])
                 stats.last_episode_seconds = time.perf_counter() - t0
                 next_write += 1
-                bar.update(1)
-                bar.set_postfix(steps_per_s=f"{stats.steps / max(time.perf_counter() - t0, 1e-9):.0f}")
+                bar.update(1, steps_per_s=f"{stats.steps / max(time.perf_counter() - t0, 1e-9):.0f}")

@@ -41,6 +41,14 @@ def _get(data: Mapping, key: Key) -> Any:
     return node
 
 
+def _leaves(data: Mapping, prefix: Key = ()):
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            yield from _leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k), v
+
+
 def _set(data: dict, key: Key, value: Any) -> None:
     node = data
     for part in key[:-1]:
@@ -119,7 +127,8 @@ def unpack_episode(result: dict[str, Any]) -> tuple[dict, dict | None]:
     """``(td, encoded)`` for ``ShardWriter.add_episode`` from a worker's result (encoded or not)."""
     data = result["data"]
     encoded = result.get("encoded") or None
-    length = len(data["action"])
+    finals = {("next", *k) for k in result.get("final_only", ())}
+    length = next(len(v) for k, v in _leaves(data) if k not in finals)
     for key in result.get("final_only", ()):
         last = _get(data, ("next", *key))
         _set(data, ("next", *key), np.broadcast_to(last[0], (length, *last.shape[1:])))

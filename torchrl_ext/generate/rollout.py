@@ -10,14 +10,14 @@ reproducible per episode.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from .events import EventsFn, step_events
 
-__all__ = ["RandomPolicy", "Episode", "ResetError", "make_agent", "rollout", "env_name"]
+__all__ = ["RandomPolicy", "Episode", "ResetError", "make_agent", "rollout", "env_name", "stack_steps"]
 
 Episode = dict[str, Any]
 
@@ -53,6 +53,34 @@ def env_name(env) -> str:
     return spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
 
 
+def stack_steps(values: list[Any], name: str = "observation") -> Any:
+    """Per-step values of one space -> arrays with a leading time dimension, nested like the space.
+
+    A ``Dict`` space's values (mappings) become a dict of stacked leaves, a
+    ``Tuple`` space's values (tuples) a dict keyed ``"0"``, ``"1"``, ...; every
+    leaf is stacked with numpy, so each becomes a column of its own.
+
+    Example:
+        >>> out = stack_steps([{"pos": np.array([0.0, 1.0]), "id": 3}, {"pos": np.array([2.0, 3.0]), "id": 4}])
+        >>> out["pos"].tolist(), out["id"].tolist()
+        ([[0.0, 1.0], [2.0, 3.0]], [3, 4])
+        >>> {k: v.tolist() for k, v in stack_steps([(1, 2.5), (3, 4.5)]).items()}
+        {'0': [1, 3], '1': [2.5, 4.5]}
+    """
+    first = values[0]
+    if isinstance(first, Mapping):
+        return {str(k): stack_steps([v[k] for v in values], f"{name}/{k}") for k in first}
+    if isinstance(first, tuple):
+        return {str(i): stack_steps([v[i] for v in values], f"{name}/{i}") for i in range(len(first))}
+    leaves = [np.asarray(v) for v in values]
+    if leaves[0].dtype == object or leaves[0].dtype.kind in "USV":
+        raise TypeError(
+            f"`{name}` holds {leaves[0].dtype.name} values (e.g. {values[0]!r:.40}); a dataset stores "
+            "numbers and bools only: map it to numbers in the env (a wrapper) before generating"
+        )
+    return np.stack(leaves)
+
+
 class ResetError(RuntimeError):
     """The env's or agent's ``reset(seed)`` raised: the same seed fails the same way, so it is never retried."""
 
@@ -66,7 +94,8 @@ def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = 
         ``observation``, ``reward`` (float32 ``[T, 1]``), ``done``,
         ``terminated``, ``truncated`` (bool ``[T, 1]``). Reaching
         ``max_steps`` before the env ends the episode marks the last step
-        truncated.
+        truncated. Observations and actions of ``Dict``/``Tuple`` spaces are
+        nested dicts (see :func:`stack_steps`), one column per leaf.
     """
     try:
         if hasattr(agent, "reset"):
@@ -84,7 +113,7 @@ def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = 
         else:
             action = agent(obs)
         obs, reward, terminated, truncated, info = env.step(action)
-        actions.append(np.asarray(action))
+        actions.append(action)
         observations.append(obs)
         rewards.append(float(reward))
         terms.append(bool(terminated))
@@ -96,14 +125,14 @@ def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = 
     length = len(actions)
     ret = float(np.sum(rewards, dtype=np.float64))
     events.append((length - 1, "episode_end", ret))
-    obs_arr = np.stack([np.asarray(o) for o in observations])
+    obs_all = stack_steps(observations, "observation")
     term = np.asarray(terms, dtype=bool)[:, None]
     trunc = np.asarray(truncs, dtype=bool)[:, None]
     data = {
-        "observation": obs_arr[:-1],
-        "action": np.stack(actions),
+        "observation": _slice(obs_all, slice(None, -1)),
+        "action": stack_steps(actions, "action"),
         "next": {
-            "observation": obs_arr[1:],
+            "observation": _slice(obs_all, slice(1, None)),
             "reward": np.asarray(rewards, dtype=np.float32)[:, None],
             "done": term | trunc,
             "terminated": term,
@@ -112,3 +141,7 @@ def rollout(env, agent, seed: int, max_steps: int, events_fn: EventsFn | None = 
     }
     metadata = {"env_id": env_name(env), "seed": int(seed), "episode_return": ret}
     return {"data": data, "events": events, "metadata": metadata}
+
+
+def _slice(value: Any, index: slice) -> Any:
+    return {k: _slice(v, index) for k, v in value.items()} if isinstance(value, dict) else value[index]

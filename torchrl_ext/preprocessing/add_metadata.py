@@ -22,6 +22,8 @@ import numpy as np
 
 from ..format import fsync_dir, read_manifest, resolve_inside, write_manifest
 from ..format.episodes import EpisodeTable
+from ..progress import track
+from ..validation import user_path
 from ..writer.lock import lock_dataset, unlock_dataset
 
 __all__ = ["add_episode_metadata"]
@@ -79,13 +81,11 @@ def add_episode_metadata(root: str | os.PathLike, name: str, fn: Callable[[Any],
         >>> ShardedStorage(root).select_episodes('"return" > 1').tolist()
         [1, 2]
     """
-    from tqdm.auto import tqdm
-
     from ..storages import ShardedStorage
 
     if not callable(fn):
         raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
-    root = Path(root)
+    root = user_path(root, "root")
     lock = lock_dataset(root, "a ShardWriter holds this dataset; close it before adding metadata")
     try:
         storage = ShardedStorage(root, cache_bytes=0)
@@ -99,7 +99,7 @@ def add_episode_metadata(root: str | os.PathLike, name: str, fn: Callable[[Any],
         ids = np.arange(storage.num_episodes) if ids is None else ids
         first, length = storage.episode_bounds
         values: dict[int, Any] = {}
-        for e in tqdm(ids.tolist(), unit="episode", desc=f"metadata {name}", disable=not progress):
+        for e in track(ids.tolist(), f"add metadata {name}", unit="episode", enabled=progress):
             value = fn(_episode_td(storage, int(first[e]), int(length[e]), columns))
             values[int(e)] = value.item() if isinstance(value, np.generic) else value
         manifest = read_manifest(root)

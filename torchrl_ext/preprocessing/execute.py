@@ -22,9 +22,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..parent_watch import exit_with_parent
+from ..progress import ProgressBar
 from .shard import ShardTask, run_task
 
 __all__ = ["EXECUTORS", "run_tasks"]
@@ -77,12 +77,12 @@ def run_tasks(tasks: list[ShardTask], executor: str, num_workers: int | None, st
     """
     workers = min(num_workers if num_workers is not None else (os.cpu_count() or 1), len(tasks))
     records: list[dict | None] = [None] * len(tasks)
-    bar = tqdm(total=total, unit="row", unit_scale=True, desc="preprocess", disable=not pbar)
+    bar = ProgressBar("preprocess", total, unit="row", enabled=pbar)
     if executor == "serial" or workers == 0:
-        for i, t in enumerate(tasks):
-            records[i] = run_task(t)
-            bar.update(t.stop - t.start)
-        bar.close()
+        with bar:
+            for i, t in enumerate(tasks):
+                records[i] = run_task(t)
+                bar.update(t.stop - t.start)
         return records
     if executor == "process":
         try:
@@ -99,11 +99,13 @@ def run_tasks(tasks: list[ShardTask], executor: str, num_workers: int | None, st
         pool = ThreadPoolExecutor(workers)
     with pool:
         futures: dict[Future, int] = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
+        completed = False
         try:
             for fut in as_completed(futures):
                 i = futures[fut]
                 records[i] = fut.result()
                 bar.update(tasks[i].stop - tasks[i].start)
+            completed = True
         except BrokenProcessPool as err:
             done = sum(r is not None for r in records)
             raise RuntimeError(
@@ -115,5 +117,5 @@ def run_tasks(tasks: list[ShardTask], executor: str, num_workers: int | None, st
                 f.cancel()
             raise
         finally:
-            bar.close()
+            bar.close(completed=completed)
     return records

@@ -30,7 +30,7 @@ from ..format import (
     read_inside,
 )
 from ..storages import ShardedStorage
-from ..validation import nonnegative_int, positive_int
+from ..validation import nonnegative_int, positive_int, user_path
 from ..writer import EpisodeTable
 from .execute import EXECUTORS
 from .schema import (
@@ -91,8 +91,8 @@ class RunPlan:
                     dest: str | os.PathLike, *, num_workers: int | None, batch_rows: int | None,
                     next_from_row: bool | str, num_rows: int | None, encodings: dict | None) -> RunPlan:
         """Plans a run over ``source`` (arguments as :func:`~torchrl_ext.preprocessing.run.preprocess`'s)."""
-        root = Path(source.root if isinstance(source, ShardedStorage) else source).resolve()
-        dest = Path(dest).resolve()
+        root = Path(source.root if isinstance(source, ShardedStorage) else user_path(source, "source")).resolve()
+        dest = user_path(dest, "dest").resolve()
         if dest == root or root in dest.parents:
             raise ValueError(f"`dest` {dest} is inside the source {root}; choose another directory")
         src = ShardedStorage(root, cache_bytes=0)

@@ -2,7 +2,8 @@
 
 Each preset is a picklable callable TensorDict ``[n]`` -> TensorDict ``[n]``
 that transforms one observation column, ``key`` (``"observation"`` by
-default), and its ``("next", key)`` when the batch has one; other columns pass
+default; a nested one as a tuple, ``("observation", "image")``), and its
+``("next", *key)`` when the batch has one; other columns pass
 through. :func:`chain` applies several in order as one function.
 
 * :class:`Resize` -- bilinear (antialiased) resize of the two spatial dims.
@@ -35,25 +36,34 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Chain", "FrameStack", "Grayscale", "Resize", "ToFloat", "chain"]
+__all__ = ["Chain", "FrameStack", "Grayscale", "Resize", "ToFloat", "as_key", "chain"]
 
 LUMA = (0.299, 0.587, 0.114)
 _CHANNELS_LAST = (1, 3, 4)
 
 
-def _keys(td: Any, key: str) -> Iterator[tuple[str, ...]]:
-    """``(key,)`` and ``("next", key)``, those present in ``td``."""
-    if key not in td.keys():
-        raise ValueError(f"the batch has no {key!r} column (found {sorted(map(str, td.keys()))}); "
+def as_key(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A column name (``"observation"``) or nested key (``("observation", "image")``) as a key tuple."""
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def _keys(td: Any, key: str | tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """``key`` and ``("next", *key)``, those present in ``td``."""
+    key = as_key(key)
+    present = td.keys(include_nested=True, leaves_only=True)
+    if key not in present:
+        found = sorted("/".join(k) if isinstance(k, tuple) else k for k in present)
+        raise ValueError(f"the batch has no {'/'.join(key)!r} column (found {found}); "
                          "pass the observation column as `key`")
-    yield (key,)
-    if ("next", key) in td.keys(include_nested=True):
-        yield ("next", key)
+    yield key
+    if ("next", *key) in present:
+        yield ("next", *key)
 
 
 def _check_key(key: Any) -> None:
-    if not isinstance(key, str) or not key:
-        raise TypeError(f"`key` must be a non-empty column name, got {key!r}")
+    parts = (key,) if isinstance(key, str) else key
+    if not isinstance(parts, tuple) or not parts or not all(isinstance(p, str) and p for p in parts):
+        raise TypeError(f"`key` must be a non-empty column name or a tuple of them (a nested key), got {key!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -90,12 +100,12 @@ class Resize:
     Args:
         height: output height in pixels.
         width: output width in pixels.
-        key: the observation column.
+        key: the observation column (a nested one as a tuple, e.g. ``("observation", "image")``).
     """
 
     height: int
     width: int
-    key: str = "observation"
+    key: str | tuple[str, ...] = "observation"
 
     def __post_init__(self) -> None:
         _positive_int("height", self.height)
@@ -128,10 +138,10 @@ class Grayscale:
     """RGB ``key`` (and ``("next", key)``) -> luma ``0.299 R + 0.587 G + 0.114 B``, keeping the dtype.
 
     Args:
-        key: the observation column.
+        key: the observation column (a nested one as a tuple, e.g. ``("observation", "image")``).
     """
 
-    key: str = "observation"
+    key: str | tuple[str, ...] = "observation"
 
     def __post_init__(self) -> None:
         _check_key(self.key)
@@ -147,10 +157,10 @@ class ToFloat:
     """``uint8`` ``key`` (and ``("next", key)``) -> ``float32`` divided by 255.
 
     Args:
-        key: the observation column.
+        key: the observation column (a nested one as a tuple, e.g. ``("observation", "image")``).
     """
 
-    key: str = "observation"
+    key: str | tuple[str, ...] = "observation"
 
     def __post_init__(self) -> None:
         _check_key(self.key)
@@ -176,14 +186,14 @@ class FrameStack:
     Args:
         root: the source dataset (the one :func:`~torchrl_ext.preprocess` reads).
         n: frames per stack.
-        key: the observation column.
+        key: the observation column (a nested one as a tuple, e.g. ``("observation", "image")``).
         before: function applied to history rows read from ``root``; :func:`chain`
             sets it to the presets before this one.
     """
 
     root: str | os.PathLike
     n: int = 4
-    key: str = "observation"
+    key: str | tuple[str, ...] = "observation"
     before: Callable[[Any], Any] | None = None
     _storage: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -199,14 +209,15 @@ class FrameStack:
         td = self._storage.get(rows)
         if self.before is not None:
             td = self.before(td)
-        return td[self.key]
+        return td[as_key(self.key)]
 
     def __call__(self, td: Any) -> Any:
         if self._storage is None:
             from ..storages import ShardedStorage
 
             self._storage = ShardedStorage(self.root, cache_bytes=0)
-        now = td[self.key]
+        key = as_key(self.key)
+        now = td[key]
         first = torch.as_tensor(self._storage.episode_bounds[0], dtype=torch.int64)
         start = first[td["episode"].reshape(-1).long()]
         rows = start + td["step"].reshape(-1).long()
@@ -220,9 +231,9 @@ class FrameStack:
             stacked = pool[idx - lo]
         else:
             stacked = self._frames(idx.reshape(-1)).reshape(b, self.n, *now.shape[1:])
-        td[self.key] = stacked
-        if ("next", self.key) in td.keys(include_nested=True):
-            td["next", self.key] = torch.cat([stacked[:, 1:], td["next", self.key][:, None]], 1)
+        td[key] = stacked
+        if ("next", *key) in td.keys(include_nested=True):
+            td["next", *key] = torch.cat([stacked[:, 1:], td["next", *key][:, None]], 1)
         return td
 
 

@@ -96,7 +96,7 @@ def preprocess(
         from ..storages import EpisodeView
 
         return export_episodes(EpisodeView(source, where, params), dest, fn=fn, encodings=encodings,
-                               progress=pbar)
+                               progress=pbar, operation="preprocess")
     check_arguments(fn, executor, next_from_row, num_workers, batch_rows)
     plan = RunPlan.from_source(source, fn, dest, num_workers=num_workers, batch_rows=batch_rows,
                                next_from_row=next_from_row, num_rows=num_rows, encodings=encodings)

@@ -33,7 +33,7 @@ from ..compat.torchrl_samplers import SamplerBase
 from ..events import EventIndex, WindowQuery, Windows, select_windows
 from ..events.query import query_from
 from ..storages import EpisodeView, ShardedStorage
-from ..validation import int_in_range, nonnegative_int, one_of, positive_int
+from ..validation import int_in_range, nonnegative_int, one_of, positive_int, user_path
 
 __all__ = ["EventSliceSampler"]
 
@@ -252,12 +252,12 @@ class EventSliceSampler(SamplerBase):
         self._reset_state()
 
     def dumps(self, path: str | os.PathLike) -> None:
-        path = Path(path)
+        path = user_path(path, "path")
         path.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), path / "event_slice_sampler.pt")
 
     def loads(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(torch.load(Path(path) / "event_slice_sampler.pt"))
+        self.load_state_dict(torch.load(user_path(path, "path") / "event_slice_sampler.pt"))
 
     def __repr__(self) -> str:
         n = "?" if self._windows is None else len(self._windows)

@@ -15,11 +15,14 @@ verified file is renamed to its final name, so a final name always holds a
 complete, checked object; a final file that already matches is skipped.
 
 Failures end the call within a bounded time (see :mod:`.gcs_retry`): a server
-that cannot be reached fails the listing at once with
-:class:`~.gcs_errors.SourceUnreachableError`; a reachable server's transient
-errors are retried, and an object that receives no data for ``deadline``
-seconds ends the call with :class:`~.gcs_errors.DownloadStalledError`, its
-``.part`` kept for the next run to resume.
+that cannot be reached (or accepts the connection and never answers) fails
+the listing at once with :class:`~.gcs_errors.SourceUnreachableError`; a
+reachable server's transient errors are retried, and an object that receives
+no data for ``deadline`` seconds ends the call with
+:class:`~.gcs_errors.DownloadStalledError`, its ``.part`` kept for the next
+run to resume. Each message says everything its cause would (host, what
+happened, which timeout expired), so the error is raised without the chain of
+library exceptions behind it.
 
 Object names are untrusted: a name that would land outside ``dest``
 (``..`` parts, absolute paths, backslashes, NUL) is refused before anything
@@ -39,17 +42,16 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from ..progress import ProgressBar
+from ..validation import user_path
 from .gcs_errors import RemoteSourceError, SourceUnreachableError
 from .gcs_fetch import Transfer, fetch_object, file_crc32c
 from .gcs_retry import (
+    Budget,
     Cancelled,
     check_deadline,
     describe_error,
     endpoint_of,
-    make_retry,
-    request_timeouts,
     unreachable_cause,
 )
 
@@ -135,41 +137,44 @@ def list_objects(
         prefix: object name prefix, e.g. ``"dqn/Pong/1/replay_logs/"``.
         pattern: optional ``fnmatch`` pattern on the name relative to ``prefix``.
         client: a storage client; an anonymous one by default.
-        deadline: seconds transient errors (resets, timeouts, 5xx) are retried for.
+        deadline: seconds the listing may take, transient errors (resets, 5xx) and
+            their retries included.
 
     Returns:
         The matching ``Blob`` objects (with size and checksums from the listing).
 
     Raises:
-        SourceUnreachableError: the server cannot be reached (raised at the first
-            request, within about ``CONNECT_TIMEOUT`` seconds) or kept failing
-            for ``deadline`` seconds.
+        SourceUnreachableError: the server cannot be reached or does not answer
+            (raised at the first request, within ``CONNECT_TIMEOUT`` or
+            ``READ_TIMEOUT`` seconds, at most ``deadline``), or kept failing for
+            ``deadline`` seconds.
         RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
     """
     deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
     exc = _api_exceptions()
     where = location(bucket, prefix)
+    budget = Budget(deadline)
     try:
-        blobs = list(client.list_blobs(bucket, prefix=prefix, timeout=request_timeouts(deadline),
-                                       retry=make_retry(deadline, reached=False)))
-    except exc.NotFound as err:
-        raise _source_error(bucket, prefix, "bucket not found (HTTP 404)") from err
-    except exc.Forbidden as err:
-        raise _source_error(bucket, prefix, "access forbidden (HTTP 403)") from err
+        blobs = budget.call(lambda timeouts: list(client.list_blobs(bucket, prefix=prefix, timeout=timeouts,
+                                                                    retry=None)), reached=False)
+    except exc.NotFound:
+        raise _source_error(bucket, prefix, "bucket not found (HTTP 404)") from None
+    except exc.Forbidden:
+        raise _source_error(bucket, prefix, "access forbidden (HTTP 403)") from None
     except exc.RetryError as err:
         cause = err.cause if err.cause is not None else err
         raise SourceUnreachableError(
             f"{endpoint_of(client)} kept failing for {deadline:g} s while listing {where} "
-            f"({describe_error(cause)}); retry later, or {_WAYS_OUT}"
-        ) from cause
+            f"({describe_error(cause, budget.timeouts)}); retry later, or {_WAYS_OUT}"
+        ) from None
     except Exception as err:
-        why = unreachable_cause(err)
+        why = unreachable_cause(err, budget.timeouts)
         if why is None:
             raise
         raise SourceUnreachableError(
             f"cannot reach {endpoint_of(client)} ({why}) to list {where}; {_WAYS_OUT}"
-        ) from err
+        ) from None
     blobs = [b for b in blobs if not b.name.endswith("/")]
     if pattern is not None:
         blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
@@ -181,7 +186,7 @@ def list_objects(
 
 def _relative_path(name: str, prefix: str, bucket: str) -> PurePosixPath:
     """Map an untrusted object name to a safe path relative to ``dest``."""
-    rel = name[len(prefix) :] if name.startswith(prefix) else name
+    rel = name.removeprefix(prefix)
     parts = rel.split("/")
     bad = (
         not rel
@@ -226,7 +231,7 @@ def download_prefix(
         pattern: optional ``fnmatch`` pattern on the relative name.
         threads: number of parallel downloads.
         client: a storage client; an anonymous one by default.
-        progress: show a tqdm bar in bytes.
+        progress: show a progress bar in bytes.
         retries: fresh downloads allowed after a checksum mismatch, per file.
         blobs: objects already listed under ``prefix`` (skips the listing;
             ``pattern`` still applies).
@@ -260,15 +265,14 @@ def download_prefix(
     for b in blobs:
         if not isinstance(b.size, int) or b.size < 0:
             raise _source_error(bucket, b.name, f"the listing gives no valid size ({b.size!r})")
-    dest = Path(dest)
+    dest = user_path(dest, "dest")
     targets = [dest.joinpath(_relative_path(b.name, prefix, bucket)) for b in blobs]
     dest.mkdir(parents=True, exist_ok=True)
     total = sum(b.size for b in blobs)
     logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, location(bucket, prefix), dest)
     exc = _api_exceptions()
     lock = threading.Lock()
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
-              desc=location(bucket, prefix)) as bar:
+    with ProgressBar(f"download {location(bucket, prefix)}", total, unit="B", enabled=progress) as bar:
 
         def on_bytes(n: int) -> None:
             with lock:
@@ -281,7 +285,7 @@ def download_prefix(
             try:
                 fetch_object(blobs[i], targets[i], t)
             except (exc.NotFound, exc.Forbidden) as err:
-                raise _source_error(bucket, blobs[i].name, f"object unreadable ({err.code})") from err
+                raise _source_error(bucket, blobs[i].name, f"object unreadable (HTTP {err.code})") from None
 
         with ThreadPoolExecutor(max_workers=min(threads, max(len(blobs), 1))) as pool:
             futures = [pool.submit(one, i) for i in range(len(blobs))]

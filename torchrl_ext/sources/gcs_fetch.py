@@ -23,14 +23,13 @@ from typing import Any
 
 from .gcs_errors import ChecksumMismatchError, DownloadStalledError
 from .gcs_retry import (
+    Budget,
     Cancelled,
     describe_error,
     endpoint_of,
-    make_retry,
-    request_timeouts,
 )
 
-__all__ = ["Transfer", "ExpectedHash", "fetch_object", "file_crc32c"]
+__all__ = ["ExpectedHash", "Transfer", "fetch_object", "file_crc32c"]
 
 logger = logging.getLogger(__package__ + ".gcs")  # one logger for every GCS download message
 
@@ -151,30 +150,37 @@ class Transfer:
 
 
 def _stream(blob: Any, f: Any, checksum: Any, part: Path, t: Transfer) -> None:
-    """Appends the rest of ``blob`` to ``f``; the deadline restarts whenever data arrives."""
+    """Appends the rest of ``blob`` to ``f``; the deadline restarts whenever data arrives.
+
+    Each attempt asks for the bytes after those on disk, with timeouts that end
+    within the time left before the deadline.
+    """
     exc = _api_exceptions()
     writer = _HashingWriter(f, checksum, t.on_bytes, t.cancel)
     cause: BaseException | None = None
+    timeouts = Budget(t.deadline).timeouts
+
+    def attempt(timeouts: tuple[float, float]) -> None:
+        blob.download_to_file(writer, client=t.client, start=f.tell() or None, raw_download=True,
+                              checksum=None, timeout=timeouts, retry=None)
+
     while (left := t.deadline - (time.monotonic() - writer.last_data)) > 0:
         have = f.tell()
         try:
-            blob.download_to_file(
-                writer, client=t.client, start=have or None, raw_download=True, checksum=None,
-                timeout=request_timeouts(t.deadline), retry=make_retry(left, t.cancel),
-            )
+            Budget(left).call(attempt, t.cancel)
             return
         except exc.RetryError as err:
             cause = err.cause if err.cause is not None else err
         if f.tell() == have:
             break
         logger.info("gs://%s/%s: %s at byte %d; resuming", blob.bucket.name, blob.name,
-                    describe_error(cause), f.tell())
-    why = "no answer" if cause is None else describe_error(cause)
+                    describe_error(cause, timeouts), f.tell())
+    why = "no answer" if cause is None else describe_error(cause, timeouts)
     raise DownloadStalledError(
         f"gs://{blob.bucket.name}/{blob.name}: no data from {endpoint_of(t.client)} for {t.deadline:g} s "
         f"({why}); {f.tell()} of {blob.size} bytes are kept in {part}; run the download again to "
         "resume from there"
-    ) from cause
+    ) from None
 
 
 def fetch_object(blob: Any, final: Path, t: Transfer) -> None:

@@ -4,11 +4,19 @@ Three kinds of failure are told apart:
 
 * **unreachable** -- the first request cannot reach the server at all (name
   resolution fails, the connection is refused or does not open within
-  ``CONNECT_TIMEOUT`` seconds). The listing fails at once, without retrying.
+  ``CONNECT_TIMEOUT`` seconds), or the server accepts the connection and
+  sends nothing within ``READ_TIMEOUT`` seconds. The listing fails at once,
+  without retrying.
 * **transient** -- a reachable server drops or resets a connection, times out
   a read, closes a response early or answers 408/429/5xx. Retried with
   exponential backoff (``google.api_core.retry.Retry``) until the deadline.
 * anything else (404, 403, a bad request) -- raised as it is.
+
+Every wait is bounded by the caller's deadline: a :class:`Budget` gives each
+attempt of a request connect and read timeouts that end within the time the
+budget has left, and no attempt starts once it is spent. Messages name the
+timeout that expired (``"the server accepted the connection but did not
+answer within 60 s"``, ``"the connection did not open within 5 s"``).
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import http.client
 import math
 import socket
 import threading
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "READ_TIMEOUT",
+    "Budget",
     "Cancelled",
     "check_deadline",
     "describe_error",
@@ -36,6 +46,10 @@ __all__ = [
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MIN_TIMEOUT = 0.05  # an attempt started just before the budget ends still gets a chance to connect
+
+T = TypeVar("T")
+Timeouts = tuple[float, float]
 
 
 class Cancelled(Exception):
@@ -51,9 +65,46 @@ def check_deadline(deadline: Any) -> float:
     return float(deadline)
 
 
-def request_timeouts(deadline: float) -> tuple[float, float]:
+def request_timeouts(deadline: float) -> Timeouts:
     """``(connect, read)`` timeouts of one request: never longer than ``deadline``."""
     return min(CONNECT_TIMEOUT, deadline), min(READ_TIMEOUT, deadline)
+
+
+class Budget:
+    """The seconds one request may take, its retries included.
+
+    Args:
+        seconds: the budget, from now.
+
+    Attributes:
+        timeouts: ``(connect, read)`` of the first attempt, the ones messages name.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.timeouts = request_timeouts(seconds)
+
+    def left(self) -> float:
+        """Seconds left (0 when spent)."""
+        return max(0.0, self.end - time.monotonic())
+
+    def call(self, attempt: Callable[[Timeouts], T], cancel: threading.Event | None = None, *,
+             reached: bool = True) -> T:
+        """``attempt(timeouts)`` until it succeeds, with transient errors retried while the budget lasts.
+
+        Each attempt gets ``(connect, read)`` timeouts ending within the budget's
+        time left, so the call ends about when the budget does.
+
+        Raises:
+            google.api_core.exceptions.RetryError: transient errors until the budget was spent
+                (``cause``: the last one).
+            Exception: the first error that is not retried, as it is.
+        """
+        def bounded() -> T:
+            return attempt(request_timeouts(max(self.left(), _MIN_TIMEOUT)))
+
+        return make_retry(max(self.left(), _MIN_TIMEOUT), cancel, reached=reached)(bounded)()
 
 
 def endpoint_of(client: Any) -> str:
@@ -83,28 +134,39 @@ def _status(err: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def unreachable_cause(err: BaseException) -> str | None:
+def _within(seconds: float | None) -> str:
+    return "in time" if seconds is None else f"within {seconds:g} s"
+
+
+def unreachable_cause(err: BaseException, timeouts: Timeouts | None = None) -> str | None:
     """Why the server could not be reached at all, or None when it answered or was reached.
 
     Args:
         err: an exception from a request.
+        timeouts: the request's ``(connect, read)`` timeouts, named in the answer.
 
     Returns:
-        ``"name resolution failed"``, ``"connection refused"``, ... or None.
+        ``"name resolution failed: ..."``, ``"connection failed: Connection refused"``,
+        ``"the connection did not open within 5 s"``, ``"the server accepted the
+        connection but did not answer within 60 s"`` (no response began), or None.
     """
+    import requests
     from urllib3.exceptions import (
         ConnectTimeoutError,
         NameResolutionError,
         NewConnectionError,
     )
 
+    connect, read = timeouts if timeouts is not None else (None, None)
     for e in _chain(err):
         if isinstance(e, (NameResolutionError, socket.gaierror)):
             return f"name resolution failed: {_oserror_text(e)}"
         if isinstance(e, NewConnectionError):  # a subclass of ConnectTimeoutError in urllib3
             return f"connection failed: {_oserror_text(e)}"
-        if isinstance(e, ConnectTimeoutError):
-            return "the connection did not open in time"
+        if isinstance(e, (ConnectTimeoutError, requests.ConnectTimeout)):
+            return f"the connection did not open {_within(connect)}"
+        if isinstance(e, requests.ReadTimeout):  # raised while waiting for the response to begin
+            return f"the server accepted the connection but did not answer {_within(read)}"
     return None
 
 
@@ -132,12 +194,15 @@ def is_transient(err: BaseException) -> bool:
     ))
 
 
-def describe_error(err: BaseException) -> str:
-    """A short one-line cause: ``"connection reset by peer"``, ``"HTTP 503"``, ``"read timed out"``..."""
+def describe_error(err: BaseException, timeouts: Timeouts | None = None) -> str:
+    """A short one-line cause: ``"connection reset by peer"``, ``"HTTP 503"``, ``"read timed out"``...
+
+    ``timeouts``: the request's ``(connect, read)`` timeouts, named when one of them expired.
+    """
     import requests
     from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-    reached = unreachable_cause(err)
+    reached = unreachable_cause(err, timeouts)
     if reached is not None:
         return reached
     for e in _chain(err):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from torchrl.data.replay_buffers.checkpointers import StorageCheckpointerBase
 
 from ..format import FormatError, atomic_write_json
+from ..validation import user_path
 
 __all__ = ["CHECKPOINT_NAME", "ShardedStorageCheckpointer"]
 
@@ -28,12 +28,12 @@ class ShardedStorageCheckpointer(StorageCheckpointerBase):
     """Writes and reads the storage's ``state_dict`` as one small JSON file."""
 
     def dumps(self, storage: Any, path: str | os.PathLike) -> None:
-        path = Path(path)
+        path = user_path(path, "path")
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path / CHECKPOINT_NAME, storage.state_dict())
 
     def loads(self, storage: Any, path: str | os.PathLike) -> None:
-        file = Path(path) / CHECKPOINT_NAME
+        file = user_path(path, "path") / CHECKPOINT_NAME
         try:
             with open(file, "rb") as fh:
                 raw = fh.read(_MAX_BYTES + 1)

@@ -1,9 +1,11 @@
 """``ShardReader``: global rows of a sharded dataset as numpy arrays; no TorchRL, no torch.
 
 It routes a batch of global rows to shards with one ``searchsorted`` and
-gathers each column once per touched shard, from the sources opened by
-:mod:`.shard_files` (raw memmaps, the chunk readers of encoded columns, small
-columns kept in RAM). The ``("next", K)`` values of keys stored once are
+gathers each column from the sources opened by :mod:`.shard_files` (raw
+memmaps: one ``take`` per touched shard; small columns kept in RAM: one
+``take``; a zstd column: one decompression call for every shard the batch
+touches, :mod:`torchrl_ext.encodings.batch_decode`; video: each touched
+chunk once). The ``("next", K)`` values of keys stored once are
 rebuilt here: the following row inside the episode, else the episode's stored
 final value at its last step (:mod:`.next_values`), or zeros. Checksums are
 checked by :mod:`.integrity`. ``ShardedStorage`` is the TorchRL adapter over it.
@@ -12,7 +14,7 @@ checked by :mod:`.integrity`. ``ShardedStorage`` is the TorchRL adapter over it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,8 @@ from ..format import (
     read_manifest,
     validate_shards,
 )
-from ..validation import nonnegative_int, one_of, path, positive_int
-from .integrity import ShardChecks
+from ..validation import nonnegative_int, one_of, positive_int, user_path
+from .integrity import ShardChecks, check_episode_table
 from .routing import Route, gather, index_rows, route
 from .shard_files import ShardFiles, ensure_open_files  # noqa: F401 (ensure_open_files lived here)
 
@@ -44,8 +46,10 @@ class ShardReader:
         root: dataset directory.
         cache_bytes: small raw columns (at most 64 bytes per row) are copied
             into one in-RAM array each while their total stays within this budget.
-        verify: ``"off"``; ``"first-read"`` checks a shard's checksum the first
-            time a read touches it; ``"open"`` checks every shard when opening.
+        verify: ``"off"``; ``"first-read"`` checks a shard's checksum (and its
+            ``meta.json``) the first time a read touches it; ``"open"`` checks
+            every shard when opening. Both check the episode table's content
+            checksum whenever it is loaded, before its boundaries are used.
         decode_cache_bytes: byte budget of decoded chunks of encoded columns
             kept for reuse (windows and frame stacks reread neighbours).
         decode_threads: threads that decode chunks of one read in parallel (None: the
@@ -63,7 +67,7 @@ class ShardReader:
 
     def __init__(self, root: str | os.PathLike, *, cache_bytes: int = 128 << 20, verify: str = "off",
                  decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None) -> None:
-        path(root, "root")
+        root = user_path(root, "root")
         nonnegative_int(cache_bytes, "cache_bytes")
         nonnegative_int(decode_cache_bytes, "decode_cache_bytes")
         positive_int(decode_threads, "decode_threads", allow_none=True)
@@ -101,6 +105,8 @@ class ShardReader:
     def _load_episodes(self, manifest: Manifest) -> None:
         table = EpisodeTable.from_dataset(self.root, manifest.episodes)
         try:
+            if self.verify_mode != "off":  # boundaries decide every ("next", K): checked before they are used
+                check_episode_table(manifest, table)
             self.ep_first, self.ep_len, _ = table.bounds(manifest.num_episodes)
         finally:
             table.close()
@@ -168,6 +174,13 @@ class ShardReader:
         if r.single >= 0:
             sources[r.single].gather(r.local, out)
             return out
+        if sources[0].batched:  # one decompression call for every touched shard
+            from ..encodings.batch_decode import Block, gather_blocks
+
+            bounds = r.bounds.tolist()
+            blocks = [Block.plan(sources[s], r.local[a:b])
+                      for s, a, b in zip(r.shards.tolist(), bounds[:-1], bounds[1:])]
+            return gather_blocks(blocks, out, r.order)
         for g, shard in enumerate(r.shards.tolist()):
             a, b = int(r.bounds[g]), int(r.bounds[g + 1])
             part = np.empty((b - a, *out.shape[1:]), out.dtype)
@@ -176,26 +189,40 @@ class ShardReader:
         return out
 
     def gather_column(self, key: Key, rows: np.ndarray) -> np.ndarray:
-        """Values of one stored column at in-range global ``rows`` (int64 ``[n]``)."""
+        """Values of one stored column at in-range global ``rows`` (int64 ``[n]``; repeats allowed, an
+        encoded row is decoded once however often it is asked for)."""
         col = self.manifest.column(key)
         out = np.empty((rows.shape[0], *col.shape), dtype=col.dtype)
         if key in self._cached:
-            return np.take(self._cached[key], rows, axis=0, out=out)
+            return np.take(self._cached[key], rows, axis=0, out=out, mode="clip")
         return self._gather(key, route(self.offsets, rows), out)
 
-    def gather(self, flat: np.ndarray) -> dict[Key, np.ndarray]:
-        """Every column (and rebuilt ``("next", K)``) at in-range global rows ``flat`` (int64 ``[n]``)."""
+    def fill_final(self, key: Key, rows: np.ndarray, last: np.ndarray, nxt: np.ndarray) -> None:
+        """Sets ``nxt[i]`` where ``last[i]`` (global row ``rows[i]`` ends its episode) to ``("next", key)``
+        there: the episode's stored final value, else zeros. ``key`` is one of ``next_keys``."""
+        self._finals.fill_last(self.manifest.column(key), rows, last, nxt)
+
+    def gather(self, flat: np.ndarray, keys: Collection[Key] | None = None) -> dict[Key, np.ndarray]:
+        """Every column (and rebuilt ``("next", K)``) at in-range global rows ``flat`` (int64 ``[n]``).
+
+        ``keys`` (stored keys or ``("next", K)``) reads only those columns; a
+        rebuilt ``("next", K)`` comes with ``K``, the column it is read from.
+        """
         if self.verify_mode == "first-read" and flat.size:
             self._checks.check_touched(self.manifest, self._shards, self.offsets, flat)
         b = flat.shape[0]
         out: dict[Key, np.ndarray] = {}
-        if self.next_keys:
+        columns = self.columns
+        if keys is not None:
+            wanted = {tuple(k) for k in keys}
+            columns = [c for c in columns if c.key in wanted or ("next", *c.key) in wanted]
+        if any(c.key in self.next_keys for c in columns):
             e = np.searchsorted(self.ep_first, flat, side="right") - 1
             last = flat == self.ep_last[e]
             r2 = route(self.offsets, np.concatenate((flat, np.where(last, flat, flat + 1))))
-        direct = [c for c in self.columns if c.key not in self._cached and c.key not in self.next_keys]
+        direct = [c for c in columns if c.key not in self._cached and c.key not in self.next_keys]
         r = route(self.offsets, flat) if direct else None
-        for col in self.columns:
+        for col in columns:
             if col.key in self.next_keys:
                 buf = np.empty((2 * b, *col.shape), dtype=col.dtype)
                 self._gather(col.key, r2, buf)

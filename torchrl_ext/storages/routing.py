@@ -103,14 +103,19 @@ def _runs(local: np.ndarray, dest: np.ndarray | None = None) -> np.ndarray | Non
 def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
     """Copies the routed rows of per-shard arrays ``maps`` into ``out`` (request order).
 
-    Requests made of long runs of consecutive rows (windows, slices) are
-    copied run by run with plain slices instead of a gather.
+    One shard: one ``take`` straight into ``out``. Several shards: one
+    ``take`` per touched shard into a buffer in shard order, then one
+    ``take`` from it into ``out`` in request order; mostly one row per shard:
+    one row copy each. Requests made of long runs of consecutive rows
+    (windows, slices) are copied run by run with plain slices. Every
+    ``take`` uses ``mode="clip"`` (the rows are in range): in its default
+    mode numpy buffers a ``take`` into ``out``, copying every row twice.
     """
     if r.single >= 0:
         src = maps[r.single]
         runs = _runs(r.local)
         if runs is None:
-            np.take(src, r.local, axis=0, out=out)
+            np.take(src, r.local, axis=0, out=out, mode="clip")
         else:
             for a, b in zip(runs[:-1].tolist(), runs[1:].tolist()):
                 first = int(r.local[a])
@@ -126,6 +131,8 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
             out[dst] = maps[shard][row]
         return out
     bounds_l, shards_l = bounds.tolist(), r.shards.tolist()
+    in_shard_order = np.empty_like(out)
+    pending = []  # groups copied into `in_shard_order`, still to be put in request order
     for g, shard in enumerate(shards_l):
         a, b = bounds_l[g], bounds_l[g + 1]
         src = maps[shard]
@@ -134,9 +141,17 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
             continue
         runs = _runs(local[a:b], order[a:b])
         if runs is None:
-            out[order[a:b]] = src[local[a:b]]
+            np.take(src, local[a:b], axis=0, out=in_shard_order[a:b], mode="clip")
+            pending.append((a, b))
             continue
         for p, q in zip(runs[:-1].tolist(), runs[1:].tolist()):
             first, dest = int(local[a + p]), int(order[a + p])
             out[dest:dest + q - p] = src[first:first + q - p]
+    if len(pending) == len(shards_l):
+        where = np.empty_like(order)
+        where[order] = np.arange(order.shape[0])
+        np.take(in_shard_order, where, axis=0, out=out, mode="clip")
+    else:
+        for a, b in pending:
+            out[order[a:b]] = in_shard_order[a:b]
     return out

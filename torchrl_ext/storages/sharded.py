@@ -47,9 +47,13 @@ class ShardedStorage(TensorStorage):
             stays within this budget, so a batch reads them with one gather
             instead of one per shard. ``0`` keeps everything memory-mapped.
         verify: ``"off"``, ``"first-read"`` (check a shard's checksum the first
-            time it is read) or ``"open"`` (check every shard now).
+            time it is read) or ``"open"`` (check every shard now); both check
+            the episode table's content when it is loaded.
         decode_cache_bytes: decoded chunks of encoded columns kept for reuse.
         decode_threads: threads decoding the chunks of one read.
+        rows_view: ``view(reader, rows, arrays) -> arrays`` applied to every
+            read (frame stacks); when it has a ``reads(reader)`` method, the
+            reader gathers only the keys that returns (None: all).
 
     ``ReplayBuffer.dumps(path)`` records the dataset's root and row count
     (:mod:`.checkpoint`), not its rows; ``loads`` reopens it.
@@ -173,9 +177,11 @@ class ShardedStorage(TensorStorage):
         idx = self.reader.index_array(index)
         shape = idx.shape
         flat = idx.reshape(-1)
-        arrays = self.reader.gather(flat)
-        if self._rows_view is not None:
-            arrays = self._rows_view(self.reader, flat, arrays)
+        view = self._rows_view
+        reads = getattr(view, "reads", None)  # a view that reads some columns its own way names the others
+        arrays = self.reader.gather(flat, None if reads is None else reads(self.reader))
+        if view is not None:
+            arrays = view(self.reader, flat, arrays)
         td = _to_td(arrays, shape)
         if self.device.type != "cpu":
             td = td.to(self.device, non_blocking=True)

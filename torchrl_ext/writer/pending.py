@@ -30,6 +30,7 @@ from ..format import (
     open_column,
     write_td_meta,
 )
+from ..format.checksum import td_meta_crcs
 
 __all__ = ["PendingShard", "ShardColumns"]
 
@@ -153,10 +154,11 @@ class PendingShard:
         write_td_meta(self.dir, self.schema, self.rows)
         if self.final_cols:
             write_td_meta(self.dir / "final", self.final_cols, self.finals)
+        metas = td_meta_crcs(self.dir)
         dest = Path(root) / "shards" / dest_name
         commit_dir(self.dir, dest)
         return ShardInfo(dir=f"shards/{dest_name}", rows=self.rows, bytes=nbytes,
-                         checksum=combine_crcs(crcs, SCHEME), finals=self.finals)
+                         checksum=combine_crcs(crcs, SCHEME), finals=self.finals, meta_crcs=metas)
 
     def discard(self) -> None:
         for w in [*self._writers.values(), *self._final.values()]:

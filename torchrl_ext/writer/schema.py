@@ -81,8 +81,13 @@ def episode_length(cols: Mapping[Key, np.ndarray]) -> int:
     return length
 
 
-def infer_schema(cols: Mapping[Key, np.ndarray]) -> tuple[list[Column], list[Key]]:
-    """The schema fixed by a first episode: stored columns and the keys stored once (``next_from_row``)."""
+def infer_schema(cols: Mapping[Key, np.ndarray],
+                 store_next: Sequence[Key] = ()) -> tuple[list[Column], list[Key]]:
+    """The schema fixed by a first episode: stored columns and the keys stored once (``next_from_row``).
+
+    A key in ``store_next`` keeps its ``("next", *key)`` as a column of its own
+    instead of the next row's value.
+    """
     for key in REQUIRED:
         if key not in cols:
             raise ValueError(
@@ -92,7 +97,7 @@ def infer_schema(cols: Mapping[Key, np.ndarray]) -> tuple[list[Column], list[Key
     obs_like = [
         k for k in cols
         if k[0] != "next" and k[-1] not in DONE_KEYS
-        and (("next", *k) in cols or k in OBSERVATION_KEYS)
+        and (("next", *k) in cols or k in OBSERVATION_KEYS) and k not in set(store_next)
     ]
     stored = {k: v for k, v in cols.items() if k[0] != "next" or k[1:] not in obs_like}
     stored.setdefault(("next", "terminated"), cols[("next", "done")])

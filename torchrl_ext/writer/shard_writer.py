@@ -35,7 +35,7 @@ from ..format import (
     write_manifest,
 )
 from ..format.episodes import FIXED_COLUMNS, EpisodeTable
-from ..validation import path, positive_int
+from ..validation import positive_int, user_path
 from .column_encodings import (
     apply_encodings,
     encodings_from_manifest,
@@ -44,9 +44,9 @@ from .column_encodings import (
 )
 from .commit import DoneEpisode, ShardCommitter
 from .dictionaries import DICT_SAMPLE_ROWS, DictionaryTraining, untrained_columns  # noqa: F401 (was defined here)
-from .directory import prepare_new_dataset
+from .directory import prepare_new_dataset, remove_dataset
 from .encoded import accepted_columns, check_encoded, encoded_placeholders
-from .lock import lock_dataset, unlock_dataset
+from .lock import LOCK_NAME, lock_dataset, unlock_dataset
 from .recovery import drop_leftovers, drop_partial_tail, open_episode_table
 from .rolling import RollingShards
 from .schema import (
@@ -105,6 +105,8 @@ class ShardWriter:
         self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
         self._closed = False
         self._failed: BaseException | None = None  # a write that raised after checks passed
+        self._created: str | None = None  # what `create` made: "directory", "files" or None (`open`)
+        self._store_next: list[Key] = []  # keys whose ("next", key) is a column of its own (`create`)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -117,6 +119,7 @@ class ShardWriter:
         source: Mapping[str, Any] | None = None,
         encodings: Mapping[str | Sequence[str], Any] | None = None,
         overwrite: bool = False,
+        store_next: Sequence[str | Sequence[str]] = (),
     ) -> ShardWriter:
         """Starts a new dataset at ``root`` (which must not hold one, nor unrelated files).
 
@@ -130,11 +133,16 @@ class ShardWriter:
                 (see :mod:`torchrl_ext.encodings`); other columns are raw.
             overwrite: replace a dataset already at ``root`` (its files only;
                 unrelated files are still refused).
+            store_next: observation keys whose ``("next", key)`` is stored as a
+                column of its own, for data where it is not the next row's value
+                (by default it is stored once: the next row's value plus the
+                episode's final one).
         """
-        root = path(root, "root")
+        root = user_path(root, "root")
         positive_int(shard_rows, "shard_rows", allow_none=True)
         positive_int(shard_bytes, "shard_bytes", allow_none=True)
         resolved = resolve_column_encodings(encodings)
+        made_dir = not root.exists()
         prepare_new_dataset(root, overwrite)
         lock_fd = cls._lock(root)
         table_path = root / EPISODES_NAME
@@ -145,6 +153,8 @@ class ShardWriter:
         write_manifest(root, manifest)
         writer = cls(root, manifest, table, lock_fd)
         writer._encodings = resolved
+        writer._created = "directory" if made_dir else "files"
+        writer._store_next = [(k,) if isinstance(k, str) else tuple(k) for k in store_next]
         if shard_bytes is not None:
             writer._shard_bytes = shard_bytes
         return writer
@@ -156,7 +166,7 @@ class ShardWriter:
         Rows of an episode that was cut off by a crash are dropped; the caller
         continues from :attr:`num_episodes`. Columns keep their encodings.
         """
-        root = path(root, "root")
+        root = user_path(root, "root")
         manifest = read_manifest(root)
         validate_shards(root, manifest)
         lock_fd = cls._lock(root)
@@ -261,7 +271,7 @@ class ShardWriter:
         return episode
 
     def _new_schema(self, cols: Mapping[Key, np.ndarray]):
-        schema, next_keys = infer_schema(cols)
+        schema, next_keys = infer_schema(cols, self._store_next)
         return apply_encodings(schema, self._encodings), next_keys
 
     def _train_dictionaries(self) -> None:
@@ -290,11 +300,17 @@ class ShardWriter:
             self._train_dictionaries()
         self._shards.flush()
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
         """Commits what is pending and releases the dataset.
 
         After a failed write nothing more is committed: the dataset keeps its last
         commit, and :meth:`open` resumes from there.
+
+        Args:
+            failed: the caller stops because of an error (``with`` passes it).
+                A dataset made by :meth:`create` that has not committed a row
+                by then is removed, with its directory when ``create`` made
+                it, so a run that fails at its first episode leaves nothing.
         """
         if self._closed:
             return
@@ -307,6 +323,11 @@ class ShardWriter:
             self._closed = True
             self._table.close()
             unlock_dataset(self.root, self._lock_fd)
+        if failed and self._created and not self._manifest.shards:
+            remove_dataset(self.root)
+            (self.root / LOCK_NAME).unlink(missing_ok=True)
+            if self._created == "directory":
+                self.root.rmdir()  # empty now; refusing to remove a non-empty one is the right failure
 
     def _check_open(self) -> None:
         if self._closed:
@@ -320,5 +341,5 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)

@@ -1,15 +1,20 @@
-"""AtariDQNExperienceReplay over generated replay logs: keys, dtypes, values, frame stacks."""
+"""AtariDQNExperienceReplay over generated replay logs: keys, dtypes, values, frame stacks, TorchRL's own layout."""
 
 from __future__ import annotations
+
+import gzip
+import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
+from tensordict import TensorDict
 
-from torchrl_ext import ShardedStorage
+from torchrl_ext import FormatError, ShardedStorage
 from torchrl_ext.datasets import FrameStackStorage
-from torchrl_ext.interop.atari_dqn import AtariDQNExperienceReplay
+from torchrl_ext.interop.atari_dqn import DONE_NAME, AtariDQNExperienceReplay
 
 
 @pytest.fixture(scope="module")
@@ -262,22 +267,190 @@ def test_cli_converts_several_runs(two_runs, tmp_path, capsys):
     assert len(ShardedStorage(tmp_path / "Breakout" / "2")) == len(b)
 
 
-def test_torchrl_layout_matches_torchrl_dataset_shapes(root):
+# ---------------------------------------------------------------------- layout="torchrl" against TorchRL's own class
+# What torchrl.data.datasets.AtariDQNExperienceReplay (torchrl 0.14) returns, read from its code
+# (_AtariStorage._proc_td): the checkpoint files' arrays as loaded (action int32), flags uint8 [B],
+# ("next", "done") = the terminal flag, metadata = the row's file: add_count, invalid_range, dataset_id.
+TORCHRL_LEAVES = {
+    "observation": (torch.uint8, (84, 84)), "action": (torch.int32, ()), "done": (torch.uint8, ()),
+    "terminated": (torch.uint8, ()), "truncated": (torch.uint8, ()), "index": (torch.int64, ()),
+    ("next", "observation"): (torch.uint8, (84, 84)), ("next", "reward"): (torch.float32, ()),
+    ("next", "done"): (torch.uint8, ()), ("next", "terminated"): (torch.uint8, ()),
+    ("next", "truncated"): (torch.uint8, ()),
+}
+TORCHRL_METADATA = {"invalid_range": (torch.int64, (5,)), "add_count": (torch.int64, ()), "dataset_id": str}
+
+
+def _torchrl_dataset_dir(replay_logs, dest, dataset_id):
+    """TorchRL's on-disk form of a run, one split per checkpoint file, as its ``_preproc_run`` writes it.
+
+    Restated with public tensordict calls: ``data/observation`` gets one extra zero row, the
+    reward and terminal files go under ``data/next``, ``add_count`` and ``invalid_range`` stay at
+    the split's top level, and ``dataset_id`` is a non-tensor entry.
+    """
+    splits = {}
+    for path in sorted(replay_logs.glob("*.gz")):
+        name, ckpt, _ = path.name.split(".")
+        with gzip.open(path) as fh:
+            splits.setdefault(int(ckpt), {})[name.removesuffix("_ckpt").removeprefix("$store$_")] = np.load(fh)
+    for ckpt, arr in splits.items():
+        obs = arr["observation"]
+        td = TensorDict({
+            "data": {"observation": torch.from_numpy(np.concatenate([obs, np.zeros_like(obs[:1])])),
+                     "action": torch.from_numpy(arr["action"]),
+                     "next": {"reward": torch.from_numpy(arr["reward"]),
+                              "terminated": torch.from_numpy(arr["terminal"])}},
+            "add_count": torch.from_numpy(arr["add_count"]), "invalid_range": torch.from_numpy(arr["invalid_range"]),
+        }, batch_size=[])
+        td.set_non_tensor("dataset_id", dataset_id)
+        td.memmap_(dest / str(ckpt))
+    return sorted(splits)
+
+
+@pytest.fixture(scope="module")
+def torchrl_rb(logs, tmp_path_factory):
+    from torchrl.data.datasets import AtariDQNExperienceReplay as TorchRLAtari
+
+    base, _ = logs
+    troot = tmp_path_factory.mktemp("torchrl")
+    _torchrl_dataset_dir(base / "Pong" / "2" / "replay_logs", troot / "Pong" / "2", "Pong/2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "This dataset is no longer available"
+        return TorchRLAtari("Pong/2", 32, root=troot, download=False)
+
+
+def _leaves(td):
+    return {k: (v.dtype, tuple(v.shape[1:])) for k, v in td.items(True, True)}
+
+
+def _metadata_form(td):
+    items = td["metadata"]
+    assert len(items) == td.batch_size[0]
+    forms = {tuple(sorted((k, (v.dtype, tuple(v.shape)) if torch.is_tensor(v) else type(v)) for k, v in m.items()))
+             for m in items}
+    assert len(forms) == 1
+    return dict(forms.pop())
+
+
+def test_torchrl_layout_sample_has_torchrl_keys_dtypes_and_shapes(root, torchrl_rb):
     rb = AtariDQNExperienceReplay("Pong/2", 32, root=root, download=False, layout="torchrl")
     torch.manual_seed(2)
-    assert rb.sample()["next", "reward"].shape == (32,)
-    s = rb.storage[torch.arange(len(rb.storage))]
-    keys = set(s.keys(include_nested=True, leaves_only=True))
-    assert keys == {"observation", "action", "done", "terminated", "truncated", ("next", "observation"),
-                    ("next", "reward"), ("next", "done"), ("next", "terminated"), ("next", "truncated")}
-    n = len(rb.storage)
-    assert s["next", "reward"].shape == (n,) and s["next", "reward"].dtype == torch.float32
-    for key in ("done", "terminated", "truncated", ("next", "done"), ("next", "terminated"), ("next", "truncated")):
-        assert s[key].dtype == torch.uint8 and s[key].shape == (n,)
-    native = ShardedStorage(root / "Pong" / "2")[:]
-    assert torch.equal(s["next", "done"], native["next", "terminated"][:, 0].to(torch.uint8))
-    assert torch.equal(s["next", "terminated"], s["next", "done"]) and not s["next", "truncated"].any()
-    assert torch.equal(s["next", "reward"], native["next", "reward"][:, 0])
+    ours, theirs = rb.sample(), torchrl_rb.sample()
+    assert set(ours.keys(True)) == set(theirs.keys(True)) == set(TORCHRL_LEAVES) | {"metadata", "next"}
+    assert _leaves(ours) == _leaves(theirs) == TORCHRL_LEAVES
+    assert ours.batch_size == theirs.batch_size == (32,)
+    assert _metadata_form(ours) == _metadata_form(theirs) == TORCHRL_METADATA
+
+
+def _transitions(root):
+    """Transition number of every row of the converted run (episode's ``first_index`` + step)."""
+    plain = _reference(root)
+    table = plain.episode_table()
+    try:
+        first_index = np.array([v for (v,) in table.values(["first_index"])])
+    finally:
+        table.close()
+    td = plain[np.arange(len(plain))]
+    last = td["step"].numpy() == plain.episode_bounds[1][td["episode"].numpy()] - 1
+    return first_index[td["episode"].numpy()] + td["step"].numpy(), last
+
+
+def _files(rec, transition):
+    """Checkpoint file each transition is read from: the first (in time order) that holds it."""
+    starts = [0] + [log.add_count for log in rec.logs[:-1]]
+    return np.searchsorted(starts, transition, side="right") - 1
+
+
+def _same_metadata(a, b):
+    return (set(a) == set(b) == {"invalid_range", "add_count", "dataset_id"} and a["dataset_id"] == b["dataset_id"]
+            and torch.equal(a["invalid_range"], b["invalid_range"]) and torch.equal(a["add_count"], b["add_count"]))
+
+
+def test_torchrl_layout_rows_equal_torchrl_rows(root, logs, torchrl_rb):
+    _, rec = logs
+    c = rec.capacity
+    ours = AtariDQNExperienceReplay("Pong/2", 8, root=root, download=False, layout="torchrl").storage
+    g, last = _transitions(root)
+    files = _files(rec, g)
+    theirs_index = files * c + g % c  # TorchRL: one split of c rows per checkpoint file, in file order
+    order = np.argsort(theirs_index, kind="stable")  # TorchRL returns a batch grouped by split: ask in order
+    theirs = torchrl_rb.storage.get(torch.from_numpy(theirs_index[order]))
+    mine = ours.get(torch.from_numpy(order))
+    for key in TORCHRL_LEAVES.keys() - {"index", ("next", "observation")}:
+        assert torch.equal(mine[key], theirs[key]), key
+    assert all(_same_metadata(a, b) for a, b in zip(mine["metadata"], theirs["metadata"], strict=True))
+    np.testing.assert_array_equal(mine["observation"].numpy(), rec.obs[g[order]])
+    # TorchRL's next frame is the next row of the same file: comparable where that row holds the next transition
+    g, files, last = g[order], files[order], last[order]
+    stop = np.array([rec.logs[k].add_count for k in files])
+    same_file = (g % c != c - 1) & ~last & ((files == len(rec.logs) - 1) | (g + 1 < stop))
+    assert same_file.sum() > len(g) // 2
+    sel = torch.from_numpy(np.flatnonzero(same_file))
+    assert torch.equal(mine["next", "observation"][sel], theirs["next", "observation"][sel])
+
+
+def test_torchrl_layout_metadata_follows_the_checkpoint_of_each_row(root, logs):
+    _, rec = logs
+    storage = AtariDQNExperienceReplay("Pong/2", 8, root=root, download=False, layout="torchrl").storage
+    g, _ = _transitions(root)
+    expected = _files(rec, g)
+    got = [int(m["add_count"]) for m in storage.get(torch.arange(len(g)))["metadata"]]
+    assert got == [rec.logs[k].stored for k in expected]
+    assert len(set(got)) == len(rec.logs) == 3
+    single = storage.get(5)
+    assert single.batch_size == () and single["metadata"]["dataset_id"] == "Pong/2"
+    assert int(single["metadata"]["add_count"]) == rec.logs[expected[5]].stored
+    one_file = storage.get(torch.arange(3))["metadata"]  # rows of one file share one dict, as in TorchRL
+    assert type(one_file) is dict and int(one_file["add_count"]) == rec.logs[expected[0]].stored
+
+
+def test_torchrl_layout_of_an_older_conversion_carries_the_dataset_id(root, tmp_path, caplog):
+    import shutil
+
+    copy = tmp_path / "Pong" / "2"
+    shutil.copytree(root / "Pong" / "2", copy)
+    done = json.loads((copy / DONE_NAME).read_text())
+    del done["checkpoint_files"]
+    (copy / DONE_NAME).write_text(json.dumps(done))
+    with caplog.at_level("WARNING"):
+        storage = AtariDQNExperienceReplay("Pong/2", 8, root=tmp_path, download=False, layout="torchrl").storage
+    assert "converted before checkpoint records were kept" in caplog.text
+    assert storage.get(torch.arange(3))["metadata"] == {"dataset_id": "Pong/2"}
+
+
+@pytest.mark.parametrize("records", [[], [{"first": 5}], "x",
+                                     [{"first": 9, "add_count": 1, "invalid_range": [0]},
+                                      {"first": 3, "add_count": 2, "invalid_range": [1]}]],
+                         ids=["empty", "missing keys", "not a list", "decreasing"])
+def test_damaged_checkpoint_records_are_a_format_error(root, tmp_path, records):
+    import shutil
+
+    copy = tmp_path / "Pong" / "2"
+    shutil.copytree(root / "Pong" / "2", copy)
+    done = json.loads((copy / DONE_NAME).read_text())
+    done["checkpoint_files"] = records
+    (copy / DONE_NAME).write_text(json.dumps(done))
+    with pytest.raises(FormatError, match=r"atari_dqn.json: `checkpoint_files` must be a list of records .*"
+                                          r"download='force'"):
+        AtariDQNExperienceReplay("Pong/2", 8, root=tmp_path, download=False, layout="torchrl")
+
+
+def test_torchrl_layout_keeps_its_metadata_after_preprocess_swap(root, tmp_path):
+    rb = AtariDQNExperienceReplay("Pong/2", 16, root=root, download=False, layout="torchrl")
+    rows = torch.arange(len(rb.storage))
+    before = rb.storage.get(rows)
+    rb.preprocess(_halve_frames, num_workers=0, dest=tmp_path / "half", swap=True)
+    after = rb.storage.get(rows)
+    assert torch.equal(after["observation"], before["observation"] // 2)
+    assert [int(m["add_count"]) for m in after["metadata"]] == [int(m["add_count"]) for m in before["metadata"]]
+
+
+def test_both_layouts_give_int32_actions_like_torchrl(root, torchrl_rb):
+    torch.manual_seed(4)
+    theirs = torchrl_rb.sample()["action"].dtype
+    for layout in ("torchrl_ext", "torchrl"):
+        rb = AtariDQNExperienceReplay("Pong/2", 16, root=root, download=False, layout=layout)
+        assert rb.sample()["action"].dtype == theirs == torch.int32
 
 
 def test_dataset_surface_of_torchrl_datasets(logs, tmp_path):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 from gcs_server import upload_tree
-from helpers import assert_same_datasets
+from helpers import assert_same_datasets, run_killed
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
@@ -90,13 +89,19 @@ def test_streamed_bytes_fall_back_to_md5_without_crc32c(bucket_run, tmp_path):
         convert_replay_logs(src, tmp_path / "ds", game="Pong", run=1, progress=False)
 
 
-def test_progress_callback_counts_checkpoints(logs, tmp_path):
+def test_progress_callback_counts_frames_of_every_checkpoint_up_to_the_total(logs, tmp_path):
+    from torchrl_ext.interop.atari_dqn import LocalReplayLogs, list_checkpoints
+    from torchrl_ext.interop.atari_dqn.records import read_capacity
+
     base, _ = logs
+    src = LocalReplayLogs(base / "Pong" / "2")
     seen = []
-    convert_replay_logs(base / "Pong" / "2", tmp_path / "ds", game="Pong", run=2,
+    convert_replay_logs(src, tmp_path / "ds", game="Pong", run=2,
                         progress=lambda done, total: seen.append((done, total)))
-    total = seen[0][1]
-    assert seen == [(k, total) for k in range(total + 1)]
+    total = read_capacity(src, 0) * len(list_checkpoints(base / "Pong" / "2"))
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert {t for _, t in seen} == {total}
+    assert all(a < b for (a, _), (b, _) in itertools.pairwise(seen))  # frames as they are read, never twice
 
 
 # ---------------------------------------------------------------------- many runs
@@ -137,22 +142,6 @@ def test_bad_run_ids(tmp_path, ids):
         convert_atari_runs(ids, tmp_path, progress=False)
 
 
-# The child dies with its whole process group (itself, its worker, the manager) at the K-th
-# os.replace of the worker: a kill at a deterministic point of the second run.
-CHILD = """
-import os, signal, sys
-kill_at = int(sys.argv[3]); calls = [0]
-real = os.replace
-def replace(*a, **k):
-    calls[0] += 1
-    if calls[0] == kill_at:
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-    return real(*a, **k)
-os.replace = replace
-from torchrl_ext.sources import convert_atari_runs
-convert_atari_runs(["Pong/1", "Pong/2"], sys.argv[2], num_workers=1, mp_start_method="fork",
-                   local_dir=sys.argv[1], shard_bytes=3000, progress=False)
-"""
 
 
 def _replace_calls(fn):
@@ -179,9 +168,12 @@ def test_killed_multi_run_conversion_resumes(logs, tmp_path):
     second = _replace_calls(lambda: convert_replay_logs(base / "Pong" / "2", tmp_path / "count2", game="Pong", run=2,
                                                         shard_bytes=3000, progress=False))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(base), str(out), str(first + second // 2)],
-                          capture_output=True, start_new_session=True, timeout=300, check=False)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    # a forked child dies with its whole process group (itself, its worker, the manager) at the K-th
+    # os.replace of the worker: a kill at a deterministic point of the second run
+    code = run_killed(first + second // 2, convert_atari_runs, ["Pong/1", "Pong/2"], out, num_workers=1,
+                      mp_start_method="fork", local_dir=base, shard_bytes=3000, progress=False, group=True,
+                      hooked=("replace",))
+    assert code == -signal.SIGKILL
     assert (out / "Pong" / "1" / DONE_NAME).is_file() and not (out / "Pong" / "2" / DONE_NAME).exists()
     assert 0 < read_manifest(out / "Pong" / "2").num_episodes < ShardedStorage(ref / "Pong" / "2").num_episodes
     done_first = (out / "Pong" / "1" / "dataset.json").stat().st_mtime_ns

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from torchrl_ext.interop.crowdplay.maker import (
     P0,
     P1,
@@ -169,17 +168,14 @@ def test_a_root_imported_from_elsewhere_is_refused(tmp_path, cp_storage):
         import_crowdplay(other, cp_storage.root, progress=False)
 
 
-def test_cli_imports_and_reports(tmp_path, cp_dir):
-    exe = [sys.executable, "-m", "torchrl_ext", "import", "crowdplay", str(cp_dir), "--root", str(tmp_path / "ds"),
-           "--no-progress"]
-    proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+def test_cli_imports_and_reports(tmp_path, cp_dir, capsys):
+    proc = run_cli(capsys, "import", "crowdplay", str(cp_dir), "--root", str(tmp_path / "ds"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     storage = ShardedStorage(tmp_path / "ds")
     assert proc.stdout.strip() == f"{storage.root}: 6 episodes, {len(storage)} frames, {storage.num_shards} shards"
 
 
-def test_cli_reports_a_missing_directory(tmp_path):
-    exe = [sys.executable, "-m", "torchrl_ext", "import", "crowdplay", str(tmp_path), "--root", str(tmp_path / "ds")]
-    proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+def test_cli_reports_a_missing_directory(tmp_path, capsys):
+    proc = run_cli(capsys, "import", "crowdplay", str(tmp_path), "--root", str(tmp_path / "ds"))
     assert proc.returncode == 2
     assert "no dataset.sqlite" in proc.stderr

@@ -28,7 +28,8 @@ instead of the total: :mod:`.timeline` places it after the previous
 checkpoint (its new rows are ``C - 1``, then ``0 .. cursor - 1``; the rows
 past the cursor are stale copies). ``invalid_range`` lists rows a single
 checkpoint cannot sample from; after chronological reconstruction they are
-ordinary (or stale) rows, so it is validated only.
+ordinary (or stale) rows, so it is validated, and kept with ``add_count`` in
+``atari_dqn.json`` for ``layout="torchrl"``'s ``metadata``.
 
 Output: one episode per real episode (padding is never written), in TorchRL's
 TED layout: ``observation`` uint8 ``[84, 84]``, ``action`` int32,
@@ -44,7 +45,8 @@ Modules: :mod:`.logs` (files from a directory or streamed from a bucket),
 allocated: every malformed file is one ``FormatError`` naming it),
 :mod:`.timeline` (checkpoints on one timeline), :mod:`.episodes` (episodes
 from the small columns), :mod:`.convert` (one pass into a
-:class:`~torchrl_ext.ShardWriter`), :mod:`.runs` (whole runs, many at once), :mod:`.bucket` (Google's bucket: listing,
+:class:`~torchrl_ext.ShardWriter`), :mod:`.checkpoint_files` (which checkpoint
+file each row came from, and TorchRL's ``metadata`` of it), :mod:`.runs` (whole runs, many at once), :mod:`.bucket` (Google's bucket: listing,
 downloads), :mod:`.replay` (:class:`AtariDQNExperienceReplay`, TorchRL's
 constructor over converted runs).
 """
@@ -58,7 +60,12 @@ from .bucket import (
 )
 from .convert import CONVERTER_VERSION, DONE_NAME, convert_replay_logs
 from .logs import BucketReplayLogs, LocalReplayLogs, ReplayLogs, list_checkpoints
-from .replay import ATARI_GAMES, AtariDQNExperienceReplay, prepare_atari_dqn
+from .replay import (
+    ATARI_GAMES,
+    AtariDQNExperienceReplay,
+    TorchRLLayoutStorage,
+    prepare_atari_dqn,
+)
 from .runs import (
     RUN_EXECUTORS,
     convert_atari_run,
@@ -77,6 +84,7 @@ __all__ = [
     # TorchRL dataset
     "ATARI_GAMES",
     "AtariDQNExperienceReplay",
+    "TorchRLLayoutStorage",
     "prepare_atari_dqn",
     # conversion
     "CONVERTER_VERSION",

@@ -22,7 +22,7 @@ from ...sources.gcs import (
 )
 from ...sources.gcs_retry import check_deadline
 
-__all__ = ["ATARI_BUCKET", "ATARI_PREFIX", "atari_run_prefix", "list_atari_checkpoints", "download_atari_run"]
+__all__ = ["ATARI_BUCKET", "ATARI_PREFIX", "atari_run_prefix", "download_atari_run", "list_atari_checkpoints"]
 
 ATARI_BUCKET = "atari-replay-datasets"
 ATARI_PREFIX = "dqn"
@@ -96,7 +96,7 @@ def download_atari_run(
         checkpoints: only these checkpoint indices (all files by default).
         threads: number of parallel downloads.
         client: a storage client; an anonymous one by default.
-        progress: show a tqdm bar in bytes.
+        progress: show a progress bar in bytes.
         retries: fresh downloads allowed after a checksum mismatch, per file.
         deadline: seconds an object may go without data (see :func:`download_prefix`).
 

@@ -24,7 +24,6 @@ checkpoint where it (or the episode open at its checkpoint's start) begins.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -34,13 +33,16 @@ from typing import Any
 import numpy as np
 
 from ...format import atomic_write_json, read_manifest
+from ...progress import ProgressBar
+from ...validation import user_path
 from ...writer import EpisodeTable, ShardWriter
+from .checkpoint_files import RECORDS_KEY, checkpoint_records, conversion_record
 from .episodes import EpisodeParser, EpisodePlan, ParserState, SpanEpisodes
 from .logs import LocalReplayLogs, ReplayLogs
 from .records import observation_reader
 from .timeline import Span, build_timeline, load_small_columns
 
-__all__ = ["CONVERTER_VERSION", "DONE_NAME", "DEFAULT_ENCODINGS", "convert_replay_logs"]
+__all__ = ["CONVERTER_VERSION", "DEFAULT_ENCODINGS", "DONE_NAME", "convert_replay_logs"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,32 @@ CONVERTER_VERSION = 2
 # Per-frame zstd with a trained dictionary: uniform random rows decode one small chunk each.
 DEFAULT_ENCODINGS: dict[str, Any] = {"observation": {"name": "zstd", "chunk_rows": 1, "dictionary": True}}
 Progress = Callable[[int, int], None]
+
+
+class _FrameCount:
+    """Frames of the observation files read or skipped so far, reported as ``(done, total)``.
+
+    Every checkpoint counts its whole file (``capacity`` frames) whether its
+    frames are needed or not, so a conversion that completes reports
+    ``done == total``; a resumed one starts at the checkpoints it does not read
+    again. Reports are spaced to about a thousandth of the total.
+    """
+
+    def __init__(self, report: Progress | None, spans: list[Span], start: int) -> None:
+        self.report = report
+        self.total = sum(span.capacity for span in spans)
+        self.done = sum(span.capacity for span in spans[:start])
+        self._step = max(1, self.total // 1000)
+        self._sent = self.done
+        if report is not None:
+            report(self.done, self.total)
+
+    def add(self, frames: int) -> None:
+        self.done += frames
+        if self.report is not None and self.done != self._sent and (
+                self.done - self._sent >= self._step or self.done == self.total):
+            self.report(self.done, self.total)
+            self._sent = self.done
 
 
 def _episode_td(plan: EpisodePlan) -> tuple[dict[str, Any], np.ndarray]:
@@ -76,6 +104,7 @@ class _Conversion:
         self.seq = 0
         self.dropped = 0
         self.obs_shape: tuple[int, ...] | None = None
+        self.frames = _FrameCount(None, [], 0)
 
     # ------------------------------------------------------------------ order
     def _assign(self, plan: EpisodePlan) -> None:
@@ -141,16 +170,12 @@ class _Conversion:
     def convert(self, progress: Progress | None) -> None:
         start, state = self.resume_point()
         parser = EpisodeParser(self.stack, state, describe=self.logs.describe)
-        total = len(self.spans)
-        if progress is not None:
-            progress(start, total)
-        for k in range(start, total):
+        self.frames = _FrameCount(progress, self.spans, start)
+        for k in range(start, len(self.spans)):
             span = self.spans[k]
             work = parser.feed(span, self._small(span))
             self.dropped += work.dropped
             self._process(work)
-            if progress is not None:
-                progress(k + 1, total)
         end = parser.cut()
         if end is not None:
             self._assign(end)
@@ -170,6 +195,7 @@ class _Conversion:
         if not intervals:
             for plan in order:
                 self._emit(plan)
+            self.frames.add(span.capacity)
             return
         intervals.sort(key=lambda t: t[0])
         ends = [max(r1 for r0, r1, _, part in intervals if part is p.parts[-1]) if self._needed(p) else -1
@@ -183,12 +209,14 @@ class _Conversion:
                 if part.frames is None:
                     part.frames = np.empty((part.length, *self.obs_shape), dtype=np.uint8)
                 reader.readinto(memoryview(part.frames[off:off + r1 - r0].reshape(-1)))
+                self.frames.add(r1 - pos)
                 pos = r1
                 while i < len(order) and ends[i] <= pos:
                     self._emit(order[i])
                     i += 1
             reader.skip((span.capacity - pos) * frame)
             reader.finish()
+            self.frames.add(span.capacity - pos)
         for plan in order[i:]:
             self._emit(plan)
 
@@ -214,21 +242,12 @@ class _Conversion:
             part.frames = None
 
 
-def _progress_bar(enabled: bool | Progress, desc: str) -> tuple[Progress | None, Any]:
+def _progress_bar(enabled: bool | Progress, desc: str) -> tuple[Progress, ProgressBar | None]:
+    """The ``(done, total)`` callback of a conversion: the caller's, or a bar's over frames."""
     if callable(enabled):
         return enabled, None
-    if not enabled:
-        return None, None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit="ckpt", disable=None)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update, bar
+    bar = ProgressBar(desc, None, unit="frame", enabled=bool(enabled))
+    return bar.moveto, bar
 
 
 def convert_replay_logs(
@@ -256,13 +275,15 @@ def convert_replay_logs(
         encodings: column encodings for a new dataset (default :data:`DEFAULT_ENCODINGS`:
             observations as zstd per frame with a dictionary, the layout for uniform
             random sampling; ``{"observation": "raw"}`` keeps memory maps).
-        progress: show a tqdm bar over checkpoints, or a callable ``(done, total)``.
+        progress: show a progress bar over the frames of the observation files
+            (from before the first file is read), or a callable ``(done, total)``
+            called with those frame counts.
 
     Returns:
         ``root``. ``<root>/atari_dqn.json`` marks a finished conversion.
     """
     logs = src if isinstance(src, ReplayLogs) else LocalReplayLogs(src)
-    root = Path(root)
+    root = user_path(root, "root")
     found = logs.checkpoints()
     selected = sorted(found if checkpoints is None else {int(c) for c in checkpoints})
     missing = sorted(set(selected) - set(found))
@@ -271,38 +292,42 @@ def convert_replay_logs(
     source = {"type": "atari_dqn", "game": game, "run": run, "checkpoints": selected, "stack_size": stack_size,
               "converter": CONVERTER_VERSION}
     done_path = root / DONE_NAME
-    if done_path.is_file() and json.loads(done_path.read_text(encoding="utf-8")) == {"complete": True, **source}:
+    if done_path.is_file() and conversion_record(done_path) == {"complete": True, **source}:
         return root
     EpisodeParser(stack_size)  # validates stack_size before anything is written
-    spans = [s for s in build_timeline(logs, found) if s.index in set(selected)]
-    last = None
-    if (root / "dataset.json").exists():
-        manifest = read_manifest(root)
-        if manifest.source != source:
-            raise ValueError(f"{root}: holds a conversion of {manifest.source}, asked for {source}; use another root")
-        writer = ShardWriter.open(root)
-        if writer.num_episodes:
-            table = EpisodeTable.from_dataset(root, manifest.episodes)
-            try:
-                last = table.row(writer.num_episodes - 1)
-            finally:
-                table.close()
-    else:
-        writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source,
-                                    encodings=DEFAULT_ENCODINGS if encodings is None else encodings)
-    conv = _Conversion(logs, writer, spans, stack_size, game, run, writer.num_episodes, last)
-    update, bar = _progress_bar(progress, f"{game}/{run}" if game else "checkpoints")
+    update, bar = _progress_bar(progress, f"convert {game}/{run}" if game else f"convert {logs.where}")
+    writer, completed = None, False
     try:
+        spans = [s for s in build_timeline(logs, found) if s.index in set(selected)]
+        last = None
+        if (root / "dataset.json").exists():
+            manifest = read_manifest(root)
+            if manifest.source != source:
+                raise ValueError(f"{root}: holds a conversion of {manifest.source}, asked for {source}; use "
+                                 "another root")
+            writer = ShardWriter.open(root)
+            if writer.num_episodes:
+                table = EpisodeTable.from_dataset(root, manifest.episodes)
+                try:
+                    last = table.row(writer.num_episodes - 1)
+                finally:
+                    table.close()
+        else:
+            writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source,
+                                        encodings=DEFAULT_ENCODINGS if encodings is None else encodings)
+        conv = _Conversion(logs, writer, spans, stack_size, game, run, writer.num_episodes, last)
         conv.convert(update)
         writer.close()
+        completed = True
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if bar is not None:
-            bar.close()
+            bar.close(completed=completed)
     if conv.dropped:
         logger.info("skipped %d transitions whose episode start was not logged", conv.dropped)
     from ...events import EventIndex
 
     EventIndex.build(root)  # readers never build it; the conversion saves it once
-    atomic_write_json(done_path, {"complete": True, **source})
+    atomic_write_json(done_path, {"complete": True, **source, RECORDS_KEY: checkpoint_records(logs, spans)})
     return root

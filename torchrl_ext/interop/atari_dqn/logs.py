@@ -28,9 +28,14 @@ from ...sources.gcs import (
     anonymous_client,
     list_objects,
 )
-from ...sources.gcs_errors import ChecksumMismatchError, RemoteSourceError
+from ...sources.gcs_errors import (
+    ChecksumMismatchError,
+    DownloadStalledError,
+    RemoteSourceError,
+)
 from ...sources.gcs_fetch import ExpectedHash
-from ...sources.gcs_retry import check_deadline, make_retry, request_timeouts
+from ...sources.gcs_retry import Budget, check_deadline, describe_error, endpoint_of
+from ...validation import user_path
 from .bucket import ATARI_BUCKET, ATARI_PREFIX, atari_run_prefix
 
 __all__ = ["BucketReplayLogs", "LocalReplayLogs", "ReplayLogs", "column_file", "list_checkpoints"]
@@ -113,7 +118,7 @@ class LocalReplayLogs(ReplayLogs):
     """
 
     def __init__(self, src_dir: str | os.PathLike) -> None:
-        self.dir = _replay_dir(Path(src_dir))
+        self.dir = _replay_dir(user_path(src_dir, "src_dir"))
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: replay-log directory not found; expected <run>/replay_logs")
         self.where = str(self.dir)
@@ -221,6 +226,27 @@ class BlobStream(io.RawIOBase):
                 continue
         return False
 
+    def _range(self, start: int, end: int) -> bytes:
+        """Bytes ``start..end`` of the object, transient errors retried for the deadline; one-line errors."""
+        from google.api_core import exceptions
+
+        budget = Budget(self._deadline)
+        try:
+            return budget.call(lambda timeouts: self._blob.download_as_bytes(
+                client=self._client, start=start, end=end, raw_download=True, checksum=None, retry=None,
+                timeout=timeouts), self._stop)
+        except exceptions.RetryError as err:
+            why = describe_error(err.cause if err.cause is not None else err, budget.timeouts)
+            raise DownloadStalledError(
+                f"{self.label}: no data from {endpoint_of(self._client)} for {self._deadline:g} s at byte "
+                f"{start} ({why}); run the conversion again to resume after the episodes it committed"
+            ) from None
+        except (exceptions.NotFound, exceptions.Forbidden) as err:
+            raise RemoteSourceError(
+                f"{self.label}: object unreadable (HTTP {err.code}); expected the object of the listing. "
+                "Point at a complete mirror with `bucket=`/`prefix=`, or convert from local files (`local_dir=`)"
+            ) from None
+
     def _fetch(self) -> None:
         try:
             expected = ExpectedHash.of(self._blob)
@@ -228,9 +254,7 @@ class BlobStream(io.RawIOBase):
             size = int(self._blob.size or 0)
             for start in range(0, size, self._chunk):
                 end = min(start + self._chunk, size) - 1
-                data = self._blob.download_as_bytes(
-                    client=self._client, start=start, end=end, raw_download=True, checksum=None,
-                    retry=make_retry(self._deadline), timeout=request_timeouts(self._deadline))
+                data = self._range(start, end)
                 if len(data) != end - start + 1:
                     raise RemoteSourceError(
                         f"{self.label}: asked for bytes {start}-{end}, got {len(data)} bytes; "

@@ -4,7 +4,24 @@ Samples hold ``observation`` uint8 ``[84, 84]`` (``[stack, 84, 84]`` with
 ``stack``), ``action`` int32, ``done``/``terminated``/``truncated`` bool ``[1]``,
 ``("next", "observation")``, ``("next", "reward")`` float32 ``[1]``,
 ``("next", "done"/"terminated"/"truncated")`` bool ``[1]``, plus ``episode``,
-``step`` and ``index``. Unlike ``torchrl.data.datasets.AtariDQNExperienceReplay``
+``step`` and ``index``.
+
+``layout="torchrl"`` gives exactly what ``torchrl.data.datasets.AtariDQNExperienceReplay``
+returns, as its code builds it (torchrl 0.14, ``_AtariStorage._proc_td``; its
+docstring's printouts disagree on the flags' shapes): ``observation`` uint8
+``[84, 84]``, ``action`` int32, ``done``/``terminated``/``truncated`` uint8
+``[]`` (zeros), ``("next", "observation")``, ``("next", "reward")`` float32
+``[]``, ``("next", "done"/"terminated")`` uint8 (the terminal flag),
+``("next", "truncated")`` uint8 zeros, ``metadata`` (the ``add_count``,
+``invalid_range`` and ``dataset_id`` of the checkpoint file the row was read
+from, see :mod:`.checkpoint_files`), and ``index`` from the buffer.
+
+``action`` is int32 in both layouts: Dopamine logs actions as int32 and
+TorchRL's class keeps the logged dtype (``torch.as_tensor`` of the loaded
+array). TorchRL's environments describe discrete actions as int64
+(``Categorical``); a policy trained against one casts with ``.long()``.
+
+Unlike ``torchrl.data.datasets.AtariDQNExperienceReplay``
 it never samples padding rows, never mixes episodes across checkpoint
 boundaries, keeps the run's last (final) checkpoint, and reads each frame
 once per sample.
@@ -37,10 +54,12 @@ from torchrl.data.replay_buffers import (
 from ...datasets.frame_stack import FrameStackStorage
 from ...datasets.multi_run import MultiRunStorage
 from ...preprocessing import preprocess_buffer
+from ...validation import user_path
+from .checkpoint_files import CheckpointFiles
 from .convert import CONVERTER_VERSION, DONE_NAME
 from .runs import convert_atari_run, convert_atari_runs, resolve_replay_dir
 
-__all__ = ["ATARI_GAMES", "AtariDQNExperienceReplay", "prepare_atari_dqn", "resolve_replay_dir"]
+__all__ = ["ATARI_GAMES", "AtariDQNExperienceReplay", "TorchRLLayoutStorage", "prepare_atari_dqn", "resolve_replay_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +145,7 @@ def prepare_atari_dqn(
         deadline: seconds a download may go without data before it fails (default 600).
     """
     ids = _ids(dataset_id)
-    root = Path(root)
+    root = user_path(root, "root")
     paths = [root / g / str(r) for g, r in map(_parse_id, ids)]
     todo = [i for i, p in zip(ids, paths) if download == "force" or not _is_done(p)]
     if todo and not download and local_dir is None:
@@ -146,6 +165,36 @@ def prepare_atari_dqn(
         for i in todo:
             convert_atari_run(i, root, **kw)
     return paths[0] if isinstance(dataset_id, str) else paths
+
+
+class TorchRLLayoutStorage(FrameStackStorage):
+    """A converted run's rows exactly as ``torchrl.data.datasets.AtariDQNExperienceReplay`` returns them.
+
+    :func:`~torchrl_ext.datasets.frame_stack.torchrl_layout` gives the keys,
+    dtypes and shapes; this adds ``metadata``, the ``add_count``,
+    ``invalid_range`` and ``dataset_id`` of the checkpoint file each row was
+    read from (:class:`.checkpoint_files.CheckpointFiles`).
+
+    Args:
+        root: the converted run (``<root>/<game>/<run>``, holding ``atari_dqn.json``).
+        stack, pad: frame stacking, as in :class:`~torchrl_ext.datasets.FrameStackStorage`.
+        files: the run's checkpoint files (default: read from ``root``); a
+            preprocessed copy keeps the files of the run it was made from.
+        **kwargs: passed to :class:`~torchrl_ext.ShardedStorage` (``device``, ``cache_bytes``, ...).
+    """
+
+    def __init__(self, root: str | os.PathLike, *, stack: int = 1, pad: str = "zeros",
+                 files: CheckpointFiles | None = None, **kwargs: Any) -> None:
+        super().__init__(root, stack=stack, pad=pad, layout="torchrl", **kwargs)
+        self.files = files if files is not None else CheckpointFiles.of_storage(self, Path(self.root) / DONE_NAME)
+
+    def get(self, index: Any) -> Any:
+        return self.files.attach(super().get(index), self.reader.index_array(index))
+
+    def at(self, root: str | os.PathLike) -> TorchRLLayoutStorage:
+        """This layout over a preprocessed copy of the run (rows aligned), with the run's checkpoint files."""
+        return TorchRLLayoutStorage(root, stack=self.stack, pad=self.pad, files=self.files, device=self.device,
+                                    cache_bytes=self.cache_bytes, verify=self.reader.verify_mode)
 
 
 class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
@@ -181,7 +230,10 @@ class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
         layout: ``"torchrl_ext"`` (default: TorchRL's env convention, bool flags
             ``[B, 1]``, reward ``[B, 1]``, ``episode``/``step`` keys) or ``"torchrl"``
             (exactly the keys, shapes and dtypes of TorchRL's own class: uint8
-            flags ``[B]``, reward ``[B]``), for code written against it.
+            flags ``[B]``, reward ``[B]``, ``metadata`` of each row's checkpoint
+            file; see :class:`TorchRLLayoutStorage`), for code written against it.
+            ``action`` is int32 in both, as Dopamine logs it and as TorchRL's
+            class returns it (see the module doc).
         **kwargs: passed to ``TensorDictReplayBuffer`` (``prefetch``, ``pin_memory``, ...).
 
     Like every TorchRL dataset it has :attr:`data_path`, :attr:`data_path_root`,
@@ -222,14 +274,15 @@ class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
         if download not in (True, False, "force"):
             raise ValueError(f"`download` must be True, False or 'force', got {download!r}")
         self.dataset_id = dataset_id
-        self.root = Path(root) if root is not None else Path.home() / ".cache" / "torchrl_ext" / "atari"
+        self.root = user_path(root, "root") if root is not None else Path.home() / ".cache" / "torchrl_ext" / "atari"
         self.mp_start_method = mp_start_method
         paths = prepare_atari_dqn(
             _ids(dataset_id), self.root, download=download, local_dir=local_dir, bucket=bucket,
             prefix=prefix, checkpoints=checkpoints, num_procs=max(1, int(num_procs)),
             keep_download=keep_download, encodings=encodings,
         )
-        parts = [FrameStackStorage(p, stack=stack, pad=stack_pad, layout=layout) for p in paths]
+        parts = [TorchRLLayoutStorage(p, stack=stack, pad=stack_pad) if layout == "torchrl"
+                 else FrameStackStorage(p, stack=stack, pad=stack_pad, layout=layout) for p in paths]
         if isinstance(dataset_id, str):
             self.dataset_path = paths[0]
             storage = parts[0]

@@ -11,8 +11,8 @@ cluster at ``address``, or a private loopback one), each writing its own
 directory under ``root``, which must be a path every worker sees (a shared
 filesystem on a multi-machine cluster). Every task resumes what an earlier,
 interrupted call left, and a finished run is not converted again, so calling
-it again after a crash or a kill finishes the job. One tqdm bar shows runs
-done; one bar per running run shows its checkpoints.
+it again after a crash or a kill finishes the job. One bar shows runs
+done; one bar per running run shows its frames read.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...progress import ProgressBar
 from ...sources.gcs import DEFAULT_DEADLINE
+from ...validation import user_path
 from .bucket import (
     ATARI_BUCKET,
     ATARI_PREFIX,
@@ -62,7 +64,7 @@ def resolve_replay_dir(local_dir: str | os.PathLike, game: str, run: int) -> Pat
     Accepts the bucket layout (``<local_dir>/<game>/<run>/replay_logs``), a run
     directory, or the ``replay_logs`` directory itself.
     """
-    base = Path(local_dir)
+    base = user_path(local_dir, "local_dir")
     for cand in (base / game / str(run) / "replay_logs", base / game / str(run), base):
         if cand.is_dir() and LocalReplayLogs(cand).checkpoints():
             return cand
@@ -122,7 +124,7 @@ def convert_atari_run(
         The dataset directory.
     """
     game, run = parse_run_id(dataset_id)
-    root = Path(root)
+    root = user_path(root, "root")
     path = root / game / str(run)
     if force and path.exists():
         shutil.rmtree(path)
@@ -149,35 +151,31 @@ class _QueueProgress:
 
 
 class _Bars:
-    """One bar of runs done, one bar of checkpoints per running run."""
+    """One bar of runs done, one bar of frames read per running run."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self._tqdm, self.enabled = tqdm, enabled
-        self.overall = tqdm(total=total, desc="runs", unit="run", disable=None if enabled else True)
-        self.runs: dict[str, Any] = {}
+        self.enabled = enabled
+        self.overall = ProgressBar("convert runs", total, unit="run", enabled=enabled)
+        self.runs: dict[str, ProgressBar] = {}
 
     def update(self, dataset_id: str, done: int, total: int) -> None:
         bar = self.runs.get(dataset_id)
         if bar is None:
-            bar = self.runs[dataset_id] = self._tqdm(total=total, desc=dataset_id, unit="ckpt", leave=False,
-                                                     disable=None if self.enabled else True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        logger.debug("%s: %d of %d checkpoints", dataset_id, done, total)
+            bar = self.runs[dataset_id] = ProgressBar(f"convert {dataset_id}", total, unit="frame", initial=done,
+                                                      enabled=self.enabled, leave=False)
+        bar.moveto(done, total)
+        logger.debug("%s: %d of %d frames", dataset_id, done, total)
 
-    def finished(self, dataset_id: str) -> None:
+    def finished(self, dataset_id: str, completed: bool = True) -> None:
         bar = self.runs.pop(dataset_id, None)
         if bar is not None:
-            bar.close()
+            bar.close(completed=completed)
         self.overall.update(1)
 
-    def close(self) -> None:
+    def close(self, completed: bool = True) -> None:
         for bar in self.runs.values():
-            bar.close()
-        self.overall.close()
+            bar.close(completed=False)
+        self.overall.close(completed=completed)
 
 
 def _drain(queue: Any, bars: _Bars) -> None:
@@ -214,7 +212,7 @@ def convert_atari_runs(
         address: Ray cluster address (``ray.init(address=...)``, e.g. ``"auto"``);
             ``None`` starts a private local cluster unless Ray is already initialised.
         mp_start_method: start method of the local processes.
-        progress: show tqdm bars (runs, and checkpoints of each running run).
+        progress: show progress bars (runs, and frames of each running run).
         **run_kwargs: passed to :func:`convert_atari_run` (``local_dir``, ``bucket``,
             ``prefix``, ``keep_download``, ``checkpoints``, ``encodings``, ...).
 
@@ -243,14 +241,15 @@ def convert_atari_runs(
                                     "deadline"})
     if bad:
         raise TypeError(f"convert_atari_runs got unexpected keyword arguments {bad}; see convert_atari_run")
-    root = Path(root)
+    root = user_path(root, "root")
     root.mkdir(parents=True, exist_ok=True)
     run = _run_ray if executor == "ray" else _run_processes
-    bars = _Bars(len(ids), progress)
+    bars, completed = _Bars(len(ids), progress), False
     try:
         results, errors = run(ids, root, workers, address, mp_start_method, run_kwargs, bars)
+        completed = True
     finally:
-        bars.close()
+        bars.close(completed)
     if errors:
         first = next(iter(errors.values()))
         raise RuntimeError(
@@ -284,7 +283,7 @@ def _run_processes(ids, root, workers, address, mp_start_method, run_kwargs, bar
                     except Exception as err:  # noqa: BLE001 - every run's failure is reported at the end
                         errors[i] = err
                         logger.error("%s failed: %s", i, err)
-                    bars.finished(i)
+                    bars.finished(i, i in results)
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -357,7 +356,7 @@ def _run_ray(ids, root, workers, address, mp_start_method, run_kwargs, bars):
                 except Exception as err:  # noqa: BLE001 - RayTaskError wraps the run's error; reported at the end
                     errors[i] = err
                     logger.error("%s failed: %s", i, err)
-                bars.finished(i)
+                bars.finished(i, i in results)
         _drain(queue, bars)
         return results, errors
     finally:

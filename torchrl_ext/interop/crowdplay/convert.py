@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from ...format import MANIFEST_NAME, FormatError, read_manifest
+from ...progress import ProgressBar
+from ...validation import user_path
 from ...writer import EpisodeTable, ShardWriter
 from .layout import CrowdPlayDir, CrowdPlayEpisode, load_trajectory, trajectory_agents
 from .metadata import MetadataPlan
@@ -153,7 +155,8 @@ def import_crowdplay(src: str | os.PathLike, root: str | os.PathLike, *, encodin
         shard_rows, shard_bytes: shard size (see :meth:`torchrl_ext.ShardWriter.create`).
         skip_missing: skip episodes whose trajectory file is missing (logged)
             instead of raising.
-        progress: show a progress bar.
+        progress: show a progress bar over CrowdPlay episodes (frames written beside
+            them); a resumed import starts it at the episodes already there.
 
     Returns:
         A :class:`~torchrl_ext.ShardedStorage` over ``root``.
@@ -165,35 +168,33 @@ def import_crowdplay(src: str | os.PathLike, root: str | os.PathLike, *, encodin
         UnsafePickleError: a pickle that needs more than plain data.
         ValueError: ``root`` holds a dataset imported from elsewhere.
     """
-    from tqdm.auto import tqdm
-
     from ...storages import ShardedStorage
 
     source_dir = CrowdPlayDir(src)
     plan = MetadataPlan(source_dir.episodes)
-    root = Path(root)
-    source = {"kind": SOURCE_KIND, "dir": str(Path(src).resolve()), "episodes": len(source_dir),
+    root = user_path(root, "root")
+    source = {"kind": SOURCE_KIND, "dir": str(source_dir.path.resolve()), "episodes": len(source_dir),
               "fingerprint": _fingerprint(source_dir.episodes)}
     writer, written = _open_writer(root, source, shard_rows, shard_bytes, DEFAULT_ENCODINGS if encodings is None else encodings)
     done = set(written)
     last = written[-1][0] if written else None
     seen = {e for e, _ in written}
     if written:
-        logger.info("%s: resuming; %d agent episodes of %d trajectories are already imported", root, len(written),
-                    len(seen))
-    bar = tqdm(total=len(source_dir), unit="episode", desc="import crowdplay", disable=not progress)
-    frames = 0
+        logger.info("%s: resuming; %d of %d episodes (%d per-player episodes) were already imported, continuing "
+                    "from episode %s", root, len(seen), len(source_dir), len(written), last)
+    # the episodes already there count from the start, the last of them too (its other players follow)
+    bar = ProgressBar("import crowdplay", len(source_dir), unit="episode", initial=len(seen), enabled=progress)
+    frames, completed = 0, False
     try:
         for ep in source_dir.episodes:
             if ep.episode_id in seen and ep.episode_id != last:
-                bar.update(1)
                 continue
             if ep.trajectory is None:
                 message = (f"{source_dir.path}: episode {ep.episode_id} has no trajectory file "
                            f"({ep.episode_id}.pickle, .pickle.gz or .pickle.bz2) under the directory")
                 if skip_missing:
                     logger.warning("%s; skipped", message)
-                    bar.update(1)
+                    bar.update(0 if ep.episode_id == last else 1)
                     continue
                 raise FormatError(f"{message}; restore it, or pass skip_missing=True to import the rest")
             steps = load_trajectory(ep.trajectory)
@@ -207,10 +208,10 @@ def import_crowdplay(src: str | os.PathLike, root: str | os.PathLike, *, encodin
                 writer.add_episode(td, metadata=plan.metadata(ep, agent, extra), events=events)
                 frames += len(td["action"])
             del steps
-            bar.update(1)
-            bar.set_postfix(frames=frames, refresh=False)
+            bar.update(0 if ep.episode_id == last else 1, frames=frames)
         writer.flush()
+        completed = True
     finally:
-        bar.close()
+        bar.close(completed=completed)
         writer.close()
     return ShardedStorage(root)

@@ -55,6 +55,7 @@ import numpy as np
 
 from ...format import FormatError, SQLiteFile, open_regular, quote_name
 from ...sources.safe_pickle import MAX_RATIO, UnsafePickleError, safe_load, safe_loads
+from ...validation import user_path
 
 __all__ = [
     "DEFAULT_AGENT",
@@ -110,7 +111,7 @@ class CrowdPlayDir:
     def __init__(self, path: str | os.PathLike) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"`path` must be a directory path, got {type(path).__name__}")
-        self.path = Path(path)
+        self.path = user_path(path, "path")
         self.sqlite = self.path / SQLITE_NAME
         if not self.sqlite.is_file():
             raise FileNotFoundError(
@@ -299,7 +300,7 @@ def write_crowdplay_dir(path: str | os.PathLike, episodes: Iterable[Mapping[str,
     suffix = {"bz2": ".pickle.bz2", "gz": ".pickle.gz", "none": ".pickle"}.get(compression)
     if suffix is None:
         raise ValueError(f"`compression` must be 'bz2', 'gz' or 'none', got {compression!r}")
-    path = Path(path)
+    path = user_path(path, "path")
     if (path / SQLITE_NAME).exists():
         raise FileExistsError(f"{path}: holds a {SQLITE_NAME} already; choose a new directory")
     (path / subdir).mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ import numpy as np
 
 from ...format import MANIFEST_NAME, FormatError, open_regular, read_manifest
 from ...sources.safe_pickle import safe_load
+from ...validation import user_path
 from .records import meta_columns, numeric_fields
 from .video_chunks import decode_mp4
 
@@ -63,7 +64,7 @@ class GeneratedImportStats:
 
 def generated_episode_ids(directory: str | os.PathLike) -> list[str]:
     """Ids of the episodes in ``directory`` (those with an ``action_<id>.pkl``), sorted."""
-    return sorted(m.group(1) for p in Path(directory).iterdir() if (m := _ID.match(p.name)))
+    return sorted(m.group(1) for p in user_path(directory, "directory").iterdir() if (m := _ID.match(p.name)))
 
 
 def _array(value: Any, where: str) -> np.ndarray:
@@ -184,10 +185,10 @@ def import_generated_episodes(
     from ...writer import ShardWriter
 
     t0 = time.perf_counter()
-    directory = Path(directory).resolve()
+    directory = user_path(directory, "directory").resolve()
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory; expected MineGenerator's episode files")
-    root = Path(root)
+    root = user_path(root, "root")
     ids = generated_episode_ids(directory)
     source = {"format": SOURCE_FORMAT, "minestudio_version": "1.1.6", "directory": str(directory)}
     stats = GeneratedImportStats(root)

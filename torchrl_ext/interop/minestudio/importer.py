@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from ...format import MANIFEST_NAME, FormatError, read_manifest
+from ...progress import ProgressBar
+from ...validation import user_path
 from .layout import EpisodeRef, MineStudioLayout
 from .lmdb_parts import close_envs
 from .records import (
@@ -45,7 +47,13 @@ from .records import (
     numeric_fields,
 )
 from .segments import BITS_SHAPE, EVENTS_FIELD, segment_episode
-from .video_chunks import NotPassthrough, decode_mp4, mp4_to_payload, probe_mp4
+from .video_chunks import (
+    NotPassthrough,
+    check_decodes,
+    decode_mp4,
+    mp4_to_payload,
+    probe_mp4,
+)
 
 __all__ = ["IMPORTER_VERSION", "ImportStats", "import_minestudio", "separate_roots"]
 
@@ -67,7 +75,7 @@ class ImportStats:
         left_out: episodes MineStudio's readers would not read either (not in
             every modality, or frame counts that differ).
         frames: frames imported by this call.
-        passthrough_chunks: image chunks stored as they are.
+        passthrough_chunks: image chunks stored as they are; ``checked_chunks``: those decoded once to check them.
         reencoded_chunks: image chunks decoded and encoded again.
         events: events written; ``dropped_events``: events of episodes left out or past an episode's end.
         segment_frames: frames with an interaction (segmentation imported);
@@ -83,6 +91,7 @@ class ImportStats:
     left_out: int = 0
     frames: int = 0
     passthrough_chunks: int = 0
+    checked_chunks: int = 0
     reencoded_chunks: int = 0
     events: int = 0
     dropped_events: int = 0
@@ -97,12 +106,12 @@ def separate_roots(dataset_dirs: Sequence[str | os.PathLike], root: str | os.Pat
     """One dataset root per directory under ``root``, named after it (``root/<name>``, ``root/<name>-2``...)."""
     out, seen = [], set()
     for d in dataset_dirs:
-        name = Path(d).resolve().name or "dataset"
+        name = user_path(d, "dataset_dirs").resolve().name or "dataset"
         cand, k = name, 2
         while cand in seen:
             cand, k = f"{name}-{k}", k + 1
         seen.add(cand)
-        out.append(Path(root) / cand)
+        out.append(user_path(root, "root") / cand)
     return out
 
 
@@ -130,13 +139,13 @@ class _Importer:
 
     def __init__(self, writer: Any, layout: MineStudioLayout, stats: ImportStats, *, shape: tuple[int, ...],
                  options: Any, passthrough: bool, meta_fields: dict[str, np.dtype] | None,
-                 meta_names: Sequence[str] | None, progress: Any, mask_options: Any = None) -> None:
+                 meta_names: Sequence[str] | None, mask_options: Any = None,
+                 check_decode: bool = True) -> None:
         self.writer, self.layout, self.stats = writer, layout, stats
         self.shape, self.options = shape, options
-        self.passthrough = passthrough and options.codec == "h264"
+        self.passthrough, self.check_decode = passthrough and options.codec == "h264", check_decode
         self.meta_fields = meta_fields
         self.meta_names = meta_names
-        self.progress = progress
         self.events = layout.events() if layout.has_events() else None
         if self.events is not None:  # events of episodes MineStudio's readers leave out too
             names = {ep.name for ep in layout.episodes}
@@ -147,15 +156,13 @@ class _Importer:
 
     def _read(self, n: int) -> None:
         self.stats.bytes_read += n
-        if self.progress is not None:
-            self.progress.update(n)
 
     def _chunks(self, modality: str, ep: EpisodeRef):
         for raw in self.layout.chunks(modality, ep):
             self._read(len(raw))
             yield raw
 
-    def _payload(self, raw: bytes, where: str) -> bytes:
+    def _payload(self, raw: bytes, where: str, source: str) -> bytes:
         from ...encodings import load_codec
         from ...encodings.video_codec import pack_packets
 
@@ -165,6 +172,9 @@ class _Importer:
                 packets, params = mp4_to_payload(raw, cs, where)
                 if (params.height, params.width, 3) != self.shape:
                     raise NotPassthrough(f"frames of {params.height}x{params.width}, the column's are {self.shape[:2]}")
+                if self.check_decode:  # before anything of the episode is handed to the writer
+                    check_decodes(packets, cs, source)
+                    self.stats.checked_chunks += 1
                 self.stats.passthrough_chunks += 1
                 return pack_packets(packets)
             except NotPassthrough as why:
@@ -203,7 +213,9 @@ class _Importer:
         kept = [(t, name, v) for t, name, v in events if 0 <= t < n]
         self.stats.dropped_events += len(events) - len(kept)
         cs = self.layout.chunk_size
-        payloads = tuple(self._payload(raw, f"{where} image chunk {c}")
+        src = ep.parts["image"][0].path / "data.mdb"
+        payloads = tuple(self._payload(raw, f"{where} image chunk {c}", f"{src} episode {ep.name!r} image chunk {c} "
+                                       f"(frames {c * cs}-{c * cs + cs - 1})")
                          for c, raw in enumerate(self._chunks("image", ep)))
         image = EncodedChunks(payloads, (cs,) * len(payloads), np.uint8, self.shape, self.options.codec_tag)
         part, idx = ep.parts["image"]
@@ -218,7 +230,6 @@ class _Importer:
         self.stats.episodes += 1
         self.stats.frames += n
         self.stats.events += len(kept)
-
 
     def _segment(self, ep: EpisodeRef, where: str) -> tuple[dict[str, np.ndarray], Any, str]:
         from ...encodings import EncodedChunks, load_codec
@@ -263,6 +274,7 @@ def import_minestudio(
     meta_fields: Sequence[str] | None = None,
     shard_rows: int | None = None,
     passthrough: bool = True,
+    check_decode: bool = True,
     crf: int = 20,
     preset: str = "veryfast",
     build_index: bool = True,
@@ -286,9 +298,11 @@ def import_minestudio(
             128 chunks).
         passthrough: store h264 chunks as they are (False: decode and encode
             every chunk again with ``crf`` and ``preset``).
+        check_decode: decode each chunk stored as it is once, strictly, before its episode is
+            written: MineStudio's chunks carry no checksum (:func:`.video_chunks.check_decodes`).
         crf, preset: the h264 settings of chunks that are encoded again.
         build_index: build and save the event index at the end.
-        progress: show a progress bar (bytes read; episodes as postfix).
+        progress: show a progress bar (frames imported, episodes beside them).
 
     Returns:
         What was imported.
@@ -303,23 +317,23 @@ def import_minestudio(
     """
     try:
         return _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset,
-                       build_index, progress)
+                       build_index, progress, check_decode)
     finally:
         close_envs()
 
 
 def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset, build_index,
-            progress) -> ImportStats:
+            progress, check_decode) -> ImportStats:
     from ...encodings import Zstd
     from ...writer import ShardWriter
 
     t0 = time.perf_counter()
     if isinstance(dataset_dirs, (str, os.PathLike)):
         dataset_dirs = [dataset_dirs]
-    dirs = [Path(d).resolve() for d in dataset_dirs]
+    dirs = [user_path(d, "dataset_dirs").resolve() for d in dataset_dirs]
     if not dirs:
         raise ValueError("`dataset_dirs` must name at least one MineStudio dataset directory, got none")
-    root = Path(root)
+    root = user_path(root, "root")
     mods = _modalities(dirs, modalities)
     layouts = [MineStudioLayout(d, mods) for d in dirs]
     cs = layouts[0].chunk_size
@@ -350,32 +364,29 @@ def _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough
         if "segment" in mods:
             encodings["segment", "mask_bits"] = mask_options
         writer = ShardWriter.create(root, shard_rows=shard_rows, source=source, encodings=encodings)
-    bar = None
+    episodes = [ep for lay in layouts for ep in lay.episodes]  # the order of the import
+    bar = ProgressBar("import minestudio", sum(ep.num_frames for ep in episodes), unit="frame",
+                      initial=sum(ep.num_frames for ep in episodes[:writer.num_episodes]), enabled=progress)
+    completed = False
     try:
         stats.kept = skip = writer.num_episodes
-        total = sum(len(lay.episodes) for lay in layouts)
-        if progress:
-            from tqdm.auto import tqdm
-
-            nbytes = sum((p.path / "data.mdb").stat().st_size for lay in layouts for ps in lay.parts.values()
-                         for p in ps)
-            bar = tqdm(total=nbytes, unit="B", unit_scale=True, desc="minestudio import")
+        total = len(episodes)
         for lay in layouts:
             todo = lay.episodes[skip:]
             skip = max(0, skip - len(lay.episodes))
             if not todo:
                 continue
             imp = _Importer(writer, lay, stats, shape=shape, options=options, passthrough=passthrough,
-                            meta_fields=fields, meta_names=names, progress=bar, mask_options=mask_options)
+                            meta_fields=fields, meta_names=names, mask_options=mask_options,
+                            check_decode=check_decode)
             for ep in todo:
                 imp.episode(ep)
                 fields = imp.meta_fields
-                if bar is not None:
-                    bar.set_postfix(episodes=f"{stats.kept + stats.episodes}/{total}")
+                bar.update(ep.num_frames, episodes=f"{stats.kept + stats.episodes}/{total}")
         writer.close()
+        completed = True
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close(completed=completed)
         writer.close()
     if build_index and (stats.episodes or not (root / "events" / "index").exists()):
         from ...events import EventIndex

@@ -42,12 +42,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ...validation import user_path
 from .frames import WindowFrames
 from .segment_items import SegmentItems, SegmentSpec, segment_spec
 from .vpt_actions import CameraQuantization, agent_action
@@ -182,7 +182,7 @@ def minestudio_roots(spec: ItemSpec, roots: Any) -> Any:
     if roots is not None:
         raise TypeError("pass the datasets either as `roots` or as `dataset_dirs`, not both")
     for d in spec.dataset_dirs:
-        p = Path(d)
+        p = user_path(d, "dataset_dirs")
         if not (p / "dataset.json").exists() and any((p / n).is_dir() for n in ("image", "video", "action")):
             raise ValueError(f"{p} is a MineStudio dataset directory; import it first "
                              f"(torchrl-ext import minestudio {p} --root ROOT) and pass ROOT")

@@ -23,6 +23,7 @@ import numpy as np
 
 from ...format import FormatError
 from ...sources.safe_pickle import safe_loads
+from ...validation import user_path
 from .lmdb_parts import PartInfo, chunk_key, open_env, read_part, read_value
 
 __all__ = ["MODALITY_DIRS", "EVENT_DIR", "EpisodeRef", "MineStudioLayout"]
@@ -62,7 +63,7 @@ class MineStudioLayout:
     """
 
     def __init__(self, dataset_dir: str | os.PathLike, modalities: Sequence[str] = ("image", "action")) -> None:
-        self.dir = Path(dataset_dir)
+        self.dir = user_path(dataset_dir, "dataset_dir")
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: no such directory; expected a MineStudio dataset directory")
         unknown = sorted(set(modalities) - set(MODALITY_DIRS))

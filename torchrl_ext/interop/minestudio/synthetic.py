@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ...validation import user_path
 from .segments import MASK_SHAPE, rle_encode
 
 __all__ = ["BUTTONS", "EVENTS", "SEGMENT_EVENTS", "stamp", "read_stamp", "mp4_chunk", "actions_of", "events_of",
@@ -228,7 +229,7 @@ def write_minestudio_dataset(root: str | os.PathLike, lengths: tuple[int, ...] =
         ValueError: a length that is not a positive multiple of ``chunk_size``.
         FileExistsError: ``root`` exists.
     """
-    root = Path(root)
+    root = user_path(root, "root")
     if any(n <= 0 or n % chunk_size for n in lengths):
         raise ValueError(f"`lengths` must be positive multiples of `chunk_size` {chunk_size}, got {lengths}")
     if root.exists():

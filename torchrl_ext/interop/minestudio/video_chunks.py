@@ -9,6 +9,14 @@ of the key frame) and packed as :func:`torchrl_ext.encodings.video_codec.pack_pa
 specifies. B-frames need nothing special: the packets stay in decoding order
 and the decoder returns the frames in display order. Any other chunk is
 decoded once (:func:`decode_mp4`) and re-encoded by the column's codec.
+
+Checking a passed-through chunk (:func:`check_decodes`): MineStudio keeps no
+checksum of its chunks, so damage that happened before the import would be
+checksummed with the rest. Decoding the packets once, as they will be stored,
+finds the damage the decoder notices: ``err_detect=explode`` makes FFmpeg's
+h264 decoder stop at an error it would otherwise conceal (a guessed block,
+silently). Damage that still parses as valid h264 decodes to wrong pixels
+and cannot be found without a copy of the source.
 """
 
 from __future__ import annotations
@@ -21,9 +29,20 @@ import numpy as np
 
 from ...format import FormatError
 
-__all__ = ["StreamParams", "probe_mp4", "mp4_to_payload", "decode_mp4", "NotPassthrough"]
+__all__ = [
+    "STRICT_DECODE",
+    "NotPassthrough",
+    "StreamParams",
+    "check_decodes",
+    "decode_mp4",
+    "mp4_to_payload",
+    "probe_mp4",
+]
 
 _FIX = "the chunk is corrupt; re-run MineStudio's conversion for this episode"
+# libavcodec options of the check: stop at an error instead of concealing it; no deblocking (the frames are
+# dropped, and the errors the decoder notices are found while parsing: the same ones with and without it)
+STRICT_DECODE = {"err_detect": "explode", "skip_loop_filter": "all"}
 
 
 class NotPassthrough(Exception):
@@ -128,3 +147,31 @@ def decode_mp4(data: bytes, where: str, frames: int | None = None) -> np.ndarray
     if not out or (frames is not None and len(out) != frames):
         raise FormatError(f"{where}: the mp4 decodes to {len(out)} frames, expected {frames}; {_FIX}")
     return np.stack(out)
+
+
+def check_decodes(packets: list[bytes], frames: int, where: str) -> None:
+    """Decodes the Annex B packets of one h264 chunk once, strictly (:data:`STRICT_DECODE`), frames dropped.
+
+    Args:
+        packets: what :func:`mp4_to_payload` returned, as it will be stored.
+        frames: the frames the chunk must yield.
+        where: the chunk's source, for the error.
+
+    Raises:
+        FormatError: the decoder reports an error, or yields another number of frames.
+    """
+    av = _av()
+    ctx = av.CodecContext.create("h264", "r")
+    ctx.options = dict(STRICT_DECODE)
+    ctx.thread_count = 1  # the same error at the same packet on every machine
+    fix = ("the source is damaged and has no checksum of its own; download this part again (or re-run "
+           "MineStudio's conversion), or import with check_decode=False (--no-check-decode) to store it as it is")
+    got = 0
+    try:
+        for packet in [*packets, None]:
+            got += len(ctx.decode(None if packet is None else av.Packet(packet)))
+    except av.error.FFmpegError as err:
+        raise FormatError(f"{where}: the h264 decoder stopped at an error after {got} of {frames} frames "
+                          f"({err}); {fix}") from err
+    if got != frames:
+        raise FormatError(f"{where}: the chunk decodes to {got} frames, expected {frames}; {fix}")
