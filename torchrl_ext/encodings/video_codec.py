@@ -13,7 +13,8 @@ order. RGB frames are converted to ``pix_fmt`` with swscale's default BT.601
 limited-range matrix (``gbrp`` codes the RGB planes directly with libx264rgb);
 gray frames are coded as luma only and read back from the luma plane.
 
-Decoding uses one long-lived decoder per thread and process, reset with
+Decoding uses one long-lived decoder per thread and process (and per RGB or
+YUV coding: a decoder keeps an RGB stream's colour description), reset with
 ``flush_buffers()`` before each chunk and drained with ``decode(None)`` at its
 end, so every chunk yields exactly its frames in order. A read of part of an
 h264 chunk with B-frames (such as MineStudio's, imported as they are) sends
@@ -93,16 +94,20 @@ def _one_thread_kwargs() -> dict[str, int]:
 _REFORMAT_KW = _one_thread_kwargs()
 
 
-def _thread_decoder(name: str) -> tuple[av.CodecContext, VideoReformatter]:
+def _thread_decoder(name: str, pix_fmt: str | None = None) -> tuple[av.CodecContext, VideoReformatter]:
+    """This thread's decoder for ``name`` and columns coded as ``pix_fmt``: a decoder keeps the colour
+    description of the last stream that carried one (``flush_buffers`` does not reset it), so an RGB (``gbrp``)
+    stream would make a later YUV stream without one convert as full-range RGB."""
     decoders = getattr(_LOCAL, "decoders", None)
     if getattr(_LOCAL, "pid", None) != os.getpid() or decoders is None:
         decoders = _LOCAL.decoders = {}
         _LOCAL.pid = os.getpid()
-    if name not in decoders:
+    key = (name, pix_fmt == "gbrp")
+    if key not in decoders:
         ctx = av.CodecContext.create(name, "r")
         ctx.thread_count = 1
-        decoders[name] = (ctx, VideoReformatter())
-    return decoders[name]
+        decoders[key] = (ctx, VideoReformatter())
+    return decoders[key]
 
 
 def pack_packets(packets: list[bytes]) -> bytes:
@@ -234,7 +239,7 @@ class VideoCodec:
         packets = _unpack(payload)
         if stop == first:
             return out
-        ctx, reformatter = _thread_decoder(self.decoder)
+        ctx, reformatter = _thread_decoder(self.decoder, self.options.pix_fmt)
         try:
             part = (first > 0 or stop < n_rows) and self.decoder == "h264" and len(packets) == n_rows
             if not (part and self._decode_part(ctx, reformatter, packets, first, out)):

@@ -6,6 +6,7 @@
   items out (frames, actions, VPT agent actions, segmentation).
 - :mod:`.crowdplay`: CrowdPlay human-play datasets in; its processed trajectories and a preprocess preset.
 - :mod:`.d3rlpy`: a dataset or view out as a d3rlpy 2.x ``ReplayBuffer``.
+- :mod:`.lerobot`: LeRobot v3.0 datasets in (h264 kept as it is) and out; LeRobot's items with ``delta_timestamps``.
 
 Generic rooms (``format``, ``encodings``, ``writer``, ``storages``, ``events``,
 ``samplers``) import nothing from here (``tests/test_layering.py``).
