@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import multiprocessing.forkserver
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from typing import Any
 
 from torchrl_ext.format import read_event_log, read_manifest
 
-__all__ = ["KILL_EXIT", "kill_hook", "read_events", "run_cli", "run_killed", "tree_snapshot"]
+__all__ = ["KILL_EXIT", "built_once", "kill_hook", "read_events", "run_cli", "run_killed", "tree_snapshot"]
 
 KILL_EXIT = 17  # exit status of a child stopped by ``os._exit`` at its chosen call
 
@@ -47,9 +50,45 @@ def tree_snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
     return snap
 
 
+def built_once(tmp_path_factory: Any, name: str, build: Callable[[Path], Any]) -> Any:
+    """``build(directory)`` run once per test run, its value shared by every xdist worker.
+
+    For data the tests only read (a dataset, a source directory): under xdist
+    the first worker that asks builds it in a directory of the run's base
+    temporary directory (``name``, unique in the run), holding a lock, and
+    pickles the value (paths, plain data, storages that pickle by path) beside
+    it; the other workers wait for the lock and load the value. Without xdist
+    it is built in a new temporary directory of the session.
+
+    Args:
+        tmp_path_factory: pytest's ``tmp_path_factory``.
+        name: the data's name in the run.
+        build: makes the data in the empty directory it is given; returns the value.
+
+    Returns:
+        What ``build`` returned (a copy, in the workers that did not build it).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent / "built_once"  # the run's directory, above each worker's
+    shared.mkdir(exist_ok=True)
+    directory, value = shared / name, shared / f"{name}.pickle"
+    with open(shared / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if value.exists():
+            # Not a downloaded file: what a worker of this test run pickled.
+            return pickle.loads(value.read_bytes())
+        shutil.rmtree(directory, ignore_errors=True)  # left by a worker whose build failed
+        directory.mkdir()
+        result = build(directory)
+        value.with_suffix(".partial").write_bytes(pickle.dumps(result))
+        os.replace(value.with_suffix(".partial"), value)
+        return result
+
+
 def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool = False, group: bool = False,
                hooked: tuple[str, ...] = ("fsync", "rename", "replace"), **kwargs: Any) -> int:
-    """Runs ``fn(*args, **kwargs)`` in a forked child stopped at its ``kill_at``-th fsync/rename/replace call.
+    """Runs ``fn(*args, **kwargs)`` in a forked child stopped at its ``kill_at``-th call of a ``hooked`` function.
 
     The child is a fork of the test process (torch and the package already
     imported: no interpreter start per trial). It forgets the test process's
@@ -64,7 +103,7 @@ def run_killed(kill_at: int, fn: Callable[..., Any], *args: Any, sigkill: bool =
     on stderr).
 
     Args:
-        kill_at: the counted call that stops the child (1 = the first).
+        kill_at: the counted call that stops the child (1 = the first; 0 = none).
         fn: what the child runs.
         *args: ``fn``'s positional arguments.
         sigkill: stop by SIGKILL instead of ``os._exit(KILL_EXIT)``.

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import pytest
-from helpers import read_events
+from helpers import built_once, read_events
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.cli import main
@@ -36,9 +36,12 @@ def _direct(seed: int, max_steps: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def pong(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pong") / "ds"
-    generate(PONG, None, root, num_episodes=2, num_workers=2, max_steps=STEPS, seed=3, progress=False)
-    return ShardedStorage(root)
+    def build(directory):
+        generate(PONG, None, directory / "ds", num_episodes=2, num_workers=2, max_steps=STEPS, seed=3,
+                 progress=False)
+        return ShardedStorage(directory / "ds")
+
+    return built_once(tmp_path_factory, "generate_pong", build)
 
 
 @pytest.mark.parametrize("episode", [0, 1])

@@ -10,7 +10,7 @@ import signal
 
 import numpy as np
 import pytest
-from helpers import run_killed
+from helpers import built_once, run_killed
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.generate import generate
@@ -24,9 +24,11 @@ ARGS = dict(num_episodes=12, num_workers=2, max_steps=50, seed=3, shard_rows=7, 
 def reference(tmp_path_factory):
     from generate_test_envs import CountingEnv
 
-    root = tmp_path_factory.mktemp("ref") / "ds"
-    generate(CountingEnv, None, root, **ARGS)
-    return ShardedStorage(root)
+    def build(directory):
+        generate(CountingEnv, None, directory / "ds", **ARGS)
+        return ShardedStorage(directory / "ds")
+
+    return built_once(tmp_path_factory, "generate_kill_resume_reference", build)
 
 
 @pytest.mark.parametrize("kill_at", [int(k) for k in np.random.default_rng(11).integers(2, 60, 4)])

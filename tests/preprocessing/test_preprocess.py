@@ -103,6 +103,7 @@ def test_parallel_executors_give_the_same_values(source, tmp_path, executor):
     assert_same(out[:], expected(source, resize4))
 
 
+@pytest.mark.slow  # spawned workers, each importing torch
 def test_lambda_runs_in_worker_processes(source, tmp_path):
     fn = lambda td: td.set("observation", td["observation"] + 1)  # noqa: E731
     out = preprocess(source, fn, tmp_path / "out", num_workers=2, mp_start_method="spawn", pbar=False)

@@ -86,7 +86,7 @@ def test_bad_arguments(cls, kwargs, match):
 
 
 def test_missing_key_names_the_columns():
-    with pytest.raises(ValueError, match=r"the batch has no 'pixels' column \(found \['action', 'next', "):
+    with pytest.raises(ValueError, match=r"the batch has no 'pixels' column \(found \['action', 'next/observation', 'observation'\]\)"):
         ToFloat(key="pixels")(_batch(torch.zeros(1, 2, dtype=torch.uint8)))
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_killed
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
 from torchrl_ext.encodings import ChunkedColumnReader, ChunkedColumnWriter, ChunkIndex, EncodedChunks, Video, load_codec
@@ -127,21 +126,17 @@ def test_encoded_columns_with_different_boundaries_are_refused(tmp_path):
             w.add_episode(episode(6), encoded={"image": chunks_of(frames(6)), "depth": split})
 
 
-# The child commits shards holding episode 0 and the first 12 rows of episode 1, then dies.
-CRASH = """
-import os, sys, numpy as np
-sys.path.insert(0, sys.argv[2])
-from test_encoded_chunks import ShardWriter, OPTIONS, chunks_of, episode, frames
-w = ShardWriter.create(sys.argv[1], shard_rows=8, encodings={"image": OPTIONS})
-w.add_episode(episode(4), encoded={"image": chunks_of(frames(4))})
-w.add_episode(episode(14), encoded={"image": chunks_of(frames(14, first=4))})
-os._exit(0)
-"""
+def crash_after_two_episodes(root) -> None:
+    """Commits shards holding episode 0 and the first 12 rows of episode 1, then ends the process at once."""
+    w = ShardWriter.create(root, shard_rows=8, encodings={"image": OPTIONS})
+    w.add_episode(episode(4), encoded={"image": chunks_of(frames(4))})
+    w.add_episode(episode(14), encoded={"image": chunks_of(frames(14, first=4))})
+    os._exit(0)  # the writer open: nothing closed, nothing flushed
 
 
 def test_resume_copies_whole_chunks_as_stored(tmp_path):
     root = tmp_path / "ds"
-    subprocess.run([sys.executable, "-c", CRASH, str(root), str(Path(__file__).parent)], check=True)
+    assert run_killed(0, crash_after_two_episodes, root) == 0  # a forked child, never stopped by a counted call
     first = (root / "shards/000000/image.chunks").read_bytes()
     assert read_manifest(root).num_episodes == 1 and read_manifest(root).shards[0].rows == 8
     with ShardWriter.open(root) as w:  # the shard's 4 committed rows are copied into a new shard

@@ -7,8 +7,9 @@ frame) nor its end (the next frame after a final step is the episode's stored
 final frame, else zeros, the Atari DQN convention).
 
 Rows ``r - stack + 1 .. r + 1`` of a batch are one index array: the storage's
-reader gathers them in one call (an encoded frame is decoded once however many
-stacks hold it), into one ``[B, stack + 1, *frame]`` array whose views
+reader gathers each distinct row once, in row order (one copy per shard, or
+one decompression call), and one ``take`` lays them out as one
+``[B, stack + 1, *frame]`` array whose views
 ``[:, :stack]`` and ``[:, 1:]`` are the observation and the next observation
 (they share memory: write to a copy).
 """
@@ -21,14 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..encodings.frame_bytes import Workspace
 from ..format import Key
 from ..storages import ShardedStorage, ShardReader
 from ..validation import one_of, positive_int
 
-__all__ = ["FrameStack", "FrameStackStorage", "LAYOUTS", "torchrl_layout"]
+__all__ = ["LAYOUTS", "FrameStack", "FrameStackStorage", "torchrl_layout"]
 
 _PADS = ("zeros", "first")
 LAYOUTS = ("torchrl_ext", "torchrl")
+_workspace = Workspace()  # the distinct frames of a batch, kept per thread: no fresh pages per batch
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,12 @@ class FrameStack:
         if rebuilt:
             last = rows == reader.ep_last[episode]
             valid[:, stack] = ~last
-        frames = reader.gather_column(key, np.where(valid, want, rows[:, None]).reshape(-1))
-        frames = frames.reshape(rows.shape[0], width, *frames.shape[1:])
+        # Each distinct frame read once, in row order (one copy per shard, or one decompression call),
+        # then one take lays the stacks out.
+        distinct, where = np.unique(np.where(valid, want, rows[:, None]), return_inverse=True)
+        col = reader.manifest.column(key)
+        pool = reader.gather_column(key, distinct, _workspace.get("pool", (distinct.shape[0], *col.shape), col.dtype))
+        frames = np.take(pool, where.reshape(-1), axis=0, mode="clip").reshape(rows.shape[0], width, *pool.shape[1:])
         if not valid[:, :stack].all():
             frames[:, :stack][~valid[:, :stack]] = 0
         if rebuilt:

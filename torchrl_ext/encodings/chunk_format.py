@@ -45,8 +45,11 @@ stored, when encoded, as two files in the same directory:
     ``1 .. chunk_rows`` rows. It is ``60 + 20 * n_chunks`` bytes. Readers of
     version 1 only refuse it by its major version.
 
-Readers check the whole index when they open a column and a chunk's crc32
-before decoding it, so a damaged byte anywhere raises
+Readers check the whole index when they open a column. A zstd chunk read in a
+batch is checked by its frame header (magic number, content checksum flag,
+content size equal to its rows) and by zstd's content checksum as it decodes;
+any other chunk, and any chunk of a batch that fails, by its crc32 before it
+is decoded. So a damaged byte anywhere raises
 :class:`torchrl_ext.format.FormatError` instead of returning wrong rows.
 
 The column's checksum (for the shard's checksum) is the crc32 of the bytes of

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch_decode import Block, decode_chunk_range, gather_blocks
+from .batch_decode import ZstdColumn
 from .cache import DecodedChunkCache
 from .chunk_decoder import ChunkDecoder
 from .chunk_files import ChunkFiles
@@ -98,6 +98,7 @@ class ChunkedColumnReader:
         self._index = self._files.index
         self._decoder = ChunkDecoder(self._files, self.codec, cache, threads)
         self._batched = isinstance(self.options, Zstd)
+        self._column: ZstdColumn | None = None
 
     @property
     def files(self) -> ChunkFiles:
@@ -112,8 +113,13 @@ class ChunkedColumnReader:
     @property
     def batched(self) -> bool:
         """True when a batch over several shards of this column decodes in one call
-        (:func:`~.batch_decode.gather_blocks`): the zstd codec."""
+        (:class:`~.batch_decode.ZstdColumn`): the zstd codec."""
         return self._batched
+
+    def _zstd(self) -> ZstdColumn:
+        if self._column is None:
+            self._column = ZstdColumn([self])
+        return self._column
 
     @property
     def cache(self) -> DecodedChunkCache | None:
@@ -176,7 +182,7 @@ class ChunkedColumnReader:
         if lo < 0 or hi >= self.rows:
             raise IndexError(f"`local_rows` must lie in [0, {self.rows}), got values in [{lo}, {hi}]")
         if self._batched:
-            return gather_blocks([Block.plan(self, idx)], out)
+            return self._zstd().gather(np.zeros(1, np.int64), np.array([0, n]), idx, None, out)
         chunk, within = self._index.locate(idx)
         decoder = self._decoder
         direct = decoder.cache is None and isinstance(self.options, Video)
@@ -227,7 +233,7 @@ class ChunkedColumnReader:
         if self._batched and stop > start:  # whole chunks in one call; the rows are a view of them
             first, last = index.chunk_of(start), index.chunk_of(stop - 1)
             at = index.chunk_start(first)
-            return decode_chunk_range(self, first, last)[start - at : stop - at]
+            return self._zstd().read(0, first, last)[start - at : stop - at]
         out = np.empty((stop - start, *self.shape), dtype=self.dtype)
         if stop == start:
             return out
@@ -264,6 +270,7 @@ class ChunkedColumnReader:
 
     def close(self) -> None:
         """Releases the memory map and the decoding threads."""
+        self._column = None
         self._decoder.close()
         self._files.close()
 

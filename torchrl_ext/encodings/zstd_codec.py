@@ -96,7 +96,7 @@ class ZstdCodec:
         out[...] = rows[first : first + len(out)]
         return out
 
-    def decode_frames(self, frames: np.ndarray, out: np.ndarray, last_size: int) -> None:
+    def decode_frames(self, frames: bytes | memoryview | np.ndarray, out: np.ndarray, last_size: int) -> None:
         """Decompresses concatenated whole frames straight into ``out`` in one call (the GIL released).
 
         zstd checks each frame's content size and content checksum as it goes;
@@ -106,7 +106,7 @@ class ZstdCodec:
         error to zstd, and its checksum would go unchecked.
 
         Args:
-            frames: the frames' bytes, back to back (a contiguous uint8 array).
+            frames: the frames' bytes, back to back (any contiguous buffer).
             out: a C-contiguous writable array; its bytes receive the content.
             last_size: bytes of the last frame.
 
@@ -117,7 +117,7 @@ class ZstdCodec:
         >>> codec = ZstdCodec(Zstd(), np.dtype("uint8"), (3,))
         >>> a, b = codec.encode(np.arange(6, dtype=np.uint8).reshape(2, 3)), codec.encode(np.full((1, 3), 9, np.uint8))
         >>> out = np.empty((3, 3), np.uint8)
-        >>> codec.decode_frames(np.frombuffer(a + b, np.uint8), out, len(b))
+        >>> codec.decode_frames(a + b, out, len(b))
         >>> out.tolist()
         [[0, 1, 2], [3, 4, 5], [9, 9, 9]]
         """
@@ -128,7 +128,8 @@ class ZstdCodec:
             got = reader.readinto(view)
             extra = reader.readinto(bytearray(1)) if got == view.nbytes else 0  # bytes left over
             if got == view.nbytes and not extra:
-                dctx.decompress(frames[len(frames) - last_size :], allow_extra_data=False)
+                whole = memoryview(frames).cast("B")
+                dctx.decompress(whole[len(whole) - last_size :], allow_extra_data=False)
         except zstandard.ZstdError as err:
             raise ValueError(f"zstd decompression failed ({err})") from err
         if got != view.nbytes or extra:

@@ -34,7 +34,7 @@ from .integrity import ShardChecks, check_episode_table
 from .routing import Route, gather, index_rows, route
 from .shard_files import ShardFiles, ensure_open_files  # noqa: F401 (ensure_open_files lived here)
 
-__all__ = ["ShardReader", "VERIFY_MODES"]
+__all__ = ["VERIFY_MODES", "ShardReader"]
 
 VERIFY_MODES = ("off", "first-read", "open")
 
@@ -101,6 +101,7 @@ class ShardReader:
         self._sources, self._cached, self._finals = files.sources, files.cached, files.finals
         self._shards, self.offsets = files.shards, files.offsets
         self._episode_ids = None
+        self._zstd_columns: dict[Key, Any] = {}
 
     def _load_episodes(self, manifest: Manifest) -> None:
         table = EpisodeTable.from_dataset(self.root, manifest.episodes)
@@ -175,12 +176,7 @@ class ShardReader:
             sources[r.single].gather(r.local, out)
             return out
         if sources[0].batched:  # one decompression call for every touched shard
-            from ..encodings.batch_decode import Block, gather_blocks
-
-            bounds = r.bounds.tolist()
-            blocks = [Block.plan(sources[s], r.local[a:b])
-                      for s, a, b in zip(r.shards.tolist(), bounds[:-1], bounds[1:])]
-            return gather_blocks(blocks, out, r.order)
+            return self._zstd_column(key, sources).gather(r.shards, r.bounds, r.local, r.order, out)
         for g, shard in enumerate(r.shards.tolist()):
             a, b = int(r.bounds[g]), int(r.bounds[g + 1])
             part = np.empty((b - a, *out.shape[1:]), out.dtype)
@@ -188,11 +184,21 @@ class ShardReader:
             out[r.order[a:b]] = part
         return out
 
-    def gather_column(self, key: Key, rows: np.ndarray) -> np.ndarray:
+    def _zstd_column(self, key: Key, sources: list[Any]) -> Any:
+        """The zstd column over every opened shard of ``key`` (built again when shards were added)."""
+        column = self._zstd_columns.get(key)
+        if column is None or len(column.readers) != len(sources) or column.readers[0] is not sources[0]:
+            from ..encodings.batch_decode import ZstdColumn
+
+            column = self._zstd_columns[key] = ZstdColumn(list(sources))
+        return column
+
+    def gather_column(self, key: Key, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Values of one stored column at in-range global ``rows`` (int64 ``[n]``; repeats allowed, an
-        encoded row is decoded once however often it is asked for)."""
+        encoded row is decoded once however often it is asked for), into ``out`` when given."""
         col = self.manifest.column(key)
-        out = np.empty((rows.shape[0], *col.shape), dtype=col.dtype)
+        if out is None:
+            out = np.empty((rows.shape[0], *col.shape), dtype=col.dtype)
         if key in self._cached:
             return np.take(self._cached[key], rows, axis=0, out=out, mode="clip")
         return self._gather(key, route(self.offsets, rows), out)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Route", "route", "gather", "index_rows"]
+__all__ = ["Route", "gather", "index_rows", "route"]
 
 
 def index_rows(index: Any, n: int) -> np.ndarray:
@@ -83,6 +83,7 @@ def route(offsets: np.ndarray, idx: np.ndarray) -> Route:
 
 
 _MIN_RUN = 16  # average run length from which slice copies beat a fancy-index gather
+_ROWS_PER_SHARD_FOR_TAKE = 5  # rows per touched shard from which one gather per shard beats row copies
 
 
 def _runs(local: np.ndarray, dest: np.ndarray | None = None) -> np.ndarray | None:
@@ -103,13 +104,13 @@ def _runs(local: np.ndarray, dest: np.ndarray | None = None) -> np.ndarray | Non
 def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
     """Copies the routed rows of per-shard arrays ``maps`` into ``out`` (request order).
 
-    One shard: one ``take`` straight into ``out``. Several shards: one
-    ``take`` per touched shard into a buffer in shard order, then one
-    ``take`` from it into ``out`` in request order; mostly one row per shard:
-    one row copy each. Requests made of long runs of consecutive rows
-    (windows, slices) are copied run by run with plain slices. Every
-    ``take`` uses ``mode="clip"`` (the rows are in range): in its default
-    mode numpy buffers a ``take`` into ``out``, copying every row twice.
+    One shard, or requests already in shard order: one ``take`` per touched
+    shard straight into ``out`` (one copy per row). Otherwise each shard's
+    rows are gathered, then put in request order; few rows per shard: one
+    row copy each. Requests made of long runs of consecutive rows
+    (windows, slices) are copied run by run with plain slices. A ``take``
+    into ``out`` uses ``mode="clip"`` (the rows are in range): in its default
+    mode numpy buffers it, copying every row twice.
     """
     if r.single >= 0:
         src = maps[r.single]
@@ -122,17 +123,16 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
                 out[a:b] = src[first:first + b - a]
         return out
     order, local, bounds = r.order, r.local, r.bounds
-    if 2 * r.shards.shape[0] > local.shape[0]:
-        # Mostly one row per shard (random rows over many shards): one Python step per row,
-        # with plain ints, whatever the number of shards.
+    if _ROWS_PER_SHARD_FOR_TAKE * r.shards.shape[0] > local.shape[0]:
+        # Few rows per shard (random rows over many shards): one Python step per row, with plain
+        # ints, costs less than a few numpy calls per shard.
         sizes = np.diff(bounds)
         shard_of = np.repeat(r.shards, sizes).tolist()
         for dst, shard, row in zip(order.tolist(), shard_of, local.tolist()):
             out[dst] = maps[shard][row]
         return out
+    in_order = bool((order[1:] > order[:-1]).all())  # rows asked in shard order (sorted rows)
     bounds_l, shards_l = bounds.tolist(), r.shards.tolist()
-    in_shard_order = np.empty_like(out)
-    pending = []  # groups copied into `in_shard_order`, still to be put in request order
     for g, shard in enumerate(shards_l):
         a, b = bounds_l[g], bounds_l[g + 1]
         src = maps[shard]
@@ -141,17 +141,12 @@ def gather(maps: list[np.ndarray], r: Route, out: np.ndarray) -> np.ndarray:
             continue
         runs = _runs(local[a:b], order[a:b])
         if runs is None:
-            np.take(src, local[a:b], axis=0, out=in_shard_order[a:b], mode="clip")
-            pending.append((a, b))
+            if in_order:
+                np.take(src, local[a:b], axis=0, out=out[a:b], mode="clip")
+            else:  # numpy's fastest for scattered destinations: gather, then scatter
+                out[order[a:b]] = src[local[a:b]]
             continue
         for p, q in zip(runs[:-1].tolist(), runs[1:].tolist()):
             first, dest = int(local[a + p]), int(order[a + p])
             out[dest:dest + q - p] = src[first:first + q - p]
-    if len(pending) == len(shards_l):
-        where = np.empty_like(order)
-        where[order] = np.arange(order.shape[0])
-        np.take(in_shard_order, where, axis=0, out=out, mode="clip")
-    else:
-        for a, b in pending:
-            out[order[a:b]] = in_shard_order[a:b]
     return out

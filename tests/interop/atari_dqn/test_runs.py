@@ -8,7 +8,7 @@ import signal
 
 import pytest
 from gcs_server import upload_tree
-from helpers import assert_same_datasets, run_killed
+from helpers import assert_same_datasets, built_once, run_killed
 from interop.atari_dqn.replay_logs_maker import make_replay_logs
 
 from torchrl_ext import ShardedStorage, ShardWriter, read_manifest
@@ -29,13 +29,16 @@ RUNS = {"Pong/1": 31, "Pong/2": 32, "Breakout/1": 33}
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     """Replay logs of three runs in the bucket layout, and a reference conversion of each."""
-    base = tmp_path_factory.mktemp("logs")
-    ref = tmp_path_factory.mktemp("ref")
-    for run_id, seed in RUNS.items():
-        make_replay_logs(base / run_id, capacity=C, num_episodes=16, mean_len=40, obs_shape=SMALL, seed=seed)
-        game, run = run_id.split("/")
-        convert_replay_logs(base / run_id, ref / run_id, game=game, run=int(run), shard_bytes=3000, progress=False)
-    return base, ref
+    def build(directory):
+        base, ref = directory / "logs", directory / "ref"
+        for run_id, seed in RUNS.items():
+            make_replay_logs(base / run_id, capacity=C, num_episodes=16, mean_len=40, obs_shape=SMALL, seed=seed)
+            game, run = run_id.split("/")
+            convert_replay_logs(base / run_id, ref / run_id, game=game, run=int(run), shard_bytes=3000,
+                                progress=False)
+        return base, ref
+
+    return built_once(tmp_path_factory, "atari_dqn_runs_logs", build)
 
 
 # ---------------------------------------------------------------------- streaming from a bucket
@@ -105,6 +108,7 @@ def test_progress_callback_counts_frames_of_every_checkpoint_up_to_the_total(log
 
 
 # ---------------------------------------------------------------------- many runs
+@pytest.mark.slow  # spawned workers and manager, each importing torch
 def test_process_executor_converts_each_run(logs, tmp_path):
     base, ref = logs
     paths = convert_atari_runs(list(RUNS), tmp_path, num_workers=2, local_dir=base, shard_bytes=3000, progress=False)
@@ -114,6 +118,7 @@ def test_process_executor_converts_each_run(logs, tmp_path):
         assert (tmp_path / run_id / DONE_NAME).is_file()
 
 
+@pytest.mark.slow  # spawned workers and manager, each importing torch
 def test_failed_run_is_reported_and_the_others_finish(logs, tmp_path):
     base, ref = logs
     (tmp_path / "logs" / "Pong").mkdir(parents=True)

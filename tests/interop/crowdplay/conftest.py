@@ -1,8 +1,9 @@
-"""A CrowdPlay-layout dataset from real ALE frames, made and imported once per test run."""
+"""A CrowdPlay-layout dataset from real ALE frames, made and imported once per test run (once for all workers)."""
 
 from __future__ import annotations
 
 import pytest
+from helpers import built_once
 from torchrl_ext.interop.crowdplay.maker import crowdplay_episodes, make_crowdplay_dir
 
 from torchrl_ext.interop.crowdplay import import_crowdplay
@@ -15,9 +16,10 @@ def cp_episodes():
 
 @pytest.fixture(scope="session")
 def cp_dir(tmp_path_factory):
-    return make_crowdplay_dir(tmp_path_factory.mktemp("crowdplay") / "cp")
+    return built_once(tmp_path_factory, "crowdplay", lambda d: make_crowdplay_dir(d / "cp"))
 
 
 @pytest.fixture(scope="session")
 def cp_storage(cp_dir, tmp_path_factory):
-    return import_crowdplay(cp_dir, tmp_path_factory.mktemp("imported") / "ds", shard_rows=64, progress=False)
+    return built_once(tmp_path_factory, "crowdplay_imported",
+                      lambda d: import_crowdplay(cp_dir, d / "ds", shard_rows=64, progress=False))

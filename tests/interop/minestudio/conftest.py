@@ -1,4 +1,4 @@
-"""A MineStudio-layout dataset and its import, shared by the MineStudio tests."""
+"""A MineStudio-layout dataset and its import, shared by the MineStudio tests (built once for all workers)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("lmdb")
 pytest.importorskip("av")
 
+from helpers import built_once
 from interop.minestudio.ms_maker import write_minestudio_dataset
 
 from torchrl_ext.interop.minestudio import import_minestudio
@@ -15,12 +16,16 @@ from torchrl_ext.interop.minestudio import import_minestudio
 @pytest.fixture(scope="session")
 def ms_dataset(tmp_path_factory):
     """``(directory, [(name, episode number, frames), ...])`` of a 3-episode MineStudio dataset, 64x64 frames."""
-    root = tmp_path_factory.mktemp("minestudio") / "dataset_6xx"
-    return root, write_minestudio_dataset(root)
+    def build(directory):
+        return directory / "dataset_6xx", write_minestudio_dataset(directory / "dataset_6xx")
+
+    return built_once(tmp_path_factory, "minestudio", build)
 
 
 @pytest.fixture(scope="session")
 def imported(ms_dataset, tmp_path_factory):
     """``(root, ImportStats)`` of the dataset imported with passthrough."""
-    root = tmp_path_factory.mktemp("imported") / "ds"
-    return root, import_minestudio(ms_dataset[0], root, progress=False)
+    def build(directory):
+        return directory / "ds", import_minestudio(ms_dataset[0], directory / "ds", progress=False)
+
+    return built_once(tmp_path_factory, "minestudio_imported", build)

@@ -8,6 +8,7 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("lmdb")
 
+from helpers import built_once
 from interop.minestudio.ms_maker import write_minestudio_dataset
 
 from torchrl_ext import ShardedStorage
@@ -17,10 +18,13 @@ from torchrl_ext.interop.minestudio import import_minestudio
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
-    base = tmp_path_factory.mktemp("frames")
-    write_minestudio_dataset(base / "src", (96, 64), names=["f-player0-100", "f-player1-101"])
-    import_minestudio(base / "src", base / "root", progress=False, shard_rows=64)  # the first episode straddles shards
-    storage = ShardedStorage(base / "root")
+    def build(base):
+        write_minestudio_dataset(base / "src", (96, 64), names=["f-player0-100", "f-player1-101"])
+        # shards of 64 rows: the first episode straddles two
+        import_minestudio(base / "src", base / "root", progress=False, shard_rows=64)
+        return ShardedStorage(base / "root")
+
+    storage = built_once(tmp_path_factory, "minestudio_frames", build)
     assert storage.num_shards == 3
     return storage
 

@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("lmdb")
 pytest.importorskip("cv2")
 
+from helpers import built_once
 from interop.minestudio.minestudio_reference import (
     ReferenceEventDataset,
     assert_items_match,
@@ -20,6 +21,7 @@ from interop.minestudio.ms_maker import write_minestudio_dataset
 from torchrl.data import TensorDictReplayBuffer
 
 from torchrl_ext import ShardedStorage
+from torchrl_ext.datasets import loader_context
 from torchrl_ext.events import EventWindowDataset
 from torchrl_ext.events import batchify as our_batchify
 from torchrl_ext.interop.minestudio.vpt_actions import BUTTONS, agent_action
@@ -30,14 +32,16 @@ from torchrl_ext.interop.minestudio import MineStudioItems, import_minestudio
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """Two MineStudio directories and their imports (one root each)."""
-    base = tmp_path_factory.mktemp("ms")
-    pairs = []
-    for k, lengths in enumerate([(288, 192, 320), (256,)]):
-        src = base / f"src{k}"
-        write_minestudio_dataset(src, lengths, names=[f"d{k}-player{e}-{100 + e}" for e in range(len(lengths))])
-        import_minestudio(src, base / f"root{k}", progress=False)
-        pairs.append((src, base / f"root{k}"))
-    return pairs
+    def build(base):
+        pairs = []
+        for k, lengths in enumerate([(288, 192, 320), (256,)]):
+            src = base / f"src{k}"
+            write_minestudio_dataset(src, lengths, names=[f"d{k}-player{e}-{100 + e}" for e in range(len(lengths))])
+            import_minestudio(src, base / f"root{k}", progress=False)
+            pairs.append((src, base / f"root{k}"))
+        return pairs
+
+    return built_once(tmp_path_factory, "minestudio_items", build)
 
 
 class ImageKernelCallback:  # duck-typed like MineStudio's callback objects
@@ -115,7 +119,10 @@ def test_loader_batches_equal_minestudio_items(dirs, workers):
     ours_args, callbacks, window = CASES["image+action"]
     ds = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
     ref = ReferenceEventDataset([src for src, _ in dirs], callbacks, **window)
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=our_batchify)
+    # workers from the fork server get the dataset pickled, as spawned ones do, without importing torch each
+    context = loader_context("forkserver") if workers else None
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=our_batchify,
+                                         multiprocessing_context=context)
     for k, batch in enumerate(loader):  # batches of one root and batches mixing both
         want = batchify([ref[i] for i in range(3 * k, min(3 * k + 3, len(ref)))])
         assert_same(batch, want, f"batch {k}")

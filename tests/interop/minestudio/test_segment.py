@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import lmdb
 import numpy as np
 import pytest
 import torch
-from interop.minestudio.ms_maker import KILLED_IMPORT, segment_mask, segments_of, write_minestudio_dataset
+from helpers import KILL_EXIT, built_once, run_killed
+from interop.minestudio.ms_maker import segment_mask, segments_of, write_minestudio_dataset
 
 from torchrl_ext import ShardedStorage
 from torchrl_ext.format import FormatError
@@ -29,10 +28,12 @@ from torchrl_ext.sources.safe_pickle import UnsafePickleError
 @pytest.fixture(scope="module")
 def seg_dataset(tmp_path_factory):
     """``(directory, episodes, root, stats)``: 3 episodes with a ``segmentation/`` folder, imported."""
-    base = tmp_path_factory.mktemp("ms_segment")
-    episodes = write_minestudio_dataset(base / "src", segment="segmentation")
-    stats = import_minestudio(base / "src", base / "ds", progress=False)
-    return base / "src", episodes, base / "ds", stats
+    def build(base):
+        episodes = write_minestudio_dataset(base / "src", segment="segmentation")
+        stats = import_minestudio(base / "src", base / "ds", progress=False)
+        return base / "src", episodes, base / "ds", stats
+
+    return built_once(tmp_path_factory, "minestudio_segment", build)
 
 
 def naive_walk(frames):
@@ -218,8 +219,8 @@ def test_truncated_segment_lmdb_is_a_clear_error(tmp_path):
 def test_killed_import_with_segmentation_resumes_to_the_same_dataset(seg_dataset, tmp_path):
     src, _, ref, _ = seg_dataset
     root = tmp_path / "ds"
-    proc = subprocess.run([sys.executable, "-c", KILLED_IMPORT, str(src), str(root), "170"], capture_output=True)
-    assert proc.returncode == 17, proc.stderr.decode()[-2000:]
+    # stopped at its 170th fsync; shards of 128 rows, so episodes straddle shards and a resume copies a prefix
+    assert run_killed(170, import_minestudio, src, root, progress=False, shard_rows=128, hooked=("fsync",)) == KILL_EXIT
     kept = ShardedStorage(root).num_episodes
     stats = import_minestudio(src, root, progress=False)
     assert 1 <= stats.kept == kept < 3 and stats.kept + stats.episodes == 3

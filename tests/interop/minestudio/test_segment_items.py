@@ -11,9 +11,11 @@ import torch
 pytest.importorskip("lmdb")
 pytest.importorskip("cv2")
 
+from helpers import built_once
 from interop.minestudio.minestudio_reference import ReferenceEventDataset, assert_items_match, assert_same, batchify
 from interop.minestudio.ms_maker import write_minestudio_dataset
 
+from torchrl_ext.datasets import loader_context
 from torchrl_ext.events import EventWindowDataset
 from torchrl_ext.events import batchify as our_batchify
 from torchrl_ext.format import FormatError
@@ -23,15 +25,17 @@ from torchrl_ext.interop.minestudio import close_envs, import_minestudio, rle_en
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """Two MineStudio directories with segmentation (``segment/`` and ``segmentation/``) and their imports."""
-    base = tmp_path_factory.mktemp("ms_seg")
-    pairs = []
-    for k, (lengths, folder) in enumerate([((288, 192, 320), "segment"), ((256,), "segmentation")]):
-        src = base / f"src{k}"
-        write_minestudio_dataset(src, lengths, names=[f"s{k}-player{e}-{100 + e}" for e in range(len(lengths))],
-                                 segment=folder)
-        import_minestudio(src, base / f"root{k}", progress=False)
-        pairs.append((src, base / f"root{k}"))
-    return pairs
+    def build(base):
+        pairs = []
+        for k, (lengths, folder) in enumerate([((288, 192, 320), "segment"), ((256,), "segmentation")]):
+            src = base / f"src{k}"
+            write_minestudio_dataset(src, lengths, names=[f"s{k}-player{e}-{100 + e}" for e in range(len(lengths))],
+                                     segment=folder)
+            import_minestudio(src, base / f"root{k}", progress=False)
+            pairs.append((src, base / f"root{k}"))
+        return pairs
+
+    return built_once(tmp_path_factory, "minestudio_segment_items", build)
 
 
 class SegmentationKernelCallback:  # duck-typed like MineStudio's: its size is `width` x `height`
@@ -97,7 +101,9 @@ def test_batchify_matches_minestudio(dirs):
     ds = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)
     items = [ds[i] for i in range(4)]
     assert_same(our_batchify(items), batchify(items), "batch")
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1, collate_fn=our_batchify)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=1, collate_fn=our_batchify,
+                                         multiprocessing_context=loader_context("forkserver"))  # dataset pickled
+    batch = next(iter(loader))
     assert_same(batch, batchify(items[:3]), "loader batch")
 
 

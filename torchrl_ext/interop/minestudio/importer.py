@@ -312,8 +312,10 @@ def import_minestudio(
         ValueError: ``root`` holds another dataset, or bad arguments.
 
     Example:
-        >>> from torchrl_ext.interop.minestudio import import_minestudio  # doctest: +SKIP
-        >>> stats = import_minestudio(["/data/minestudio-10xx"], "/data/ms10xx")  # doctest: +SKIP
+        >>> import tempfile; from torchrl_ext.interop.minestudio import write_minestudio_dataset
+        >>> work = tempfile.mkdtemp(); _ = write_minestudio_dataset(f"{work}/ms", lengths=(32, 64))  # its layout
+        >>> stats = import_minestudio([f"{work}/ms"], f"{work}/ds", progress=False); stats.episodes, stats.frames
+        (2, 96)
     """
     try:
         return _import(dataset_dirs, root, modalities, meta_fields, shard_rows, passthrough, crf, preset,
