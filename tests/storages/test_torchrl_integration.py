@@ -66,7 +66,11 @@ def test_slice_sampler_slices_stay_in_one_episode(datasets, kwargs):
         kwargs = dict(trajectories=storage.episodes, cache_values=True)
         assert storage.episodes.tolist() == ref[0].tolist()
     rb = TensorDictReplayBuffer(storage=storage, sampler=SliceSampler(slice_len=4, **kwargs), batch_size=16)
-    batch = rb.sample().reshape(4, 4)
+    if "trajectories" in kwargs:
+        batch = rb.sample().reshape(4, 4)
+    else:  # TorchRL scans every row for episode ends, and the storage says so
+        with pytest.warns(UserWarning, match=r"SliceSampler without `trajectories=` reads all \d+ rows"):
+            batch = rb.sample().reshape(4, 4)
     ep, st = batch["episode"], batch["step"]
     assert (ep == ep[:, :1]).all()
     assert (st[:, 1:] - st[:, :-1] == 1).all()
