@@ -48,6 +48,7 @@ __all__ = [
     "dataset_dir",
     "open_inside",
     "read_inside",
+    "read_json_object",
     "open_regular",
     "ResolvedRoot",
     "resolved_root",
@@ -243,3 +244,29 @@ def read_inside(root: str | os.PathLike, path: str | os.PathLike) -> bytes:
     """The bytes of ``path``, a regular file of the dataset at ``root`` (see :func:`open_inside`)."""
     with open_inside(root, path) as f:
         return f.read()
+
+
+def read_json_object(root: str | os.PathLike, path: str | os.PathLike, *, max_bytes: int,
+                     expected: str) -> dict[str, Any]:
+    """A JSON object from ``path``, a regular file inside ``root``, read up to ``max_bytes``.
+
+    For metadata files of datasets from elsewhere: the size is capped before
+    parsing, and every failure is one :class:`FormatError` naming the file and
+    ``expected`` (what the file should have been, e.g. ``"LeRobot's info.json"``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        FormatError: outside ``root``, not a regular file, too large, not JSON, or not an object.
+    """
+    with open_inside(root, path) as f:
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise FormatError(f"{path}: more than {max_bytes} bytes of JSON; expected {expected}")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{path}: not valid JSON ({type(err).__name__}); expected {expected}") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: expected a JSON object ({expected}), found {type(value).__name__}")
+    return value
+

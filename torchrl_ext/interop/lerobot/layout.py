@@ -31,7 +31,6 @@ Each failure is one :class:`~torchrl_ext.format.FormatError` naming the file.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ...format import FormatError
-from ...format.files import inside_root, open_inside
+from ...format.files import inside_root, open_inside, read_json_object
 
 __all__ = [
     "CODEBASE_VERSION",
@@ -130,20 +129,10 @@ class EpisodeRef:
 def _json(root: Path, rel: str) -> dict:
     path = root / rel
     try:
-        with open_inside(root, path) as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
+        return read_json_object(root, path, max_bytes=MAX_JSON_BYTES, expected=f"LeRobot's {path.name}; {_FIX}")
     except FileNotFoundError:
         raise FormatError(f"{path}: missing; expected a LeRobot v3.0 dataset directory (meta/info.json, "
                           "meta/episodes/, data/)") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise FormatError(f"{path}: more than {MAX_JSON_BYTES} bytes; expected LeRobot's info.json")
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as err:
-        raise FormatError(f"{path}: not valid JSON ({type(err).__name__}); {_FIX}") from None
-    if not isinstance(value, dict):
-        raise FormatError(f"{path}: expected a JSON object, found {type(value).__name__}; {_FIX}")
-    return value
 
 
 def _int(value: Any, where: str, lo: int = 0, hi: int = 1 << 62) -> int:

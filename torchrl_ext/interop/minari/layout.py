@@ -19,21 +19,21 @@ order). An episode of ``T`` steps holds ``T + 1`` observations and infos
 truncations. Image leaves (:attr:`.spaces.Space.image`) are JPEG bytes per
 frame when ``jpeg_encoding`` is true.
 
-Every file is opened with :func:`torchrl_ext.format.open_regular` without
+Every file is opened (:func:`torchrl_ext.format.open_regular`, :func:`~torchrl_ext.format.files.open_inside`) without
 following a symlink, so a link, FIFO or device is refused before it is read;
 ``metadata.json`` files are read up to :data:`MAX_JSON_BYTES`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...format import FormatError, open_regular
+from ...format import FormatError
+from ...format.files import read_json_object
 from ...validation import user_path
 from .spaces import Space, compact, key_name, leaves, parse_space
 
@@ -58,20 +58,13 @@ def datasets_root() -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file of the Minari dataset: a regular file (no symlink) of at most :data:`MAX_JSON_BYTES`.
+    """A JSON object of the Minari dataset: a regular file (no symlink) of at most :data:`MAX_JSON_BYTES`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        FormatError: a symlink, not a regular file, too large, or not JSON.
+        FormatError: a symlink, not a regular file, too large, or not a JSON object.
     """
-    with open_regular(path, follow=False) as f:
-        data = f.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise FormatError(f"{path}: larger than {MAX_JSON_BYTES} bytes; not a Minari metadata file")
-    try:
-        return json.loads(data)
-    except ValueError as err:  # UnicodeDecodeError included
-        raise FormatError(f"{path}: not JSON ({err}); the file is damaged") from None
+    return read_json_object(path.parent, path, max_bytes=MAX_JSON_BYTES, expected="a Minari metadata file")
 
 
 def _data_dir(name_or_dir: str | os.PathLike) -> Path:

@@ -25,7 +25,6 @@ entries, ``prefetch.pkl``) is skipped, never loaded.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ...format import FormatError
-from ...format.files import inside_root, open_inside
+from ...format.files import inside_root, open_inside, read_json_object
 from ...validation import user_path
 
 __all__ = ["BufferColumns", "read_buffer_dir"]
@@ -64,17 +63,7 @@ class BufferColumns:
 
 
 def _json(root: Path, path: Path) -> dict:
-    with open_inside(root, path) as f:
-        raw = f.read(MAX_JSON_BYTES + 1)
-    if len(raw) > MAX_JSON_BYTES:
-        raise FormatError(f"{path}: more than {MAX_JSON_BYTES} bytes of JSON; expected TensorDict metadata")
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as err:
-        raise FormatError(f"{path}: not valid JSON ({type(err).__name__}); expected TensorDict metadata") from None
-    if not isinstance(value, dict):
-        raise FormatError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
+    return read_json_object(root, path, max_bytes=MAX_JSON_BYTES, expected="TensorDict metadata")
 
 
 def _shape(value: object, where: str) -> tuple[int, ...]:
