@@ -110,11 +110,14 @@ class FaultServer:
     ``"ok"``       the bytes asked for.
     ``"reset"``    sends ``limit`` bytes of the body (after full headers), then a TCP reset
                    (the client may drop the bytes it had not read yet).
-    ``"close"``    sends ``limit`` bytes of the body, then closes cleanly (short body).
+    ``"close"``    sends ``limit`` bytes of the body, then closes cleanly (short body); a
+                   retry from where it stopped gets the next ``limit`` bytes.
     ``"short"``    a complete response of only the first ``limit`` bytes.
     ``"wrong"``    the right number of bytes, every one inverted.
-    ``"stall"``    sends ``limit`` bytes, then nothing until the server stops (the client
-                   keeps only the whole read chunks it received).
+    ``"stall"``    sends the body up to byte ``limit`` of the object, then nothing until the
+                   server stops (the client keeps only the whole read chunks it received). A
+                   retry from byte ``start`` (``Range``) gets ``limit - start`` bytes, none past
+                   ``limit``: the download can never finish, however fast the client retries.
     ``"silent"``   reads the request and answers nothing, not even a status line, until the
                    server stops.
 
@@ -258,7 +261,9 @@ def _fault_handler(fs: FaultServer) -> type:
             if fs.media == "wrong":
                 self.wfile.write(bytes(b ^ 0xFF for b in body))
                 return
-            self.wfile.write(body[: fs.limit])
+            # reset/close: `limit` bytes per response (a retry from where it stopped gets the next ones);
+            # stall: never past byte `limit` of the object, so a resumed request makes no progress either
+            self.wfile.write(body[: max(0, fs.limit - start) if fs.media == "stall" else fs.limit])
             self.wfile.flush()
             if fs.media == "stall":
                 fs.stopped.wait()
