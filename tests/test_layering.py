@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "torchrl_ext"
 # Lowest first. A room may import rooms of its own layer or below, never above.
 LAYERS: list[set[str]] = [
     {"format", "compat", "validation", "parent_watch", "moved_paths", "progress", "torchrl_registry"},
-    {"encodings"},
+    {"encodings", "remote"},
     {"writer", "storages"},
     {"events", "samplers"},
     {"sources", "datasets", "generate", "preprocessing", "export", "synthetic", "testing", "interop"},

@@ -48,6 +48,9 @@ MOVED_MODULES: dict[str, str] = {
     "torchrl_ext.writer.episodes": "torchrl_ext.format.episodes",
     "torchrl_ext.storages.filters": "torchrl_ext.format.episode_filters",
     "torchrl_ext.writer.add_metadata": "torchrl_ext.preprocessing.add_metadata",
+    "torchrl_ext.sources.gcs_errors": "torchrl_ext.remote.gcs_errors",
+    "torchrl_ext.sources.gcs_fetch": "torchrl_ext.remote.gcs_fetch",
+    "torchrl_ext.sources.gcs_retry": "torchrl_ext.remote.gcs_retry",
 }
 
 

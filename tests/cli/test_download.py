@@ -13,7 +13,7 @@ import pytest
 from torchrl_ext.cli import build_parser, cli_text, main
 from torchrl_ext.cli.download import parse_checkpoints
 from torchrl_ext.interop.atari_dqn import prepare_atari_dqn
-from torchrl_ext.sources.gcs_errors import SourceUnreachableError
+from torchrl_ext.remote.gcs_errors import SourceUnreachableError
 
 LISTING = "gs://atari-replay-datasets/dqn/Pong/1/replay_logs/"
 

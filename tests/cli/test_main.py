@@ -135,9 +135,9 @@ def test_exit_codes(err, code):
     import builtins
 
     import torchrl_ext.format
-    import torchrl_ext.sources.gcs_errors
+    import torchrl_ext.remote.gcs_errors
 
-    cls = (getattr(builtins, err, None) or getattr(torchrl_ext.sources.gcs_errors, err, None)
+    cls = (getattr(builtins, err, None) or getattr(torchrl_ext.remote.gcs_errors, err, None)
            or getattr(torchrl_ext.format, err))
     assert exit_code(cls("x")) == code
 

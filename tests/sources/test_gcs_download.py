@@ -98,7 +98,7 @@ def test_partial_file_resumes_byte_exact(gcs_server, run_tree, tmp_path, kept, c
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / (name + ".part")).write_bytes(run_tree[name][:kept])
-    with caplog.at_level(logging.INFO, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.INFO, logger="torchrl_ext"):
         download_prefix(gcs_server.bucket, PREFIX, dest, pattern=name, progress=False)
     assert (dest / name).read_bytes() == run_tree[name]
     assert not (dest / (name + ".part")).exists()
@@ -112,7 +112,7 @@ def test_tampered_part_is_detected_and_fetched_again(gcs_server, run_tree, tmp_p
     dest.mkdir()
     wrong = bytes(b ^ 0xFF for b in run_tree[name][:1000])
     (dest / (name + ".part")).write_bytes(wrong)
-    with caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.WARNING, logger="torchrl_ext"):
         download_prefix(gcs_server.bucket, PREFIX, dest, pattern=name, progress=False)
     assert (dest / name).read_bytes() == run_tree[name]
     assert "crc32c mismatch" in caplog.text
@@ -132,7 +132,7 @@ def test_complete_file_is_skipped(gcs_server, run_tree, tmp_path, caplog):
     dest = tmp_path / "dest"
     download_prefix(gcs_server.bucket, PREFIX, dest, pattern=name, progress=False)
     mtime = (dest / name).stat().st_mtime_ns
-    with caplog.at_level(logging.DEBUG, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.DEBUG, logger="torchrl_ext"):
         download_prefix(gcs_server.bucket, PREFIX, dest, pattern=name, progress=False)
     assert (dest / name).stat().st_mtime_ns == mtime
     assert "is complete, skipping" in caplog.text

@@ -28,7 +28,7 @@ from torchrl_ext.interop.atari_dqn import (
     list_atari_checkpoints,
 )
 from torchrl_ext.sources import download_prefix, list_objects
-from torchrl_ext.sources.gcs_errors import (
+from torchrl_ext.remote.gcs_errors import (
     ChecksumMismatchError,
     DownloadStalledError,
     RemoteSourceError,
@@ -273,7 +273,7 @@ def test_media_cut_after_some_bytes_resumes_to_a_byte_exact_file(fault_server, t
     objects = _objects(n=2)
     fs = fault_server(objects, media="close", limit=1200)
     dest = tmp_path / "dest"
-    with caplog.at_level(logging.INFO, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.INFO, logger="torchrl_ext"):
         paths = download_prefix("test-bucket", PREFIX, dest, progress=False, deadline=5, threads=2)
     assert {p.name: p.read_bytes() for p in paths} == {k.rsplit("/", 1)[1]: v for k, v in objects.items()}
     assert not list(dest.glob("*.part"))
@@ -311,7 +311,7 @@ def test_wrong_bytes_fail_the_checksum_and_keep_no_part(fault_server, tmp_path):
 def test_listing_without_crc32c_falls_back(fault_server, tmp_path, caplog, omit, size_only):
     objects = _objects(n=1)
     fault_server(objects, omit=omit)
-    with caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"):
+    with caplog.at_level(logging.WARNING, logger="torchrl_ext"):
         (path,) = download_prefix("test-bucket", PREFIX, tmp_path / "d", progress=False, deadline=5)
     assert path.read_bytes() == next(iter(objects.values()))
     assert ("neither crc32c nor md5Hash; only its size (5000 bytes) is checked" in caplog.text) == size_only
@@ -326,7 +326,7 @@ def test_md5_fallback_detects_wrong_bytes(fault_server, tmp_path):
 
 def test_size_only_check_detects_a_short_object(fault_server, tmp_path, caplog):
     fault_server(_objects(n=1), omit=("crc32c", "md5Hash"), media="short", limit=4000)
-    with (caplog.at_level(logging.WARNING, logger="torchrl_ext.sources.gcs"),
+    with (caplog.at_level(logging.WARNING, logger="torchrl_ext"),
           pytest.raises(ChecksumMismatchError, match=r"failed its size check 2 times \(expected 5000 bytes\)")):
         download_prefix("test-bucket", PREFIX, tmp_path / "d", progress=False, retries=1, deadline=5)
     assert "size mismatch for" in caplog.text and "4000 bytes; expected 5000 bytes" in caplog.text

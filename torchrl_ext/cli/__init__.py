@@ -210,7 +210,7 @@ def exit_code(err: BaseException) -> int | None:
         1 for corrupt data or a failed remote source, 2 for a usage error, None otherwise.
     """
     from ..format import FormatError
-    from ..sources.gcs_errors import (
+    from ..remote.gcs_errors import (
         ChecksumMismatchError,
         DownloadStalledError,
         RemoteSourceError,

@@ -5,7 +5,7 @@ Format-specific importers live in :mod:`torchrl_ext.interop` (one folder per pro
 
 from ..moved_paths import moved_names
 from .gcs import anonymous_client, download_prefix, file_crc32c, list_objects
-from .gcs_errors import (
+from ..remote.gcs_errors import (
     ChecksumMismatchError,
     DownloadStalledError,
     RemoteSourceError,

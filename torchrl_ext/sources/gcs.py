@@ -32,9 +32,7 @@ is written.
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable
@@ -44,16 +42,10 @@ from typing import Any
 
 from ..progress import ProgressBar
 from ..validation import user_path
-from .gcs_errors import RemoteSourceError, SourceUnreachableError
-from .gcs_fetch import Transfer, fetch_object, file_crc32c
-from .gcs_retry import (
-    Budget,
-    Cancelled,
-    check_deadline,
-    describe_error,
-    endpoint_of,
-    unreachable_cause,
-)
+from ..remote.gcs_client import anonymous_client, api_exceptions, list_blobs, location
+from ..remote.gcs_errors import RemoteSourceError
+from ..remote.gcs_fetch import Transfer, fetch_object, file_crc32c
+from ..remote.gcs_retry import Cancelled, check_deadline
 
 __all__ = [
     "DEFAULT_DEADLINE",
@@ -67,63 +59,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE = 600.0
-_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 _WAYS_OUT = (
     "point at a reachable mirror with `bucket=` or STORAGE_EMULATOR_HOST=http://host:port, "
     "or convert files already on disk with `local_dir=`"
 )
 
 
-def _storage() -> Any:
-    try:
-        storage = importlib.import_module("google.cloud.storage")
-    except ImportError as err:
-        raise ImportError(
-            "downloading from Google Cloud Storage needs google-cloud-storage; "
-            "install it with `pip install torchrl-ext[gcs]`"
-        ) from err
-    return storage
-
-
-def _api_exceptions() -> Any:
-    from google.api_core import exceptions
-
-    return exceptions
-
-
-def anonymous_client() -> Any:
-    """Build an anonymous ``google.cloud.storage.Client``.
-
-    Honours ``STORAGE_EMULATOR_HOST`` (a missing ``http://`` scheme is added).
-
-    Returns:
-        A client that can list and read public buckets only.
-    """
-    storage = _storage()
-    host = os.environ.get(_EMULATOR_ENV)
-    if host and "://" not in host:
-        from google.auth.credentials import AnonymousCredentials
-
-        client = storage.Client(
-            project="<none>",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": f"http://{host}"},
-        )
-        client.project = None
-        return client
-    return storage.Client.create_anonymous_client()
-
-
-def location(bucket: str, prefix: str) -> str:
-    return f"gs://{bucket}/{prefix}"
+_ADVICE = (
+    "expected public objects there. Point at a mirror with `bucket=`/`prefix=`, or fetch the files another "
+    "way and convert them from a local replay_logs directory (`local_dir=`)"
+)
 
 
 def _source_error(bucket: str, prefix: str, what: str) -> RemoteSourceError:
-    return RemoteSourceError(
-        f"{what} at {location(bucket, prefix)}; expected public objects there. "
-        "Point at a mirror with `bucket=`/`prefix=`, or fetch the files another "
-        "way and convert them from a local replay_logs directory (`local_dir=`)"
-    )
+    return RemoteSourceError(f"{what} at {location(bucket, prefix)}; {_ADVICE}")
 
 
 def list_objects(
@@ -150,38 +99,9 @@ def list_objects(
             ``deadline`` seconds.
         RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
     """
-    deadline = check_deadline(deadline)
     client = anonymous_client() if client is None else client
-    exc = _api_exceptions()
-    where = location(bucket, prefix)
-    budget = Budget(deadline)
-    try:
-        blobs = budget.call(lambda timeouts: list(client.list_blobs(bucket, prefix=prefix, timeout=timeouts,
-                                                                    retry=None)), reached=False)
-    except exc.NotFound:
-        raise _source_error(bucket, prefix, "bucket not found (HTTP 404)") from None
-    except exc.Forbidden:
-        raise _source_error(bucket, prefix, "access forbidden (HTTP 403)") from None
-    except exc.RetryError as err:
-        cause = err.cause if err.cause is not None else err
-        raise SourceUnreachableError(
-            f"{endpoint_of(client)} kept failing for {deadline:g} s while listing {where} "
-            f"({describe_error(cause, budget.timeouts)}); retry later, or {_WAYS_OUT}"
-        ) from None
-    except Exception as err:
-        why = unreachable_cause(err, budget.timeouts)
-        if why is None:
-            raise
-        raise SourceUnreachableError(
-            f"cannot reach {endpoint_of(client)} ({why}) to list {where}; {_WAYS_OUT}"
-        ) from None
-    blobs = [b for b in blobs if not b.name.endswith("/")]
-    if pattern is not None:
-        blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]
-    if not blobs:
-        found = "no objects" if pattern is None else f"no objects matching {pattern!r}"
-        raise _source_error(bucket, prefix, found)
-    return sorted(blobs, key=lambda b: b.name)
+    return list_blobs(bucket, prefix, client=client, deadline=deadline, advice=_ADVICE, ways_out=_WAYS_OUT,
+                      pattern=pattern)
 
 
 def _relative_path(name: str, prefix: str, bucket: str) -> PurePosixPath:
@@ -270,7 +190,7 @@ def download_prefix(
     dest.mkdir(parents=True, exist_ok=True)
     total = sum(b.size for b in blobs)
     logger.info("downloading %d objects (%d bytes) from %s to %s", len(blobs), total, location(bucket, prefix), dest)
-    exc = _api_exceptions()
+    exc = api_exceptions()
     lock = threading.Lock()
     with ProgressBar(f"download {location(bucket, prefix)}", total, unit="B", enabled=progress) as bar:
 

@@ -20,7 +20,7 @@ from ...sources.gcs import (
     list_objects,
     location,
 )
-from ...sources.gcs_retry import check_deadline
+from ...remote.gcs_retry import check_deadline
 
 __all__ = ["ATARI_BUCKET", "ATARI_PREFIX", "atari_run_prefix", "download_atari_run", "list_atari_checkpoints"]
 

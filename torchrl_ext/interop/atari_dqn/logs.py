@@ -28,13 +28,13 @@ from ...sources.gcs import (
     anonymous_client,
     list_objects,
 )
-from ...sources.gcs_errors import (
+from ...remote.gcs_errors import (
     ChecksumMismatchError,
     DownloadStalledError,
     RemoteSourceError,
 )
-from ...sources.gcs_fetch import ExpectedHash
-from ...sources.gcs_retry import Budget, check_deadline, describe_error, endpoint_of
+from ...remote.gcs_fetch import ExpectedHash
+from ...remote.gcs_retry import Budget, check_deadline, describe_error, endpoint_of
 from ...validation import user_path
 from .bucket import ATARI_BUCKET, ATARI_PREFIX, atari_run_prefix
 
