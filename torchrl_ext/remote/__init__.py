@@ -6,7 +6,12 @@ schemes through ``fsspec`` when its backend is installed.
 """
 
 from .gcs_client import anonymous_client
-from .gcs_errors import ChecksumMismatchError, DownloadStalledError, RemoteSourceError, SourceUnreachableError
+from .gcs_errors import (
+    ChecksumMismatchError,
+    DownloadStalledError,
+    RemoteSourceError,
+    SourceUnreachableError,
+)
 
 __all__ = [
     "ChecksumMismatchError",

@@ -16,7 +16,13 @@ import os
 from typing import Any
 
 from .gcs_errors import RemoteSourceError, SourceUnreachableError
-from .gcs_retry import Budget, check_deadline, describe_error, endpoint_of, unreachable_cause
+from .gcs_retry import (
+    Budget,
+    check_deadline,
+    describe_error,
+    endpoint_of,
+    unreachable_cause,
+)
 
 __all__ = ["anonymous_client", "api_exceptions", "list_blobs", "location", "storage_module"]
 

@@ -6,5 +6,13 @@ from .episode_view import EpisodeView
 from .reader import VERIFY_MODES, ShardReader
 from .sharded import ShardedStorage
 
-__all__ = ["ShardReader", "ShardedStorage", "EpisodeView", "where_clause", "combine_where", "RowDataset",
-           "collate_rows", "VERIFY_MODES"]
+__all__ = [
+           "VERIFY_MODES",
+           "EpisodeView",
+           "RowDataset",
+           "ShardReader",
+           "ShardedStorage",
+           "collate_rows",
+           "combine_where",
+           "where_clause",
+]

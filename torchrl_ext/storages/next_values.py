@@ -48,7 +48,7 @@ class FinalValues:
         self.rows = np.zeros(0, np.int64)
         self.offsets = np.zeros(1, np.int64)
 
-    def open_shard(self, root: Path, d: Path, shard: ShardInfo, offset: int) -> None:
+    def open_shard(self, root: Path, d: Path, shard: ShardInfo, offset: int, slot: int | None = None) -> None:
         """Maps the ``final/`` files of shard directory ``d`` (of the dataset at ``root``) whose first global
         row is ``offset``.
 
@@ -62,15 +62,32 @@ class FinalValues:
                 f"{d / 'final'}: final rows must lie in [0, {shard.rows}), found "
                 f"[{local.min()}, {local.max()}]; the shard is corrupt, restore or rewrite it"
             )
-        self.row_parts.append(local + offset)
+        values = {}
         for key in self.next_keys:
             c = self.columns[key]
-            self.values[key].append(open_column(column_path(d / "final", key), c.dtype, c.shape, shard.finals,
-                                                root=root))
+            values[key] = open_column(column_path(d / "final", key), c.dtype, c.shape, shard.finals, root=root)
+        if slot is None:
+            self.add_closed()
+            slot = len(self.row_parts) - 1
+        self.row_parts[slot] = local + offset
+        for key in self.next_keys:
+            self.values[key][slot] = values[key]
 
-    def build_lookup(self, shards: list[ShardInfo]) -> None:
-        """Indexes the final values once ``shards`` (all of them, in order) are opened."""
-        fsizes = np.asarray([s.finals for s in shards], dtype=np.int64)
+    def add_closed(self) -> None:
+        """Appends a shard that is not open (yet): it has no final values until :meth:`open_shard` fills it."""
+        self.row_parts.append(np.zeros(0, np.int64))
+        for key in self.next_keys:
+            self.values[key].append(np.zeros((0, *self.columns[key].shape), self.columns[key].dtype))
+
+    def close_shard(self, slot: int) -> None:
+        """Forgets the final values of shard ``slot`` (its files are no longer mapped)."""
+        self.row_parts[slot] = np.zeros(0, np.int64)
+        for key in self.next_keys:
+            self.values[key][slot] = np.zeros((0, *self.columns[key].shape), self.columns[key].dtype)
+
+    def build_lookup(self) -> None:
+        """Indexes the final values of the shards opened so far (closed shards have none)."""
+        fsizes = np.asarray([p.shape[0] for p in self.row_parts], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(fsizes))).astype(np.int64)
         self.rows = np.concatenate(self.row_parts) if self.row_parts else np.zeros(0, np.int64)
 

@@ -28,9 +28,13 @@ from ..format import (
     Manifest,
     read_manifest,
     validate_shards,
+    verify_shard,
 )
-from ..validation import nonnegative_int, one_of, positive_int, user_path
+from ..remote.dataset import RemoteDataset
+from ..remote.roots import dataset_root
+from ..validation import nonnegative_int, one_of, positive_int
 from .integrity import ShardChecks, check_episode_table
+from .remote_shards import RemoteShards
 from .routing import Route, gather, index_rows, route
 from .shard_files import ShardFiles, ensure_open_files  # noqa: F401 (ensure_open_files lived here)
 
@@ -43,7 +47,9 @@ class ShardReader:
     """Reads rows of a dataset written by :class:`torchrl_ext.ShardWriter`.
 
     Args:
-        root: dataset directory.
+        root: dataset directory, or a URL (``gs://bucket/prefix``; other schemes
+            through fsspec) read through a local cache: shards are fetched,
+            verified, on first touch (:mod:`torchrl_ext.remote`).
         cache_bytes: small raw columns (at most 64 bytes per row) are copied
             into one in-RAM array each while their total stays within this budget.
         verify: ``"off"``; ``"first-read"`` checks a shard's checksum (and its
@@ -54,6 +60,9 @@ class ShardReader:
             kept for reuse (windows and frame stacks reread neighbours).
         decode_threads: threads that decode chunks of one read in parallel (None: the
             encoding's default, 1 for zstd and 2 for video).
+        cache_dir: where a remote dataset is cached (default ``~/.cache/torchrl_ext/remote``).
+        disk_cache_bytes: bytes the fetched shards of a remote dataset may occupy on
+            disk (None: no limit); least recently used shards nobody has open are evicted.
 
     Example:
         >>> import tempfile
@@ -66,8 +75,10 @@ class ShardReader:
     """
 
     def __init__(self, root: str | os.PathLike, *, cache_bytes: int = 128 << 20, verify: str = "off",
-                 decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None) -> None:
-        root = user_path(root, "root")
+                 decode_cache_bytes: int = 64 << 20, decode_threads: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, disk_cache_bytes: int | None = None) -> None:
+        nonnegative_int(disk_cache_bytes, "disk_cache_bytes", allow_none=True)
+        root = dataset_root(root, "root", cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
         nonnegative_int(cache_bytes, "cache_bytes")
         nonnegative_int(decode_cache_bytes, "decode_cache_bytes")
         positive_int(decode_threads, "decode_threads", allow_none=True)
@@ -77,22 +88,28 @@ class ShardReader:
         self.verify_mode = verify
         self.decode_cache_bytes = decode_cache_bytes
         self.decode_threads = decode_threads
+        self.disk_cache_bytes = disk_cache_bytes
         self._open()
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> None:
+        remote = RemoteDataset.attach(self.root, disk_cache_bytes=self.disk_cache_bytes)
         manifest = read_manifest(self.root)
-        validate_shards(self.root, manifest)
+        if remote is None:
+            validate_shards(self.root, manifest)
         self.manifest = manifest
         self.columns: list[Column] = list(manifest.schema)
         self.next_keys: list[Key] = list(manifest.next_from_row)
+        self._raw_keys = {c.key for c in self.columns if c.encoding == "raw"}
         self._checks = ShardChecks(self.root)
         self._files = ShardFiles.open(self.root, manifest, cache_bytes=self.cache_bytes,
-                                      decode_cache_bytes=self.decode_cache_bytes, decode_threads=self.decode_threads)
+                                      decode_cache_bytes=self.decode_cache_bytes, decode_threads=self.decode_threads,
+                                      lazy=remote is not None)
+        self._remote = None if remote is None else RemoteShards.for_budget(remote, self._files)
         self._bind_files()
         self._load_episodes(manifest)
         self.num_rows = manifest.num_rows
-        if self.verify_mode == "open":
+        if self.verify_mode == "open" and remote is None:  # a remote shard is verified when it is fetched
             self.verify()
 
     def _bind_files(self) -> None:
@@ -122,7 +139,8 @@ class ShardReader:
         """Picks up shards committed since opening; returns the number of new rows."""
         before = self.num_rows
         manifest = read_manifest(self.root)
-        validate_shards(self.root, manifest)
+        if self._remote is None:
+            validate_shards(self.root, manifest)
         if [c.to_json() for c in manifest.schema] != [c.to_json() for c in self.columns]:
             raise FormatError(f"{self.root}: schema changed since the dataset was opened; reopen it")
         self.manifest = manifest
@@ -170,12 +188,12 @@ class ShardReader:
 
     def _gather(self, key: Key, r: Route, out: np.ndarray) -> np.ndarray:
         sources = self._sources[key]
-        if isinstance(sources[0] if sources else None, np.ndarray) or not sources:
+        if key in self._raw_keys or not sources:
             return gather(sources, r, out)
         if r.single >= 0:
             sources[r.single].gather(r.local, out)
             return out
-        if sources[0].batched:  # one decompression call for every touched shard
+        if sources[0] is not None and sources[0].batched and None not in sources:  # one decompression call
             return self._zstd_column(key, sources).gather(r.shards, r.bounds, r.local, r.order, out)
         for g, shard in enumerate(r.shards.tolist()):
             a, b = int(r.bounds[g]), int(r.bounds[g + 1])
@@ -197,6 +215,8 @@ class ShardReader:
         """Values of one stored column at in-range global ``rows`` (int64 ``[n]``; repeats allowed, an
         encoded row is decoded once however often it is asked for), into ``out`` when given."""
         col = self.manifest.column(key)
+        if self._remote is not None:
+            self._remote.touch(rows)
         if out is None:
             out = np.empty((rows.shape[0], *col.shape), dtype=col.dtype)
         if key in self._cached:
@@ -214,7 +234,9 @@ class ShardReader:
         ``keys`` (stored keys or ``("next", K)``) reads only those columns; a
         rebuilt ``("next", K)`` comes with ``K``, the column it is read from.
         """
-        if self.verify_mode == "first-read" and flat.size:
+        if self._remote is not None:
+            self._remote.touch(flat)  # fetched shards are verified before they are served
+        elif self.verify_mode == "first-read" and flat.size:
             self._checks.check_touched(self.manifest, self._shards, self.offsets, flat)
         b = flat.shape[0]
         out: dict[Key, np.ndarray] = {}
@@ -252,17 +274,44 @@ class ShardReader:
         Raises:
             FormatError: naming the first corrupt shard.
         """
+        if self._remote is not None:  # each shard fetched (verified) and checked again, one at a time
+            for s, shard in enumerate(self._shards):
+                fd = self._remote.remote.pin(s)
+                try:
+                    verify_shard(self.root, self.manifest, shard)
+                finally:
+                    self._remote.remote.unpin(fd)
+                if progress is not None:
+                    progress(1)
+            return
         self._checks.check_all(self.manifest, self._shards, progress)
+
+    # ------------------------------------------------------------------ remote datasets
+    @property
+    def is_remote(self) -> bool:
+        """True when the root is the cache of a remote dataset (shards fetched on first touch)."""
+        return self._remote is not None
+
+    def will_need(self, shards: list[int]) -> None:
+        """Fetches these shards of a remote dataset in the background (nothing for a local one)."""
+        if self._remote is not None:
+            self._remote.will_need(shards)
+
+    def close(self) -> None:
+        """Releases the shards of a remote dataset this reader holds (a local reader holds nothing)."""
+        if self._remote is not None:
+            self._remote.close()
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         return {"root": str(self.root), "cache_bytes": self.cache_bytes, "verify": self.verify_mode,
                 "decode_cache_bytes": self.decode_cache_bytes, "decode_threads": self.decode_threads,
-                "num_rows": self.num_rows}
+                "disk_cache_bytes": self.disk_cache_bytes, "num_rows": self.num_rows}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["root"], cache_bytes=state["cache_bytes"], verify=state["verify"],
-                      decode_cache_bytes=state["decode_cache_bytes"], decode_threads=state["decode_threads"])
+                      decode_cache_bytes=state["decode_cache_bytes"], decode_threads=state["decode_threads"],
+                      disk_cache_bytes=state.get("disk_cache_bytes"))
         self.num_rows = min(state["num_rows"], self.num_rows)
 
     def __repr__(self) -> str:

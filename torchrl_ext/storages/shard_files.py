@@ -102,14 +102,17 @@ class ShardFiles:
         self.shards: list[ShardInfo] = []
         self.offsets = np.zeros(1, np.int64)
         self.cached: dict[Key, np.ndarray] = {}
+        self.lazy = False
 
     @classmethod
     def open(cls, root: Path, manifest: Manifest, *, cache_bytes: int, decode_cache_bytes: int,
-             decode_threads: int | None) -> ShardFiles:
+             decode_threads: int | None, lazy: bool = False) -> ShardFiles:
         """Opens every shard of ``manifest`` (a validated manifest of the dataset at ``root``).
 
         ``decode_cache_bytes`` is the budget of the decoded chunks shared by
-        the encoded columns (0: decode straight into the output).
+        the encoded columns (0: decode straight into the output). ``lazy``
+        opens no shard: each is opened by :meth:`open_shard` (a remote
+        dataset's shards, fetched on first touch); a closed shard's sources are None.
         """
         columns = list(manifest.schema)
         decode_cache = None
@@ -121,6 +124,7 @@ class ShardFiles:
         finals = FinalValues(next_keys, final_columns(manifest)) if next_keys else None
         files = cls(root, columns, next_keys, load_dictionaries(root, columns), decode_cache, decode_threads,
                     cache_bytes, finals)
+        files.lazy = lazy
         files.extend(manifest)
         return files
 
@@ -141,19 +145,49 @@ class ShardFiles:
         offset = sum(s.rows for s in manifest.shards[:known])
         root = resolved_root(self.root)  # once for every file opened now
         for shard in manifest.shards[known:]:
-            d = self.root / shard.dir
-            for col in self.columns:
-                self.sources[col.key].append(self._open_source(root, d, col, shard.rows))
-            if self.finals is not None:
-                self.finals.open_shard(root, d, shard, offset)
+            if self.lazy:
+                for col in self.columns:
+                    self.sources[col.key].append(None)
+                if self.finals is not None:
+                    self.finals.add_closed()
+            else:
+                d = self.root / shard.dir
+                for col in self.columns:
+                    self.sources[col.key].append(self._open_source(root, d, col, shard.rows))
+                if self.finals is not None:
+                    self.finals.open_shard(root, d, shard, offset)
             self.shards.append(shard)
             offset += shard.rows
         sizes = np.asarray([s.rows for s in manifest.shards], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
         self.cached = self._cache_small_columns()
         if self.finals is not None:
-            self.finals.build_lookup(manifest.shards)
+            self.finals.build_lookup()
         return reopened
+
+    def is_open(self, s: int) -> bool:
+        return not self.columns or self.sources[self.columns[0].key][s] is not None
+
+    def open_shard(self, s: int) -> None:
+        """Opens shard ``s`` of a lazy set (its files are present and verified)."""
+        shard, root = self.shards[s], resolved_root(self.root)
+        d = self.root / shard.dir
+        for col in self.columns:
+            self.sources[col.key][s] = self._open_source(root, d, col, shard.rows)
+        if self.finals is not None:
+            self.finals.open_shard(root, d, shard, int(self.offsets[s]), slot=s)
+            self.finals.build_lookup()
+        if all(self.is_open(i) for i in range(len(self.shards))):
+            self.cached = self._cache_small_columns()
+
+    def close_shard(self, s: int) -> None:
+        """Unmaps shard ``s`` of a lazy set (its files may then be evicted)."""
+        for col in self.columns:
+            self.sources[col.key][s] = None
+        if self.finals is not None:
+            self.finals.close_shard(s)
+            self.finals.build_lookup()
+        self.cached = {}
 
     def _open_source(self, root: Any, d: Path, col: Column, rows: int) -> Any:
         if col.encoding == "raw":
@@ -166,6 +200,8 @@ class ShardFiles:
     def _cache_small_columns(self) -> dict[Key, np.ndarray]:
         """Small raw columns concatenated into RAM (one array each) within ``cache_bytes``."""
         cached: dict[Key, np.ndarray] = {}
+        if any(src is None for sources in self.sources.values() for src in sources):
+            return cached  # a lazy set with closed shards reads every column from its shards
         rows = int(self.offsets[-1])
         budget = self.cache_bytes
         for col in sorted(self.columns, key=lambda c: c.row_bytes):

@@ -41,7 +41,9 @@ class ShardedStorage(TensorStorage):
     columns are decoded on read, each touched chunk once per call.
 
     Args:
-        root: dataset directory written by :class:`torchrl_ext.ShardWriter`.
+        root: dataset directory written by :class:`torchrl_ext.ShardWriter`, or
+            its URL after ``torchrl-ext push`` (``gs://bucket/prefix``): opened
+            through a local cache, each shard fetched and verified on first touch.
         device: device of the returned tensors (data is read on the CPU).
         cache_bytes: small columns (at most 64 bytes per row: actions, rewards,
             flags, ids) are copied into one in-RAM array each while their total
@@ -55,6 +57,9 @@ class ShardedStorage(TensorStorage):
         rows_view: ``view(reader, rows, arrays) -> arrays`` applied to every
             read (frame stacks); when it has a ``reads(reader)`` method, the
             reader gathers only the keys that returns (None: all).
+        cache_dir: where a remote dataset is cached (default ``~/.cache/torchrl_ext/remote``).
+        disk_cache_bytes: bytes a remote dataset's fetched shards may occupy (None: no
+            limit); the least recently used shards no reader has open are evicted.
 
     ``ReplayBuffer.dumps(path)`` records the dataset's root and row count
     (:mod:`.checkpoint`), not its rows; ``loads`` reopens it.
@@ -80,9 +85,11 @@ class ShardedStorage(TensorStorage):
     def __init__(self, root: str | os.PathLike, *, device: torch.device | str = "cpu",
                  cache_bytes: int = 128 << 20, verify: str = "off", decode_cache_bytes: int = 64 << 20,
                  decode_threads: int | None = None,
-                 rows_view: Callable[[ShardReader, np.ndarray, dict], dict] | None = None) -> None:
+                 rows_view: Callable[[ShardReader, np.ndarray, dict], dict] | None = None,
+                 cache_dir: str | os.PathLike | None = None, disk_cache_bytes: int | None = None) -> None:
         self.reader = ShardReader(root, cache_bytes=cache_bytes, verify=verify,
-                                  decode_cache_bytes=decode_cache_bytes, decode_threads=decode_threads)
+                                  decode_cache_bytes=decode_cache_bytes, decode_threads=decode_threads,
+                                  cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
         self.root = self.reader.root
         self.device = torch.device(device)
         self.cache_bytes = cache_bytes
@@ -107,6 +114,15 @@ class ShardedStorage(TensorStorage):
     @property
     def num_shards(self) -> int:
         return self.reader.num_shards
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """The first global row of every shard, and the row count last (int64 ``[num_shards + 1]``)."""
+        return self.reader.offsets
+
+    def will_need(self, shards: list[int]) -> None:
+        """Fetches these shards of a remote dataset in the background (a local dataset has them all)."""
+        self.reader.will_need(shards)
 
     @property
     def num_episodes(self) -> int:

@@ -1,0 +1,92 @@
+"""The shards a reader of a remote dataset has open: fetched on first touch, held while open.
+
+A :class:`~torchrl_ext.remote.RemoteDataset` brings a shard into the local
+cache (verified) and returns a shared lock that keeps it from eviction; the
+reader opens the shard's files then. A reader keeps at most ``max_open``
+shards open, closing (and releasing) the least recently used, so the shards
+it holds fit the cache budget.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from .shard_files import ShardFiles
+
+__all__ = ["RemoteShards"]
+
+
+class RemoteShards:
+    """Opening and closing the lazily opened shards of one reader.
+
+    Args:
+        remote: the :class:`~torchrl_ext.remote.RemoteDataset` of the reader's root.
+        files: the reader's lazily opened shard files.
+        max_open: shards kept open at most (None: no limit).
+    """
+
+    def __init__(self, remote: Any, files: ShardFiles, max_open: int | None) -> None:
+        self.remote = remote
+        self.files = files
+        self.max_open = max_open
+        self.held: OrderedDict[int, int] = OrderedDict()  # shard -> lock descriptor, least recent first
+        weakref.finalize(self, _close_all, self.held)  # a reader dropped without close() releases its shards
+
+    @classmethod
+    def for_budget(cls, remote: Any, files: ShardFiles) -> RemoteShards:
+        budget = remote.cache.budget
+        biggest = max((s.bytes for s in files.shards), default=1) or 1
+        return cls(remote, files, None if budget is None else max(1, budget // biggest))
+
+    def touch(self, flat: np.ndarray) -> bool:
+        """Opens every shard holding a row of ``flat`` or the row after it; True when one was opened."""
+        if flat.size == 0:
+            return False
+        offsets = self.files.offsets
+        last = int(offsets[-1]) - 1
+        rows = np.concatenate((flat, np.minimum(flat + 1, last)))
+        needed = np.unique(np.searchsorted(offsets, rows, side="right") - 1).tolist()
+        opened = False
+        for s in needed:
+            if s in self.held:
+                self.held.move_to_end(s)
+                continue
+            fd = self.remote.pin(s)
+            try:
+                self.files.open_shard(s)
+            except BaseException:
+                self.remote.unpin(fd)
+                raise
+            self.held[s] = fd
+            opened = True
+        if self.max_open is not None:
+            for s in list(self.held)[: max(0, len(self.held) - max(self.max_open, len(needed)))]:
+                if s not in needed:
+                    self.release(s)
+        return opened
+
+    def will_need(self, shards: list[int]) -> None:
+        self.remote.prefetch(shards)
+
+    def release(self, s: int) -> None:
+        self.files.close_shard(s)
+        self.remote.unpin(self.held.pop(s))
+
+    def close(self) -> None:
+        for s in list(self.held):
+            self.release(s)
+        self.remote.close()
+
+
+def _close_all(held: dict[int, int]) -> None:
+    for fd in held.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    held.clear()
