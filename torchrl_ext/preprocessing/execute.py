@@ -1,4 +1,4 @@
-"""Running a ``preprocess`` run's shard tasks: in this process, on threads, or on worker processes.
+"""Running a ``preprocess`` run's shard tasks: in this process, on threads, on worker processes, or on Ray.
 
 Each task is :func:`~torchrl_ext.preprocessing.shard.run_task`, which itself
 skips a shard finished by an earlier, interrupted run (that is how a run
@@ -29,7 +29,7 @@ from .shard import ShardTask, run_task
 
 __all__ = ["EXECUTORS", "run_tasks"]
 
-EXECUTORS = ("process", "thread", "serial")
+EXECUTORS = ("process", "thread", "serial", "ray")
 
 
 class _Cloudpickled:
@@ -84,6 +84,11 @@ def run_tasks(tasks: list[ShardTask], executor: str, num_workers: int | None, st
                 records[i] = run_task(t)
                 bar.update(t.stop - t.start)
         return records
+    if executor == "ray":
+        from .ray_tasks import run_on_ray
+
+        with bar:
+            return run_on_ray(tasks, num_workers, bar)
     if executor == "process":
         try:
             pickle.dumps(tasks[0].fn)

@@ -69,7 +69,8 @@ def preprocess(
         dest: new dataset directory (must not be inside ``source``).
         num_workers: parallel workers (default: number of CPUs); ``0`` runs in this process.
         batch_rows: rows per ``fn`` call (default: about 8 MiB of source rows).
-        executor: ``"process"``, ``"thread"`` or ``"serial"``.
+        executor: ``"process"``, ``"thread"``, ``"serial"`` or ``"ray"`` (a Ray task per
+            output shard, on the cluster this process is connected to, else on a private local one).
         overwrite: discard whatever preprocessing output is at ``dest``.
         next_from_row: ``"auto"`` stores ``("next", K)`` once when the first batch
             shows it equals the next row's ``K`` (then enforced on every row);
