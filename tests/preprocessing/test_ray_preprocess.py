@@ -37,7 +37,7 @@ def test_ray_tasks_write_what_serial_writes(source, tmp_path, ray_cluster):
     for key in a.keys(True, True):
         assert torch.equal(a[key], b[key]), key
     assert torch.equal(b["observation"], ShardedStorage(source)[:]["observation"] // 2)
-    shards = lambda d: [s["checksum"] for s in json.loads((d / "dataset.json").read_text())["shards"]]  # noqa: E731
+    shards = lambda d: [s["checksum"] for s in json.loads((d / "dataset.json").read_text())["shards"]]
     assert shards(tmp_path / "ray") == shards(tmp_path / "serial")
     assert ray_cluster.is_initialized()  # a cluster the caller started is left running
 
