@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "EventIndex": ".events",
     "WindowQuery": ".events",
     "EventSliceSampler": ".samplers",
+    "RollingShardSampler": ".samplers",
     "EventWindowDataset": ".events",
     # preprocessing
     "preprocess": ".preprocessing",
