@@ -76,6 +76,16 @@ def test_without_replacement_visits_every_window_once(storage):
     assert sorted(keys) == sorted((e, s) for e in range(6) for s in (0, 7, 14, 21, 28))
 
 
+def test_iterating_the_buffer_visits_each_window_once_per_epoch(storage):
+    rb, sampler = make_rb(storage, batch_windows=6, replacement=False, seed=3, drop_last=True)
+    for _ in range(2):  # ReplayBuffer.__iter__ clears ran_out before each epoch
+        keys = []
+        for b in rb:
+            b = b.reshape(-1, WIN)
+            keys += list(zip(b["event", "episode"][:, 0].tolist(), b["event", "step"][:, 0].tolist()))
+        assert sorted(keys) == sorted((e, s) for e in range(6) for s in (0, 7, 14, 21, 28))
+
+
 def test_without_replacement_next_epoch_reshuffles(storage):
     rb, sampler = make_rb(storage, batch_windows=30, replacement=False, seed=3)
     first, second = epoch_keys(rb, sampler), epoch_keys(rb, sampler)

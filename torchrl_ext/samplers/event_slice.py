@@ -210,7 +210,7 @@ class EventSliceSampler(SamplerBase):
         k = len(ids)
         trunc = np.zeros((k, win_len), bool)
         trunc[:, -1] = True
-        rep = lambda a: torch.from_numpy(np.repeat(np.asarray(a, np.int64), win_len))  # noqa: E731
+        rep = lambda a: torch.from_numpy(np.repeat(np.asarray(a, np.int64), win_len))
         info = {
             "mask": torch.from_numpy(mask.reshape(-1)),
             ("event", "name_id"): rep(w.name_id[ids]),
@@ -227,6 +227,10 @@ class EventSliceSampler(SamplerBase):
     @property
     def ran_out(self) -> bool:
         return self._ran_out
+
+    @ran_out.setter
+    def ran_out(self, value: bool) -> None:  # ReplayBuffer.__iter__ clears it before an epoch
+        self._ran_out = bool(value)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
