@@ -12,15 +12,15 @@ def add_parser(kinds: argparse._SubParsersAction, name: str, help_: str) -> None
         name, help=help_,
         description="Import the LeRobot v3.0 dataset in DIR (meta/info.json, meta/episodes/, data/, videos/, as "
                     "lerobot 0.4 writes them; no lerobot package needed) into ROOT: features as nested columns "
-                    "(observation.state -> observation/state), h264 videos stored as LeRobot's own chunks (other "
-                    "codecs decoded once), tasks as episode metadata and task:<text> events. Run again to resume "
+                    "(observation.state -> observation/state), h264 and AV1 videos stored as LeRobot's own chunks "
+                    "(other codecs decoded once), tasks as episode metadata and task:<text> events. Run again to resume "
                     "an interrupted import.",
     )
     p.add_argument("dir", help="LeRobot dataset directory (holds meta/info.json)")
     p.add_argument("--root", required=True, help="dataset directory to write (or resume)")
     p.add_argument("--frames", choices=("auto", "zstd", "video"), default="auto",
-                   help="how video frames are stored: auto keeps h264 as it is and decodes other codecs to lossless "
-                        "zstd; zstd decodes every video; video keeps h264 and encodes other codecs as h264")
+                   help="how video frames are stored: auto keeps h264 and yuv420p AV1 as they are and decodes other "
+                        "codecs to lossless zstd; zstd decodes every video; video keeps h264 and encodes other codecs as h264")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.set_defaults(func=run)
 

@@ -53,15 +53,14 @@ def test_state_action_and_timestamps_are_the_recorded_values(imported, name):
     assert td["task_index"].tolist() == [TASKS.index(TASKS[e]) for e, n in enumerate(LENGTHS) for _ in range(n)]
 
 
-def test_h264_chunks_are_kept_and_other_codecs_decoded(imported):
-    h264, av1 = imported["h264"][1], imported["av1"][1]
-    assert (h264.passthrough_chunks, h264.decoded_episodes, h264.frames) == (3, 0, sum(LENGTHS))
-    assert (av1.passthrough_chunks, av1.decoded_episodes) == (0, 3)
-    encodings = {name: {c.key: (c.encoding, c.options_dict.get("codec")) for c in
-                        ShardedStorage(imported[name][0]).manifest.schema} for name in imported}
-    assert encodings["h264"][IMAGE] == ("video", "h264")
-    assert encodings["av1"][IMAGE][0] == "zstd"
-    assert encodings["h264"][STATE] == ("raw", None)
+@pytest.mark.parametrize("name", ["h264", "av1"])
+def test_h264_and_av1_chunks_are_kept_as_lerobot_encoded_them(imported, name):
+    stats = imported[name][1]
+    assert (stats.passthrough_chunks, stats.decoded_episodes, stats.frames, stats.reasons) == (3, 0, sum(LENGTHS), {})
+    encodings = {c.key: (c.encoding, c.options_dict.get("codec")) for c in
+                 ShardedStorage(imported[name][0]).manifest.schema}
+    assert encodings[IMAGE] == ("video", name)
+    assert encodings[STATE] == ("raw", None)
 
 
 def test_frames_are_close_to_what_was_recorded(imported):
@@ -115,12 +114,14 @@ def test_tasks_are_episode_metadata_and_events(imported):
     assert ShardedStorage(root).manifest.source["tasks"] == ["pick up the red cube", "push the blue block"]
 
 
-def test_chosen_encoding_decodes_h264_to_the_same_frames(imported, tmp_path):
-    stats = import_lerobot(FIXTURES / "h264", tmp_path / "zstd", encodings={"observation.images.top": "zstd"},
+@pytest.mark.parametrize("name", ["h264", "av1"])
+def test_chosen_encoding_decodes_to_the_same_frames(imported, tmp_path, name):
+    stats = import_lerobot(FIXTURES / name, tmp_path / "zstd", encodings={"observation.images.top": "zstd"},
                            progress=False)
     assert (stats.passthrough_chunks, stats.decoded_episodes) == (0, 3)
-    assert stats.reasons == {"codec 'h264' is decoded": 3}
-    assert np.array_equal(_all(tmp_path / "zstd")[IMAGE].numpy(), _all(imported["h264"][0])[IMAGE].numpy())
+    assert stats.reasons == {f"codec {name!r} is decoded": 3}
+    assert ShardedStorage(tmp_path / "zstd").manifest.column(IMAGE).encoding == "zstd"
+    assert np.array_equal(_all(tmp_path / "zstd")[IMAGE].numpy(), _all(imported[name][0])[IMAGE].numpy())
 
 
 def test_video_encoding_of_an_av1_source_encodes_h264_again(imported, tmp_path):

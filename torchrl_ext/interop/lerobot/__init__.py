@@ -2,7 +2,7 @@
 
 - :mod:`.layout`: LeRobot's on-disk v3.0 layout (spec; ``info.json``, tasks and episode tables checked).
 - :mod:`.data_files`: an episode's rows of its parquet data file as numpy columns.
-- :mod:`.video_files`: an episode's frames of a multi-episode mp4: h264 chunks kept as they are, or decoded.
+- :mod:`.video_files`: an episode's frames of a multi-episode mp4: h264 and AV1 chunks kept as they are, or decoded.
 - :mod:`.importer`: :func:`import_lerobot` (one pass, resumable; tasks as metadata and events).
 - :mod:`.frames`: :class:`LeRobotFrames`, LeRobot's items with ``delta_timestamps`` and ``*_is_pad``.
 - :mod:`.exporter`: :func:`export_lerobot`, a dataset or view as a v3.0 dataset LeRobot opens.

@@ -6,11 +6,12 @@ Each LeRobot episode of ``T`` frames becomes one episode in TorchRL's TED layout
   ``("observation", "state")``, ``action`` -> ``("action",)``), LeRobot's
   shape-``[1]`` features as ``[T]``; ``timestamp`` (float64 seconds) and
   ``task_index`` (int64) kept as columns;
-* video features as ``uint8 [T, H, W, 3]`` (:mod:`.video_files`): h264 stored
-  as LeRobot's own chunks when the column's encoding is h264 video (the
-  default for an h264 source), else decoded once and stored with the
-  column's encoding (default lossless ``zstd``); ``image`` features decoded
-  the same way (:mod:`.data_files`);
+* video features as ``uint8 [T, H, W, 3]`` (:mod:`.video_files`): h264 and
+  AV1 (LeRobot's default codec) stored as LeRobot's own chunks when the
+  column's encoding is video of the same codec (the default for an h264
+  source, and for a yuv420p AV1 source when PyAV can decode AV1), else
+  decoded once and stored with the column's encoding (default lossless
+  ``zstd``); ``image`` features decoded the same way (:mod:`.data_files`);
 * ``("next", "reward")``: LeRobot's ``next.reward`` when the dataset has it,
   else zeros; ``("next", "terminated")``: its ``next.done`` (else False; the
   feature ``next.done`` maps to this key, so LeRobot's value comes back out);
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 IMPORTER_VERSION = 1
 SOURCE_FORMAT = "lerobot"
 CHUNK_ROWS = 32
-"""Frames per chunk of a video column whose h264 chunks are LeRobot's own (several of its short GOPs each)."""
+"""Frames per chunk of a video column whose h264 or AV1 chunks are LeRobot's own (several of its short GOPs each)."""
 PASSTHROUGH_PIX_FMTS = ("yuv420p", "yuv444p", "gbrp")
 _FLAGS = {("next", "reward"): "float32", ("next", "done"): "bool", ("next", "terminated"): "bool",
           ("next", "truncated"): "bool"}  # TED keeps these [T, 1]
@@ -116,8 +117,8 @@ def _source(layout: LeRobotLayout, src: Path, names: list[str]) -> dict[str, Any
 
 def _encodings(layout: LeRobotLayout, names: list[str], encodings: dict | None) -> dict[Key, Any]:
     """``{key: options}`` for ``ShardWriter.create``: the caller's (keys nested or LeRobot names) over the
-    defaults (h264 video kept as it is, other frames lossless zstd)."""
-    from ...encodings import Video, resolve_encoding
+    defaults (h264 and yuv420p AV1 video kept as it is, other frames lossless zstd)."""
+    from ...encodings import Video, load_codec, resolve_encoding
 
     out: dict[Key, Any] = {}
     for name in names:
@@ -135,6 +136,13 @@ def _encodings(layout: LeRobotLayout, names: list[str], encodings: dict | None) 
                 if pix == "yuv420p" and (info.height % 2 or info.width % 2):
                     pix = "yuv444p"
                 out[column_key(name)] = Video(codec="h264", gop=CHUNK_ROWS, pix_fmt=pix)
+            elif info.codec == "av1" and info.pix_fmt == "yuv420p":
+                out[column_key(name)] = Video(codec="av1", gop=CHUNK_ROWS)
+                try:
+                    load_codec(out[column_key(name)], np.uint8, f.shape)
+                except ValueError as err:  # a PyAV without AV1, or odd frame sizes
+                    logger.info("%s: %r is decoded into zstd (%s)", layout.root, name, err)
+                    out[column_key(name)] = resolve_encoding("zstd")
             else:
                 out[column_key(name)] = resolve_encoding("zstd")
     for key, spec in (encodings or {}).items():
@@ -159,7 +167,7 @@ class _Episodes:
         for name in self.video_keys:
             opts = accepted.get(column_key(name), (None, None))[0]
             self.options[name] = opts
-            if getattr(opts, "name", None) == "video" and opts.codec == "h264":
+            if getattr(opts, "name", None) == "video":
                 self.codecs[name] = load_codec(opts, np.uint8, layout.features[name].shape)
 
     def _video(self, ep: EpisodeRef, name: str, timestamps: np.ndarray, td: dict, encoded: dict) -> np.ndarray:
@@ -183,7 +191,7 @@ class _Episodes:
         self.stats.decoded_episodes += 1
         self.stats.reasons[got.reason or "decoded"] = self.stats.reasons.get(got.reason or "decoded", 0) + 1
         frames = got.frames
-        if codec is not None:  # an h264 column: its chunks are encoded here, as passed-through ones are
+        if codec is not None:  # a video column: its chunks are encoded here, as passed-through ones are
             cuts = list(range(0, len(frames), chunk_rows))
             payloads = tuple(codec.encode(frames[a:a + chunk_rows]) for a in cuts)
             encoded[key] = EncodedChunks(payloads, tuple(len(frames[a:a + chunk_rows]) for a in cuts), np.uint8,
@@ -272,9 +280,10 @@ def import_lerobot(src_dir: str | os.PathLike, root: str | os.PathLike, *, encod
             e.g. a local copy of a hub dataset.
         root: the dataset to write (created, or resumed when it holds this same import).
         encodings: ``{key: encoding}`` over the defaults; keys nested (``("observation", "images", "top")``,
-            ``"observation/images/top"``) or LeRobot names (``"observation.images.top"``). Default: h264
-            videos as LeRobot's own chunks, other videos and images decoded to lossless ``"zstd"``, the rest raw.
-            ``"video"`` (or ``Video(...)``) for an h264 source keeps its chunks; for another codec it encodes again.
+            ``"observation/images/top"``) or LeRobot names (``"observation.images.top"``). Default: h264 and
+            yuv420p AV1 videos as LeRobot's own chunks, other videos and images decoded to lossless ``"zstd"``,
+            the rest raw. ``"video"`` (or ``Video(...)``) for an h264 source and ``Video(codec="av1")`` for an AV1
+            one keep its chunks; a video encoding of another codec encodes again.
         shard_rows: rows per shard (default: 256 MiB of raw rows).
         build_index: build and save the event index (``task:<text>`` events) at the end.
         progress: show a progress bar (frames).

@@ -9,17 +9,23 @@ picture within ``tolerance_s`` (1e-4 s). Reading one episode here: seek to
 ``to_timestamp``, keep the pictures shown in ``[from, to)`` (half a frame of
 slack at both ends), then match each row to its nearest picture the same way.
 
-Passthrough (h264): when the episode's pictures match its rows one to one and
-it starts on a key frame, its packets are turned into Annex B with FFmpeg's
-``h264_mp4toannexb`` bitstream filter and cut before key frames into chunks
-of at most ``chunk_rows`` frames, each packed by
+Passthrough (h264 and AV1, when the column's video codec is the stream's):
+when the episode's pictures match its rows one to one and it starts on a key
+frame, its packets are cut before key frames into chunks of at most
+``chunk_rows`` frames, each packed by
 :func:`torchrl_ext.encodings.video_codec.pack_packets` and handed to the
 writer as :class:`~torchrl_ext.encodings.EncodedChunks` (chunks end at the
-episode's end, as the MineStudio import cuts them). Every chunk is decoded
-once through the column's own codec before the episode is written, which
-checks it and gives the last frame (the episode's final observation). Any
-other episode is decoded (PyAV, ``rgb24``, as LeRobot's ``pyav`` backend
-converts) and stored with the column's encoding.
+episode's end, as the MineStudio import cuts them). h264 packets are turned
+into Annex B with FFmpeg's ``h264_mp4toannexb`` bitstream filter and a chunk
+without an SPS gets the episode's parameter sets; AV1 packets (temporal units
+of OBUs with their sizes, the mp4 sample format) are kept as stored and a
+chunk whose first packet has no sequence header OBU gets the episode's first
+one, else the stream's first (never the ``av1C`` box's copy, which an encoder
+may write before its settings are final). Every chunk is decoded once
+through the column's own codec before the episode is written, which checks it
+and gives the last frame (the episode's final observation). Any other episode
+is decoded (PyAV, ``rgb24``, as LeRobot's ``pyav`` backend converts) and
+stored with the column's encoding.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ __all__ = ["TOLERANCE_S", "EpisodeVideo", "StreamInfo", "match_rows", "probe_vid
 TOLERANCE_S = 1e-4  # LeRobotDataset's default tolerance_s
 _FIX = "the video does not hold this episode; download the dataset again"
 _SPS, _IDR, _SLICE = 7, 5, 1
+_OBU_SEQUENCE_HEADER, _OBU_TEMPORAL_DELIMITER = 1, 2
+_PASSTHROUGH = ("h264", "av1")
 
 
 def _av() -> Any:
@@ -52,7 +60,8 @@ def _av() -> Any:
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """The first video stream of an mp4: codec name, pixel format and frame size."""
+    """The first video stream of an mp4: codec (libavcodec's canonical name: ``"h264"``, ``"av1"``), pixel format
+    and frame size."""
 
     codec: str
     pix_fmt: str | None
@@ -107,7 +116,7 @@ def probe_video(root: Path, path: Path) -> StreamInfo:
     """Codec, pixel format and size of the video in ``path``."""
     with _Container(root, path) as c:
         ctx = c.stream.codec_context
-        return StreamInfo(ctx.name, ctx.pix_fmt, int(ctx.height), int(ctx.width))
+        return StreamInfo(ctx.codec.canonical_name, ctx.pix_fmt, int(ctx.height), int(ctx.width))
 
 
 def match_rows(times: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
@@ -130,13 +139,81 @@ def _nal_units(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def _demux(c: _Container, start: float, stop: float, annexb: bool) -> list[tuple[Any, float, bool, bytes | None]]:
-    """``(packet, shown at seconds, key frame, Annex B bytes)`` from the key frame before ``start`` until the
-    decoding time passes ``stop``."""
+def _obus(data: bytes) -> list[tuple[int, int, int]] | None:
+    """``(start, end, obu_type)`` of each OBU of an AV1 temporal unit (None if one runs past the end).
+
+    AV1 spec, section 5.3 (OBU syntax): a header byte (forbidden bit, 4-bit
+    ``obu_type`` at ``(h >> 3) & 15``, ``obu_extension_flag`` at ``(h >> 2) & 1``,
+    ``obu_has_size_field`` at ``(h >> 1) & 1``, a reserved bit), one extension
+    byte when flagged, then ``obu_size`` as leb128 (section 4.10.5: 7 bits a byte,
+    least significant first, at most 8 bytes) when the size field is present,
+    else the OBU runs to the end of the data.
+    """
+    out, i = [], 0
+    while i < len(data):
+        h, j = data[i], i + 1 + ((data[i] >> 2) & 1)
+        end = len(data)
+        if (h >> 1) & 1:
+            size = 0
+            for k in range(8):
+                if j >= len(data):
+                    return None
+                size |= (data[j] & 0x7F) << (7 * k)
+                j += 1
+                if not data[j - 1] & 0x80:
+                    break
+            else:
+                return None
+            end = j + size
+        if h & 0x80 or end > len(data) or j > end:
+            return None
+        out.append((i, end, (h >> 3) & 15))
+        i = end
+    return out
+
+
+def _has_headers(packet: bytes, codec: str) -> bool:
+    """Whether the packet carries what a fresh decoder needs first (an SPS, a sequence header OBU)."""
+    if codec == "h264":
+        return any(kind == _SPS for _, kind in _nal_units(packet))
+    return any(kind == _OBU_SEQUENCE_HEADER for *_, kind in _obus(packet) or ())
+
+
+def _sequence_header(packet: bytes) -> bytes:
+    """The packet's first sequence header OBU (empty if none)."""
+    return next((packet[a:b] for a, b, kind in _obus(packet) or () if kind == _OBU_SEQUENCE_HEADER), b"")
+
+
+def _headers(c: _Container, selected: list, codec: str) -> bytes:
+    """What a chunk without headers gets first: the episode's first parameter sets or sequence header, else (AV1)
+    the first packet's of the stream."""
+    if codec == "h264":
+        return _parameter_sets(selected)
+    found = next((h for *_, data in selected if (h := _sequence_header(data))), b"")
+    if not found:
+        try:
+            c.container.seek(0, stream=c.stream, backward=True, any_frame=False)
+            first = next((p for p in c.container.demux(c.stream) if p.size), None)
+        except _av().error.FFmpegError as err:
+            raise FormatError(f"{c.path}: demuxing failed at its start ({err}); {_FIX}") from None
+        found = _sequence_header(bytes(first)) if first is not None else b""
+    return found
+
+
+def _prepend(headers: bytes, packet: bytes, codec: str) -> bytes:
+    """``headers`` before the packet's first picture (after a leading AV1 temporal delimiter, which comes first)."""
+    obus = _obus(packet) if codec == "av1" else None
+    at = obus[0][1] if obus and obus[0][2] == _OBU_TEMPORAL_DELIMITER else 0
+    return packet[:at] + headers + packet[at:]
+
+
+def _demux(c: _Container, start: float, stop: float, keep: str | None) -> list[tuple[Any, float, bool, bytes | None]]:
+    """``(packet, shown at seconds, key frame, bytes)`` from the key frame before ``start`` until the decoding time
+    passes ``stop``; bytes (``keep``: ``"h264"`` as Annex B, ``"av1"`` as stored, None for none) for passthrough."""
     av = _av()
     stream, tb = c.stream, Fraction(c.stream.time_base)
     c.container.seek(max(0, math.floor(start / tb)), stream=stream, backward=True, any_frame=False)
-    bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if annexb else None
+    bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if keep == "h264" else None
     out = []
     try:
         for packet in c.container.demux(stream):
@@ -144,7 +221,7 @@ def _demux(c: _Container, start: float, stop: float, annexb: bool) -> list[tuple
                 continue
             if packet.dts is not None and packet.dts * tb >= stop:
                 break
-            data = None
+            data = bytes(packet) if keep == "av1" else None
             if bsf is not None:  # the filter takes its packet over: it gets a copy
                 copy = av.Packet(bytes(packet))
                 copy.pts, copy.dts, copy.time_base, copy.is_keyframe = packet.pts, packet.dts, packet.time_base, \
@@ -176,8 +253,8 @@ def _decode(c: _Container, packets: list, lo: float, hi: float) -> tuple[np.ndar
     return np.asarray(times, np.float64)[order], [frames[i] for i in order]
 
 
-def _chunks(selected: list, chunk_rows: int) -> tuple[list[list[bytes]], str | None]:
-    """Annex B packets cut before key frames into chunks of at most ``chunk_rows`` (or the reason it cannot be)."""
+def _chunks(c: _Container, selected: list, chunk_rows: int, codec: str) -> tuple[list[list[bytes]], str | None]:
+    """Packets cut before key frames into chunks of at most ``chunk_rows`` (or the reason it cannot be)."""
     if any(data is None for *_, data in selected):
         return [], "the bitstream filter did not give one packet per packet"
     if not selected[0][2]:
@@ -196,12 +273,13 @@ def _chunks(selected: list, chunk_rows: int) -> tuple[list[list[bytes]], str | N
         else:
             chunks.append(list(g))
     params = None
-    for ch in chunks:  # each chunk decodes alone: it starts with the parameter sets
-        if all(kind != _SPS for _, kind in _nal_units(ch[0])):
-            params = _parameter_sets(selected) if params is None else params
+    for ch in chunks:  # each chunk decodes alone: it starts with the parameter sets or sequence header
+        if not _has_headers(ch[0], codec):
+            params = _headers(c, selected, codec) if params is None else params
             if not params:
-                return [], "no sequence parameter set in the stream"
-            ch[0] = params + ch[0]
+                return [], "no sequence parameter set in the stream" if codec == "h264" else \
+                    "no sequence header OBU in the stream"
+            ch[0] = _prepend(params, ch[0], codec)
     return chunks, None
 
 
@@ -223,8 +301,8 @@ def read_episode_video(root: Path, path: Path, start: float, stop: float, timest
         path: the mp4 holding the episode.
         start, stop: the episode's ``from_timestamp`` and ``to_timestamp`` in that file.
         timestamps: the episode's ``timestamp`` column (seconds from its start).
-        codec: the column's :class:`~torchrl_ext.encodings.video_codec.VideoCodec` for passthrough
-            (h264 chunks stored as they are), or None to decode.
+        codec: the column's :class:`~torchrl_ext.encodings.video_codec.VideoCodec` (h264 or AV1 chunks stored as
+            they are when it is the stream's codec, else decoded), or None to decode.
         chunk_rows: the column's rows per chunk (passthrough only).
         where: the episode and key, for errors.
 
@@ -236,17 +314,18 @@ def read_episode_video(root: Path, path: Path, start: float, stop: float, timest
     with _Container(root, path) as c:
         half = 0.5 / float(c.stream.average_rate or c.stream.guessed_rate or 30)
         lo, hi = start - half, stop - half
-        annexb = codec is not None and c.stream.codec_context.name == "h264"
-        packets = _demux(c, start, stop + half, annexb)
-        reason = None if annexb else f"codec {c.stream.codec_context.name!r} is decoded"
-        if annexb:
+        kind = c.stream.codec_context.codec.canonical_name
+        keep = kind if kind in _PASSTHROUGH and codec is not None and codec.options.codec == kind else None
+        packets = _demux(c, start, stop + half, keep)
+        reason = None if keep else f"codec {kind!r} is decoded"
+        if keep:
             selected = [p for p in packets if lo <= p[1] < hi]
             times = np.sort(np.asarray([p[1] for p in selected], np.float64))
             pick = match_rows(times, wanted)
             if pick is None or len(selected) != n or not np.array_equal(pick, np.arange(n)):
                 reason = f"{len(selected)} pictures for {n} rows"
             else:
-                chunks, reason = _chunks(selected, chunk_rows)
+                chunks, reason = _chunks(c, selected, chunk_rows, keep)
                 if reason is None:
                     return _checked(chunks, codec, where, path)
         times, frames = _decode(c, packets, lo, hi)
