@@ -151,8 +151,15 @@ class VideoCodec:
         self.shape = tuple(shape)
         self.height, self.width = self.shape[:2]
         self.gray = len(self.shape) == 2 or self.shape[2] == 1
-        self.encoder = encoder_name(options, self.gray)
         self.decoder = decoder_name(options.codec)
+        self._encoder_name: str | None = None
+
+    @property
+    def encoder(self) -> str:
+        """The libavcodec encoder, looked up on first use: reading a column needs only a decoder."""
+        if self._encoder_name is None:
+            self._encoder_name = encoder_name(self.options, self.gray)
+        return self._encoder_name
 
     # -- encoding ---------------------------------------------------------------------------
     def _encoder(self) -> av.CodecContext:
