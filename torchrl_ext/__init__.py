@@ -52,6 +52,9 @@ _LAZY: dict[str, str] = {
     "preprocess_buffer": ".preprocessing",
     # exports
     "to_d3rlpy": ".interop.d3rlpy",
+    # remote datasets
+    "prefetch": ".export",
+    "download_dataset": ".export",
     # ready-made datasets
     "AtariDQNExperienceReplay": ".interop.atari_dqn",
     "ShardedExperienceReplay": ".datasets",

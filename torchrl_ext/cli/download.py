@@ -1,18 +1,60 @@
-"""``torchrl-ext download atari-dqn Pong/1 --root DIR``: fetch and convert a dataset."""
+"""``torchrl-ext download``: fetch and convert a dataset, or a selection of a pushed one.
+
+``download atari-dqn Pong/1 --root DIR`` converts a run of the Atari DQN
+logs. ``download gs://bucket/prefix --root DIR [--where SQL] [--events REGEX
+--win-len N]`` (short for ``download dataset URL ...``) writes the episodes
+of a pushed dataset that the query selects as a local dataset, fetching only
+the shards they lie in (:func:`torchrl_ext.export.download_dataset`).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-__all__ = ["add_parser", "parse_checkpoints", "run"]
+from ..remote.urls import is_remote
+
+__all__ = ["DATASET_KIND", "add_parser", "parse_checkpoints", "run", "run_dataset"]
+
+DATASET_KIND = "dataset"
+
+
+class _KindsOrURL:
+    """The choices of the dataset kind: the kinds' names, and any URL (which stands for ``dataset URL``)."""
+
+    def __init__(self, kinds: Mapping[str, Any]) -> None:
+        self.kinds = kinds
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.kinds or is_remote(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.kinds)
+
+
+class _Kinds(argparse._SubParsersAction):
+    """The ``KIND`` of ``download``; a URL in its place reads as ``dataset URL``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _KindsOrURL(self._name_parser_map)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values and values[0] not in self._name_parser_map and is_remote(values[0]):
+            values = [DATASET_KIND, *values]
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "download",
-        description="Download a dataset from its public bucket and convert it to a sharded dataset. "
-                    "Interrupted downloads resume from their .part files when run again.",
+        description="Download a dataset from its public bucket and convert it to a sharded dataset, or the "
+                    "episodes of a pushed dataset a query selects (download gs://bucket/prefix --root DIR). "
+                    "Interrupted downloads resume when run again (Atari logs from their .part files).",
     )
+    p.register("action", "parsers", _Kinds)
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND", title="datasets")
     a = kinds.add_parser(
         "atari-dqn", help="one run of the Atari DQN Replay Dataset, e.g. Pong/1",
@@ -41,7 +83,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--encoding", default="zstd-dict", choices=("zstd-dict", "zstd", "raw"),
                    help="observation frames: zstd per frame with a dictionary (random sampling), "
                         "zstd chunks of 16 frames (smallest, windows) or raw memory maps")
-    p.set_defaults(func=run)
+    a.set_defaults(func=run)
+    _add_dataset_parser(kinds)
+
+
+def _add_dataset_parser(kinds: argparse._SubParsersAction) -> None:
+    d = kinds.add_parser(
+        DATASET_KIND, help="episodes of a dataset pushed to a bucket, by URL (`download URL` for short)",
+        description="Write the episodes of the dataset at URL (gs://bucket/prefix, pushed with "
+                    "torchrl_ext.remote.push.push) that --where and --events select as a new local dataset "
+                    "at ROOT: whole episodes, renumbered from 0, with their episode-table rows and events. "
+                    "Only the shards those episodes lie in are fetched, verified, into the cache. "
+                    "`download URL ...` is short for `download dataset URL ...`; run again to resume.",
+    )
+    d.add_argument("url", metavar="URL", help="the dataset's URL, e.g. gs://bucket/prefix")
+    d.add_argument("--root", required=True, help="the new dataset directory")
+    d.add_argument("--where", default=None,
+                   help='SQL WHERE over the episode table, e.g. "Score >= 100" (default: every episode)')
+    d.add_argument("--events", dest="event_regex", default=None, metavar="REGEX",
+                   help="keep only episodes with a window around an event whose name matches REGEX (re.match), "
+                        "e.g. 'kill_entity:.*' (default: no event filter)")
+    d.add_argument("--win-len", type=int, default=None,
+                   help="steps in each window before the event (default: none; required with --events)")
+    d.add_argument("--bias", type=int, default=0, help="steps the windows are shifted by")
+    d.add_argument("--cache-dir", default=None,
+                   help="where fetched shards are cached (default: $TORCHRL_EXT_CACHE or ~/.cache/torchrl_ext/remote)")
+    d.add_argument("--disk-cache-bytes", type=int, default=None,
+                   help="bytes the cached shards may occupy (default: no limit)")
+    d.add_argument("--threads", type=int, default=8, help="shards fetched at once")
+    d.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    d.set_defaults(func=run_dataset)
 
 
 def parse_checkpoints(text: str | None) -> list[int] | None:
@@ -76,4 +147,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for path in paths:
         print(path)
+    return 0
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from ..export import download_dataset
+
+    result = download_dataset(args.url, args.root, where=args.where, event_regex=args.event_regex,
+                              win_len=args.win_len, bias=args.bias, cache_dir=args.cache_dir,
+                              disk_cache_bytes=args.disk_cache_bytes, threads=args.threads, progress=args.progress)
+    print(result.root)
     return 0

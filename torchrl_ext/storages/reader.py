@@ -234,20 +234,22 @@ class ShardReader:
         ``keys`` (stored keys or ``("next", K)``) reads only those columns; a
         rebuilt ``("next", K)`` comes with ``K``, the column it is read from.
         """
-        if self._remote is not None:
-            self._remote.touch(flat)  # fetched shards are verified before they are served
-        elif self.verify_mode == "first-read" and flat.size:
-            self._checks.check_touched(self.manifest, self._shards, self.offsets, flat)
         b = flat.shape[0]
         out: dict[Key, np.ndarray] = {}
         columns = self.columns
         if keys is not None:
             wanted = {tuple(k) for k in keys}
             columns = [c for c in columns if c.key in wanted or ("next", *c.key) in wanted]
+        both = flat
         if any(c.key in self.next_keys for c in columns):
             e = np.searchsorted(self.ep_first, flat, side="right") - 1
             last = flat == self.ep_last[e]
-            r2 = route(self.offsets, np.concatenate((flat, np.where(last, flat, flat + 1))))
+            both = np.concatenate((flat, np.where(last, flat, flat + 1)))
+            r2 = route(self.offsets, both)
+        if self._remote is not None:
+            self._remote.touch(both)  # the shards read, no more; each verified when fetched
+        elif self.verify_mode == "first-read" and flat.size:
+            self._checks.check_touched(self.manifest, self._shards, self.offsets, flat)
         direct = [c for c in columns if c.key not in self._cached and c.key not in self.next_keys]
         r = route(self.offsets, flat) if direct else None
         for col in columns:
@@ -291,6 +293,12 @@ class ShardReader:
     def is_remote(self) -> bool:
         """True when the root is the cache of a remote dataset (shards fetched on first touch)."""
         return self._remote is not None
+
+    @property
+    def remote(self) -> RemoteDataset | None:
+        """The :class:`~torchrl_ext.remote.dataset.RemoteDataset` whose cache this reader reads (its shards
+        fetched with ``remote.fetch(shards)``), or None for a local dataset."""
+        return None if self._remote is None else self._remote.remote
 
     def will_need(self, shards: list[int]) -> None:
         """Fetches these shards of a remote dataset in the background (nothing for a local one)."""

@@ -43,14 +43,12 @@ class RemoteShards:
         biggest = max((s.bytes for s in files.shards), default=1) or 1
         return cls(remote, files, None if budget is None else max(1, budget // biggest))
 
-    def touch(self, flat: np.ndarray) -> bool:
-        """Opens every shard holding a row of ``flat`` or the row after it; True when one was opened."""
-        if flat.size == 0:
+    def touch(self, rows: np.ndarray) -> bool:
+        """Opens every shard holding one of ``rows`` (the reader passes the next rows it rebuilds
+        ``("next", K)`` from too); True when one was opened."""
+        if rows.size == 0:
             return False
-        offsets = self.files.offsets
-        last = int(offsets[-1]) - 1
-        rows = np.concatenate((flat, np.minimum(flat + 1, last)))
-        needed = np.unique(np.searchsorted(offsets, rows, side="right") - 1).tolist()
+        needed = np.unique(np.searchsorted(self.files.offsets, rows, side="right") - 1).tolist()
         opened = False
         for s in needed:
             if s in self.held:
