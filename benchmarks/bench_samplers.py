@@ -11,6 +11,8 @@ one event every ~500 steps. Measured per batch of 128 (min / median of
 
 (a) ``sampler.sample(storage, 128)`` alone (the indices), for TorchRL's
     ``SliceSampler(slice_len=32, trajectories=storage.episodes, cache_values=True)``,
+    the same through ``NarrowSliceSampler`` (what ``episode_sampler`` and
+    ``ShardedExperienceReplay`` build: the flags alone read from the storage),
     ``EventSliceSampler`` (an event regex, windows of 32) and TorchRL's
     ``RandomSampler``; the storage ``get`` of those indices, separately;
     ``TensorDictReplayBuffer.sample()`` end to end. Ceiling: 1 ms for the indices.
@@ -18,12 +20,13 @@ one event every ~500 steps. Measured per batch of 128 (min / median of
 (c) At 100k rows: ``SliceSampler(traj_key="episode")`` (no ``trajectories=``)
     against ``SliceSampler(trajectories=storage.episodes)``, as a ratio.
 
-Profile (cProfile, 500 calls of ``SliceSampler.sample`` at 50M rows): about a
-third in TorchRL's index arithmetic (``_get_index``, ``_tensor_slices_from_startend``),
-two thirds in the ``storage[index]`` TorchRL makes inside ``_finalize_index``
-for done/terminated/is_init: every column of the 128 rows (``ShardReader.gather``
-routing per shard and column, then the TensorDict). Reading only
-``("next", "done")`` and ``("next", "terminated")`` there takes ~6 us.
+Profile before (cProfile, 500 calls of TorchRL's ``SliceSampler.sample`` at
+50M rows): about a third in TorchRL's index arithmetic (``_get_index``,
+``_tensor_slices_from_startend``), two thirds in the ``storage[index]`` TorchRL
+makes inside ``_finalize_index`` for done/terminated/is_init: every column of
+the 128 rows (``ShardReader.gather`` routing per shard and column, then the
+TensorDict). ``NarrowSliceSampler`` hands it ``storage.narrow(keys)``, which
+gathers only those flags (``--profile`` prints the split after).
 ``EventSliceSampler`` and ``RandomSampler`` never read the storage in ``sample``.
 """
 
@@ -46,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results
 
 from torchrl_ext import EventIndex, EventSliceSampler, ShardedStorage, ShardWriter
+from torchrl_ext.compat.torchrl_samplers import slice_sampler_keys
+from torchrl_ext.datasets import NarrowSliceSampler
 from torchrl_ext.events import WindowQuery
 
 DATA = Path(__file__).resolve().parent.parent / "bench_data" / "samplers"
@@ -109,10 +114,12 @@ def interleaved(fns: dict[str, object], rounds: int) -> dict[str, tuple[float, f
 
 
 def samplers(storage: ShardedStorage) -> dict[str, object]:
-    """The three samplers under test, built over ``storage``."""
+    """The samplers under test, built over ``storage`` (TorchRL's ``SliceSampler`` first, ours second)."""
     return {
         f"SliceSampler(slice_len={SLICE}, trajectories=storage.episodes, cache_values=True)":
             SliceSampler(slice_len=SLICE, trajectories=storage.episodes, cache_values=True),
+        "NarrowSliceSampler (same arguments; episode_sampler's)":
+            NarrowSliceSampler(slice_len=SLICE, trajectories=storage.episodes, cache_values=True),
         f"EventSliceSampler(event_regex='goal:[01]', win_len={SLICE})":
             EventSliceSampler(storage, WindowQuery(event_regex="goal:[01]", win_len=SLICE, bias=SLICE // 2), seed=0),
         "RandomSampler()": RandomSampler(),
@@ -140,9 +147,11 @@ def measure_large(root: Path, rounds: int) -> list[str]:
         rb = TensorDictReplayBuffer(storage=storage, sampler=sampler, batch_size=BATCH)
         built[name] = {"sample": lambda s=sampler: s.sample(storage, BATCH),
                        "get": lambda i=idx: storage.get(i), "rb": rb.sample}
-    slice_name = next(iter(built))
+    slice_name, narrow_name = list(built)[:2]
     slice_idx = made[slice_name].sample(storage, BATCH)[0]
     built[slice_name]["inner"] = lambda: storage[slice_idx]  # the read SliceSampler makes inside sample()
+    flags = storage.narrow(slice_sampler_keys(made[narrow_name]))
+    built[narrow_name]["inner"] = lambda: flags[slice_idx]  # the read NarrowSliceSampler makes instead
     flat = {(n, k): fn for n, d in built.items() for k, fn in d.items()}
     res = interleaved(flat, rounds)
     ceiling = 1e-3
@@ -150,12 +159,32 @@ def measure_large(root: Path, rounds: int) -> list[str]:
         cells = [f"{res[name, k][0] * 1e3:.3f} / {res[name, k][1] * 1e3:.3f} ms" for k in ("sample", "get", "rb")]
         lines.append(f"| `{name}` | {cells[0]} ({res[name, 'sample'][1] / ceiling:.2f}x the 1 ms ceiling) "
                      f"| {cells[1]} | {cells[2]} |")
-    inner = res[slice_name, "inner"]
+    inner, narrow = res[slice_name, "inner"], res[narrow_name, "inner"]
+    before, after = res[slice_name, "sample"], res[narrow_name, "sample"]
     lines += ["", (f"TorchRL's `SliceSampler.sample` reads every column of its rows itself (`storage[index]` in "
                    f"`_finalize_index`, for done/terminated/is_init): {inner[0] * 1e3:.3f} / {inner[1] * 1e3:.3f} ms "
                    f"of its time; its index arithmetic is the rest (median "
-                   f"{(res[slice_name, 'sample'][1] - inner[1]) * 1e3:.3f} ms).")]
+                   f"{(before[1] - inner[1]) * 1e3:.3f} ms). `NarrowSliceSampler` reads "
+                   f"{', '.join(map(str, flags.keys))} alone there: {narrow[0] * 1e3:.3f} / {narrow[1] * 1e3:.3f} ms; "
+                   f"its sample takes {after[1] / before[1]:.2f}x TorchRL's (median), "
+                   f"{after[0] / ceiling:.2f}x / {after[1] / ceiling:.2f}x the 1 ms ceiling (min / median).")]
     return lines
+
+
+def profile(root: Path, calls: int = 500) -> None:
+    """Prints where ``NarrowSliceSampler.sample`` spends its time (cProfile, ``calls`` calls at 50M rows)."""
+    import cProfile
+    import pstats
+
+    storage = ShardedStorage(root)
+    sampler = NarrowSliceSampler(slice_len=SLICE, trajectories=storage.episodes, cache_values=True)
+    sampler.sample(storage, BATCH)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        sampler.sample(storage, BATCH)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
 
 def measure_traj_key(rows: int, rounds: int) -> list[str]:
@@ -186,8 +215,12 @@ def main() -> None:
     parser.add_argument("--small-rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "samplers.md"))
+    parser.add_argument("--profile", action="store_true", help="print NarrowSliceSampler.sample's profile instead")
     args = parser.parse_args()
     root = build(DATA / f"rows{args.rows}", args.rows, args.shard_rows)
+    if args.profile:
+        profile(root)
+        return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = ["# Samplers", "", (f"torch {torch.__version__}, {sys.platform}, {os.cpu_count()} CPUs, load average "
                                 f"{load} at the start; ceiling 1 ms per batch of {BATCH} indices."), ""]

@@ -17,8 +17,24 @@ of it. This module is the only place that touches them:
 
 Subclasses implement ``sample``, ``state_dict``, ``load_state_dict``,
 ``dumps``, ``loads`` (TorchRL's public abstract methods) and, if they keep
-state, ``reset`` and ``sampleable_count``. ``tests/compat/test_torchrl_samplers.py``
-checks each point above against the installed TorchRL.
+state, ``reset`` and ``sampleable_count``.
+
+:func:`slice_sampler_keys` names the storage keys TorchRL's ``SliceSampler``
+(and ``SliceSamplerWithoutReplacement``) reads inside ``sample``, so a
+storage can serve those reads narrowly. It depends on how ``sample`` reads:
+
+* ``_finalize_index`` reads ``storage[index]`` of the sampled rows only for
+  the done and terminated keys beside ``truncated_key`` (when that is set),
+  and ``_maybe_emit_init_marker`` for ``init_key`` (when set).
+* Boundaries given at construction (``trajectories=`` or ``ends=``) sit in
+  ``sampler._cache["static-stop-and-length"]``; without them
+  ``_get_stop_and_length`` reads ``storage[:]`` for ``traj_key``, ``end_key``
+  or ``end_keys``, and ``_resolve_traj_key`` looks for
+  ``("collector", "traj_ids")`` and ``"episode"`` in ``storage[0:1]``.
+* ``fragmented=True`` reads through another index: no narrow key list.
+
+``tests/compat/test_torchrl_samplers.py`` checks each point above against the
+installed TorchRL.
 
 Examples:
     >>> import torch
@@ -43,9 +59,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchrl.data.replay_buffers.samplers import Sampler
+from torchrl.data.replay_buffers.samplers import Sampler, SliceSampler
 
-__all__ = ["SamplerBase"]
+__all__ = ["SamplerBase", "slice_sampler_keys"]
+
+_STATIC_BOUNDARIES = "static-stop-and-length"  # SliceSampler._cache entry of trajectories= / ends=
+_TRAJ_KEY_CANDIDATES = (("collector", "traj_ids"), ("episode",))  # what SliceSampler._resolve_traj_key looks for
 
 _TorchRLSamplerMeta = type(Sampler)
 
@@ -76,3 +95,38 @@ class SamplerBase(Sampler, metaclass=_AllKeywordsMeta):
 
     def _empty(self) -> None:
         self.reset()
+
+
+def slice_sampler_keys(sampler: SliceSampler) -> tuple[tuple[str, ...], ...] | None:
+    """The storage keys ``sampler.sample(storage, n)`` reads, as key tuples; None when it is not known.
+
+    A storage that returns only these keys from ``storage[index]`` gives the
+    sampler the same indices and info as the full rows (keys it does not hold
+    may be left out: TorchRL reads them with ``get(key, default=None)``).
+
+    Examples:
+        >>> import torch
+        >>> sampler = SliceSampler(slice_len=4, trajectories=torch.zeros(8, dtype=torch.long), cache_values=True)
+        >>> slice_sampler_keys(sampler)
+        (('next', 'done'), ('next', 'terminated'), ('is_init',))
+        >>> slice_sampler_keys(SliceSampler(slice_len=4, traj_key="run", truncated_key=None, init_key=None))
+        (('run',), ('next', 'done'))
+    """
+    if getattr(sampler, "fragmented", False):
+        return None
+    keys: list[tuple[str, ...]] = []
+    if sampler.truncated_key is not None:
+        parent = _as_tuple(sampler.truncated_key)[:-1]
+        keys += [(*parent, "done"), (*parent, "terminated")]
+    if sampler.init_key is not None:
+        keys.append(_as_tuple(sampler.init_key))
+    if _STATIC_BOUNDARIES not in sampler._cache:
+        found = [sampler.traj_key, sampler.end_key, *(getattr(sampler, "end_keys", None) or ())]
+        if sampler.traj_key is None:
+            found += _TRAJ_KEY_CANDIDATES
+        keys = [_as_tuple(k) for k in found if k is not None] + keys
+    return tuple(dict.fromkeys(keys))
+
+
+def _as_tuple(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)

@@ -11,9 +11,10 @@ from .frame_stack import FrameStackStorage
 from .loader import LoaderContext, loader_context
 from .multi_run import MultiRunStorage
 from .replay import ShardedExperienceReplay, episode_sampler
+from .slice_samplers import NarrowSliceSampler, NarrowSliceSamplerWithoutReplacement
 
-__all__ = ["FrameStackStorage", "LoaderContext", "MultiRunStorage", "ShardedExperienceReplay", "episode_sampler",
-           "loader_context"]
+__all__ = ["FrameStackStorage", "LoaderContext", "MultiRunStorage", "NarrowSliceSampler",
+           "NarrowSliceSamplerWithoutReplacement", "ShardedExperienceReplay", "episode_sampler", "loader_context"]
 
 # moved to torchrl_ext.interop.atari_dqn (old names still resolve, with a warning)
 __getattr__ = moved_names(__name__, dict.fromkeys(

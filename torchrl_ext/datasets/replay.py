@@ -17,13 +17,12 @@ from torchrl.data.datasets.common import BaseDatasetExperienceReplay
 from torchrl.data.replay_buffers import (
     ImmutableDatasetWriter,
     SamplerWithoutReplacement,
-    SliceSampler,
-    SliceSamplerWithoutReplacement,
 )
 
 from ..format import MANIFEST_NAME
 from ..preprocessing import preprocess_buffer
 from ..storages import EpisodeView, ShardedStorage
+from .slice_samplers import NarrowSliceSampler, NarrowSliceSamplerWithoutReplacement
 
 __all__ = ["ShardedExperienceReplay", "episode_sampler"]
 
@@ -34,11 +33,13 @@ def episode_sampler(storage: Any, *, num_slices: int | None = None, slice_len: i
 
     A ``SliceSampler`` (``SliceSamplerWithoutReplacement`` without
     replacement) over ``storage.episodes`` when ``num_slices`` or
-    ``slice_len`` is set; ``SamplerWithoutReplacement`` without replacement;
-    otherwise ``None`` (the buffer's uniform ``RandomSampler``).
+    ``slice_len`` is set, reading from the storage only the flags it uses
+    (:class:`~torchrl_ext.datasets.slice_samplers.NarrowSliceSampler`);
+    ``SamplerWithoutReplacement`` without replacement; otherwise ``None``
+    (the buffer's uniform ``RandomSampler``).
     """
     if num_slices is not None or slice_len is not None:
-        cls = SliceSampler if replacement else SliceSamplerWithoutReplacement
+        cls = NarrowSliceSampler if replacement else NarrowSliceSamplerWithoutReplacement
         extra = {"cache_values": True} if replacement else {}
         return cls(num_slices=num_slices, slice_len=slice_len, strict_length=strict_len,
                    trajectories=storage.episodes, **extra)

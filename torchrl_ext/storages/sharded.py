@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from torchrl.data.replay_buffers import Storage, TensorStorage
 from ..compat.torchrl_storage import bump_revision, read_only_storage
 from ..format import EpisodeTable, Key, Manifest
 from .checkpoint import ShardedStorageCheckpointer
+from .narrow import NarrowStorage
 from .reader import ShardReader
 
 __all__ = ["ShardedStorage"]
@@ -95,6 +96,7 @@ class ShardedStorage(TensorStorage):
         self.cache_bytes = cache_bytes
         self._rows_view = rows_view
         self._episodes_tensor = None
+        self._narrow_views: dict[tuple[Key, ...], NarrowStorage] = {}
         Storage.__init__(self, max_size=self.reader.num_rows)
 
     # ------------------------------------------------------------------ properties
@@ -204,6 +206,20 @@ class ShardedStorage(TensorStorage):
             td = td.to(self.device, non_blocking=True)
         return td
 
+    def narrow(self, keys: Iterable[str | Key]) -> NarrowStorage:
+        """This storage, read-only, with reads that return only ``keys`` (the same view for the same keys).
+
+        TorchRL's ``SliceSampler`` reads a few flags of the rows it samples;
+        given this view it reads them alone instead of every column.
+        """
+        if isinstance(keys, str) or (isinstance(keys, tuple) and all(isinstance(k, str) for k in keys)):
+            raise TypeError(f"`keys` must be a list of keys, got the single key {keys!r}; pass [{keys!r}]")
+        wanted = tuple(dict.fromkeys((k,) if isinstance(k, str) else tuple(k) for k in keys))
+        view = self._narrow_views.get(wanted)
+        if view is None:
+            view = self._narrow_views[wanted] = NarrowStorage(self, wanted, gathers=self._rows_view is None)
+        return view
+
     def refresh(self) -> int:
         """Picks up shards committed since opening; returns the number of new rows."""
         new = self.reader.refresh()
@@ -245,11 +261,13 @@ class ShardedStorage(TensorStorage):
     def __getstate__(self) -> dict[str, Any]:
         state = Storage.__getstate__(self)
         state.pop("_episodes_tensor", None)
+        state.pop("_narrow_views", None)
         return state  # the reader pickles by path
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         Storage.__setstate__(self, state)
         self._episodes_tensor = None
+        self._narrow_views = {}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, rows={len(self)}, "
