@@ -48,6 +48,7 @@ EPILOG = (
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": (".info", "summarise a dataset: shards, rows, episodes, bytes, schema"),
     "verify": (".verify", "check every shard of a dataset against its checksum"),
+    "push": (".push", "upload a dataset to a bucket (gs://bucket/prefix), its manifest last"),
     "download": (".download", "download and convert a dataset"),
     "events": (".events", "build the event index; count events and their windows"),
     "generate": (".generate", "generate Atari episodes (random policy) into a dataset"),

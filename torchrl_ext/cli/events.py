@@ -2,7 +2,9 @@
 
 ``--build`` is the explicit step that writes ``ROOT/events/index/`` (with
 ``--column`` / ``--counters`` derivations); without it the command only
-reads, like the sampler and the dataset.
+reads, like the sampler and the dataset. ``ROOT`` may be a URL
+(``gs://bucket/prefix``), read through the local cache; an index is built
+where the dataset is written, so ``--build`` refuses a URL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("events", help="build the event index; count events and windows matching a regex",
                        description="Count events and windows per event name. With --build, first build the "
                                    "event index from the event logs and save it; otherwise only read it.")
-    p.add_argument("root", help="dataset directory")
+    p.add_argument("root", help="dataset directory, or a URL such as gs://bucket/prefix (read only)")
     p.add_argument("--build", "--rebuild", dest="build", action="store_true",
                    help="build the event index from the event logs and save it to ROOT/events/index, keeping "
                         "the derived events of the saved index unless --column/--counters/--no-derived say "
@@ -59,8 +61,8 @@ def format_events(root: str, query: WindowQuery, *, where: str | None = None,
     from ..events import EventIndex, select_windows
     from ..storages import ShardedStorage
 
-    index = EventIndex.open(root) if index is None else index
-    storage = ShardedStorage(root)
+    storage = ShardedStorage(root)  # a URL opens once; the index is read from the same local directory
+    index = EventIndex.open(storage.root) if index is None else index
     eps = storage.select_episodes(where)
     first, length = storage.episode_bounds
     windows = select_windows(index, first, length, query, episodes=eps)

@@ -1,8 +1,15 @@
-"""``torchrl-ext info ROOT``: shards, rows, episodes, bytes on disk and the schema."""
+"""``torchrl-ext info ROOT``: shards, rows, episodes, bytes on disk and the schema.
+
+``ROOT`` may be a URL (``gs://bucket/prefix``): the metadata is fetched into the
+local cache and the column sizes come from one listing of the shards, so no
+shard is downloaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,15 +24,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Summarise a dataset: format version, shards, rows, episodes, bytes on disk, "
                     "event logs and the schema of every column.",
     )
-    p.add_argument("root", help="dataset directory")
+    p.add_argument("root", help="dataset directory, or a URL such as gs://bucket/prefix")
     p.set_defaults(func=run)
 
 
-def _column_bytes(storage: ShardedStorage, col) -> int:
+def _remote_url(storage: ShardedStorage) -> str | None:
+    from ..remote.cache import ShardCache
+
+    return ShardCache.read_marker(Path(storage.root))
+
+
+def _file_size(storage: ShardedStorage) -> Callable[[Path], int]:
+    """The size of a shard file: on disk, or in the bucket's listing for a remote dataset (nothing fetched)."""
+    if _remote_url(storage) is None:
+        return lambda p: p.stat().st_size
+    from ..remote.dataset import RemoteDataset
+
+    root = Path(storage.root)
+    sizes = {rel: info.size for rel, info in RemoteDataset.attach(root).store.list("shards/").items()}
+    return lambda p: sizes.get(p.relative_to(root).as_posix(), 0)  # an object not pushed counts 0
+
+
+def _column_bytes(storage: ShardedStorage, col, size: Callable[[Path], int]) -> int:
     from ..format import column_files
 
-    return sum(p.stat().st_size for s in storage.manifest.shards
-               for p in column_files(storage.root / s.dir, col))
+    return sum(size(p) for s in storage.manifest.shards for p in column_files(storage.root / s.dir, col))
 
 
 def _event_counts(storage: ShardedStorage) -> dict[str, int]:
@@ -45,8 +68,10 @@ def format_info(storage: ShardedStorage) -> str:
     """The text ``torchrl-ext info`` prints."""
     m = storage.manifest
     nbytes = sum(s.bytes for s in m.shards)
+    url = _remote_url(storage)
     lines = [
-        f"dataset   {storage.root}",
+        f"dataset   {url or storage.root}",
+        *([f"cached in {storage.root}"] if url else []),
         f"format    {m.format_version}",
         f"shards    {storage.num_shards}",
         f"rows      {len(storage)}",
@@ -56,8 +81,9 @@ def format_info(storage: ShardedStorage) -> str:
         f"{'key':<24} {'dtype':<8} {'shape':<14} {'encoding':<10} {'on disk':>12} {'raw':>12} ratio",
     ]
     rows = int(storage.reader.offsets[-1])
+    size = _file_size(storage)
     for col in m.schema:
-        disk, raw = _column_bytes(storage, col), rows * col.row_bytes
+        disk, raw = _column_bytes(storage, col, size), rows * col.row_bytes
         ratio = f"{raw / disk:.1f}x" if disk else "-"
         lines.append(f"{'/'.join(col.key):<24} {col.dtype.name:<8} {str(list(col.shape)):<14} "
                      f"{col.encoding:<10} {disk:>12} {raw:>12} {ratio}")

@@ -57,7 +57,8 @@ class EventWindowDataset(Dataset):
     """Windows around events of one or several datasets.
 
     Args:
-        roots: a dataset directory, storage or
+        roots: a dataset directory or URL (``gs://bucket/prefix``, read through
+            the local cache, its pushed event index included), storage or
             :class:`~torchrl_ext.storages.EpisodeView` (only its episodes), or a list of them.
         query: the window rules; or pass them as keyword ``options``.
         where: SQL ``WHERE`` over each root's episode table.

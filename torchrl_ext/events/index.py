@@ -13,6 +13,10 @@ sampler and the dataset, only reads: a missing or stale index is built in
 memory with a warning naming the command that saves it, or refused with
 ``build_missing="error"``. Many processes (DDP ranks, DataLoader workers) may
 open the same dataset at once; none of them writes.
+
+:meth:`open` and :meth:`load` also take a URL (``gs://bucket/prefix``) and read
+the index pushed with the dataset from its local cache; an index is saved only
+into a dataset directory (built where the dataset is written, then pushed).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import numpy as np
 
 from ..format import EVENT_FIELDS, FormatError, read_event_log, read_manifest
 from ..progress import track
+from ..remote.cache import ShardCache
+from ..remote.roots import dataset_root
+from ..remote.urls import is_remote, parse_url
 from ..validation import one_of, regex, user_path
 from .derive import (
     CHUNK_ROWS,
@@ -124,7 +131,7 @@ class EventIndex:
         """Builds the index from the writer's event logs (``manifest.event_logs``) and saves it.
 
         Args:
-            root: dataset directory.
+            root: dataset directory; a URL (or its cache) only with ``save=False``.
             columns: ``{prefix: key}``: also derive sign events ``<prefix>:+1`` /
                 ``<prefix>:-1`` from these scalar columns (:meth:`from_column`),
                 e.g. ``{"reward": ("next", "reward")}``.
@@ -138,7 +145,7 @@ class EventIndex:
 
         Raises:
             TypeError, ValueError: ``columns`` or ``counters`` is malformed or
-                names no column of the dataset.
+                names no column of the dataset; or ``save=True`` for a remote dataset.
             FormatError: an event log is corrupt.
 
         Examples:
@@ -150,7 +157,12 @@ class EventIndex:
             >>> EventIndex.load(root).derived
             [{'kind': 'column', 'prefix': 'reward', 'key': ['next', 'reward']}]
         """
-        root = user_path(root, "root")
+        if save and is_remote(root):
+            raise _cannot_save(str(root))
+        root = dataset_root(root, "root")
+        url = ShardCache.read_marker(root)
+        if save and url is not None:
+            raise _cannot_save(url)
         derived = derivations(columns, counters)
         manifest = read_manifest(root)
         check_columns_exist(derived, manifest)
@@ -201,15 +213,19 @@ class EventIndex:
         """Loads ``<root>/events/index/`` as saved (arrays memory-mapped unless ``mmap=False``).
 
         It does not compare the index with the dataset; :meth:`open` does.
+        ``root`` may be a URL: the index pushed with the dataset is read from its cache.
 
         Raises:
             FileNotFoundError: there is no saved index (the message says how to build it).
             FormatError: the saved index is corrupt.
         """
-        root = user_path(root, "root")
+        root = dataset_root(root, "root")
         try:
             meta, arrays = read_index(root, use_mmap=mmap)
         except FileNotFoundError as err:
+            url = ShardCache.read_marker(root)
+            if url is not None:
+                raise FileNotFoundError(f"no event index at {url}{INDEX_DIR}; {_remote_fix()}") from err
             raise FileNotFoundError(f"no event index at {Path(root) / INDEX_DIR}; build it with: "
                                     f"{build_command(root)} (or EventIndex.build(root))") from err
         return cls._from_saved(meta, arrays)
@@ -223,7 +239,7 @@ class EventIndex:
         """The saved index of ``root`` if it is up to date; never writes.
 
         Args:
-            root: dataset directory.
+            root: dataset directory, or a URL (``gs://bucket/prefix``) read through its cache.
             build_missing: for a missing or stale index (built from other event
                 logs or rows than the manifest lists, or by an older release):
                 ``"memory"`` builds it in memory with the saved derivations and
@@ -235,7 +251,7 @@ class EventIndex:
                 the saved index is corrupt.
         """
         one_of(build_missing, "build_missing", BUILD_MISSING)
-        root = user_path(root, "root")
+        root = dataset_root(root, "root")
         manifest = read_manifest(root)
         try:
             meta, arrays = read_index(root)
@@ -250,12 +266,14 @@ class EventIndex:
             else:
                 return cls._from_saved(meta, arrays)
             derived = meta.derived
-        command = build_command(root, derivation_flags(derived))
+        url = ShardCache.read_marker(root)
+        flags = derivation_flags(derived)
+        fix = f"build it with: {build_command(root, flags)}" if url is None else _remote_fix(flags)
         if build_missing == "error":
             error = FileNotFoundError if problem == "missing" else FormatError
-            raise error(f"event index of {root} is {problem}; build it with: {command}")
-        warnings.warn(f"event index of {root} is {problem}: built it in memory for this process (nothing is "
-                      f"written); save it once so readers load it: {command}", stacklevel=2)
+            raise error(f"event index of {url or root} is {problem}; {fix}")
+        warnings.warn(f"event index of {url or root} is {problem}: built it in memory for this process (nothing "
+                      f"is written); save it once so readers load it: {fix}", stacklevel=2)
         return cls.build(root, **derivation_arguments(derived), save=False)
 
     @classmethod
@@ -266,6 +284,8 @@ class EventIndex:
         Passing ``columns={}`` (or ``counters=()``) drops derivations on purpose; a
         missing or unreadable saved index contributes none.
         """
+        if is_remote(root):
+            raise _cannot_save(str(root))
         if columns is None and counters is None:
             try:
                 meta, _ = read_index(user_path(root, "root"))
@@ -317,6 +337,8 @@ class EventIndex:
     # ------------------------------------------------------------ saving / querying
     def save(self, root: str | os.PathLike) -> Path:
         """Writes ``<root>/events/index/`` atomically (see :mod:`.index_file`); returns its path."""
+        if is_remote(root):
+            raise _cannot_save(str(root))
         meta = IndexMeta(INDEX_VERSION, len(self), [str(s) for s in self.names], self.source, self.derived)
         return write_index(user_path(root, "root"), meta, {k: getattr(self, k) for k, _ in EVENT_FIELDS})
 
@@ -351,6 +373,15 @@ def _name_row_order(gid: np.ndarray, row: np.ndarray, num_names: int) -> np.ndar
         return np.argsort(g16, kind="stable")
     by_row = np.argsort(row, kind="stable")
     return by_row[np.argsort(g16[by_row], kind="stable")]
+
+
+def _cannot_save(url: str) -> ValueError:
+    return ValueError(f"`root` {parse_url(url, 'root').url} is a remote dataset, and an event index is saved only "
+                      f"into a dataset directory; {_remote_fix()} (build(..., save=False) keeps it in memory)")
+
+
+def _remote_fix(flags: str = "") -> str:
+    return f"build it where the dataset is written ({build_command('ROOT', flags)}) and push it again"
 
 
 def _describe(source: IndexSource | None) -> str:

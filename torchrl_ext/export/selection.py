@@ -11,7 +11,11 @@ __all__ = ["episodes_of"]
 
 
 def episodes_of(source: Any) -> tuple[Any, np.ndarray]:
-    """``(storage, episode ids)`` of a dataset path, a ``ShardedStorage`` (all) or an ``EpisodeView`` (its own)."""
+    """``(storage, episode ids)`` of a dataset path, a ``ShardedStorage`` (all) or an ``EpisodeView`` (its own).
+
+    A path may be a URL (``gs://bucket/prefix``): the string reaches ``ShardedStorage`` as it is, which reads
+    the dataset through the local cache.
+    """
     from ..storages import EpisodeView, ShardedStorage
 
     if isinstance(source, EpisodeView):
@@ -20,5 +24,5 @@ def episodes_of(source: Any) -> tuple[Any, np.ndarray]:
         source = ShardedStorage(source)
     if isinstance(source, ShardedStorage):
         return source, np.arange(source.num_episodes, dtype=np.int64)
-    raise TypeError(f"`source` must be a dataset path, a ShardedStorage or an EpisodeView, got "
+    raise TypeError(f"`source` must be a dataset path or URL, a ShardedStorage or an EpisodeView, got "
                     f"{type(source).__name__}")

@@ -10,15 +10,24 @@ Layout of ``dest`` while a run is under way (no manifest yet, so no reader opens
 When every shard is finished the episode table and event logs are copied, the
 manifest is written atomically (the commit point) and ``.preprocess/`` removed.
 The caller holds the dataset lock of ``dest`` throughout.
+
+A ``dest`` URL (``gs://bucket/prefix``) is written into the local staging
+directory ``<cache dir>/push/<hash of the URL>`` (:func:`staging_dest`; the
+cache directory is ``$TORCHRL_EXT_CACHE`` or ``~/.cache/torchrl_ext/remote``),
+then pushed with ``dataset.json`` last and the staging directory removed
+(:func:`publish`). A run interrupted before the push ends resumes from the
+staging directory, and the push skips the objects already uploaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..format import (
     DICT_DIR,
@@ -37,11 +46,15 @@ from ..format import (
     write_dictionary,
     write_manifest,
 )
+from ..remote.cache import ShardCache, default_cache_dir
+from ..remote.push import push
+from ..remote.urls import is_remote, parse_url
+from ..storages import ShardedStorage
 from ..writer import LOCK_NAME, EpisodeTable
 from .plan import PLAN_NAME, RunPlan
 from .shard import WORK_DIR
 
-__all__ = ["finish_dest", "prepare_dest"]
+__all__ = ["finish_dest", "prepare_dest", "publish", "staging_dest"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +160,7 @@ def finish_dest(plan: RunPlan, records: list[dict]) -> None:
         episodes_crc=episodes_crc,
         next_shard_id=len(plan.tasks),
         shard_rows=m.shard_rows,
-        source={"kind": "preprocess", "source": str(root),
+        source={"kind": "preprocess", "source": ShardCache.read_marker(root) or str(root),
                 "fn": getattr(fn, "__qualname__", type(fn).__qualname__), "parent": m.source},
     )
     write_manifest(dest, manifest)
@@ -157,3 +170,30 @@ def finish_dest(plan: RunPlan, records: list[dict]) -> None:
             shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(dest / WORK_DIR, ignore_errors=True)
     (dest / INCOMPLETE_NAME).unlink(missing_ok=True)
+
+
+def staging_dest(url: str, source: Any) -> tuple[str, Path]:
+    """A ``dest`` URL, normalised, and the local directory the run writes before :func:`publish` pushes it.
+
+    Raises:
+        ValueError: ``url`` is not a valid URL, or it is the source's URL or lies under it.
+    """
+    parsed = parse_url(url, "dest")
+    root = getattr(source, "root", source)
+    if is_remote(root):
+        src = parse_url(root, "source").url
+    else:
+        src = ShardCache.read_marker(Path(os.path.expanduser(root))) if isinstance(root, (str, os.PathLike)) else None
+    if src is not None and parsed.url.startswith(src):
+        raise ValueError(f"`dest` {parsed.url} is the source {src} or lies under it; choose another prefix")
+    return parsed.url, default_cache_dir() / "push" / hashlib.sha256(parsed.url.encode()).hexdigest()[:16]
+
+
+def publish(local: Path, url: str, *, progress: bool) -> ShardedStorage:
+    """Pushes the finished dataset at ``local`` to ``url`` (``dataset.json`` last), removes ``local`` and
+    returns the storage reading ``url`` through the cache."""
+    result = push(local, url, progress=progress)
+    logger.info("pushed %s to %s: %d objects uploaded (%d bytes), %d already there", local, result.url,
+                result.uploaded, result.bytes_uploaded, result.skipped)
+    shutil.rmtree(local)
+    return ShardedStorage(result.url)

@@ -29,6 +29,7 @@ from ..format import (
     read_dictionary,
     read_inside,
 )
+from ..remote.roots import dataset_root
 from ..storages import ShardedStorage
 from ..validation import nonnegative_int, positive_int, user_path
 from ..writer import EpisodeTable
@@ -57,10 +58,10 @@ def check_arguments(fn: Any, executor: str, next_from_row: Any, num_workers: Any
     Example:
         >>> check_arguments(abs, "thread", "auto", 0, None)
         >>> try:
-        ...     check_arguments(abs, "ray", "auto", 0, None)
+        ...     check_arguments(abs, "dask", "auto", 0, None)
         ... except ValueError as err:
         ...     print(err)
-        `executor` must be one of ('process', 'thread', 'serial'), got 'ray'
+        `executor` must be one of ('process', 'thread', 'serial', 'ray'), got 'dask'
     """
     if executor not in EXECUTORS:
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}")
@@ -91,7 +92,8 @@ class RunPlan:
                     dest: str | os.PathLike, *, num_workers: int | None, batch_rows: int | None,
                     next_from_row: bool | str, num_rows: int | None, encodings: dict | None) -> RunPlan:
         """Plans a run over ``source`` (arguments as :func:`~torchrl_ext.preprocessing.run.preprocess`'s)."""
-        root = Path(source.root if isinstance(source, ShardedStorage) else user_path(source, "source")).resolve()
+        # a URL source is read through its cache root, which worker processes reopen by path
+        root = Path(source.root if isinstance(source, ShardedStorage) else dataset_root(source, "source")).resolve()
         dest = user_path(dest, "dest").resolve()
         if dest == root or root in dest.parents:
             raise ValueError(f"`dest` {dest} is inside the source {root}; choose another directory")

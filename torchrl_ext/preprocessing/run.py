@@ -16,9 +16,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..remote.urls import is_remote
 from ..storages import ShardedStorage
 from ..writer import lock_dataset, unlock_dataset
-from .destination import finish_dest, prepare_dest
+from .destination import finish_dest, prepare_dest, publish, staging_dest
 from .execute import EXECUTORS, run_tasks  # noqa: F401 - EXECUTORS was defined here; still importable
 from .plan import DEFAULT_BATCH_BYTES, PROBE_ROWS, RunPlan, check_arguments  # noqa: F401 - likewise
 
@@ -63,10 +64,15 @@ def preprocess(
     finished shards are checked (sizes, checksum) and kept. ``dest`` gets its
     manifest only when complete, so a partial ``dest`` never opens.
 
+    Either side may be a bucket: a ``source`` URL is read through the local
+    cache (shards fetched on first touch), and a ``dest`` URL is written into a
+    local staging directory, then pushed with its ``dataset.json`` last and
+    the staging directory removed (see :mod:`.destination`).
+
     Args:
-        source: dataset directory or a :class:`ShardedStorage`.
+        source: dataset directory, URL (``gs://bucket/prefix``) or :class:`ShardedStorage`.
         fn: TensorDict ``[n]`` -> TensorDict ``[n]``.
-        dest: new dataset directory (must not be inside ``source``).
+        dest: new dataset directory (must not be inside ``source``), or a URL to push it to.
         num_workers: parallel workers (default: number of CPUs); ``0`` runs in this process.
         batch_rows: rows per ``fn`` call (default: about 8 MiB of source rows).
         executor: ``"process"``, ``"thread"``, ``"serial"`` or ``"ray"`` (a Ray task per
@@ -90,14 +96,18 @@ def preprocess(
             (:func:`torchrl_ext.export.export_episodes`).
 
     Returns:
-        A :class:`ShardedStorage` over ``dest``.
+        A :class:`ShardedStorage` over ``dest`` (for a URL, read through the cache).
     """
+    url = None
+    if is_remote(dest):
+        url, dest = staging_dest(dest, source)
     if where is not None:
         from ..export import export_episodes
         from ..storages import EpisodeView
 
-        return export_episodes(EpisodeView(source, where, params), dest, fn=fn, encodings=encodings,
-                               progress=pbar, operation="preprocess")
+        out = export_episodes(EpisodeView(source, where, params), dest, fn=fn, encodings=encodings,
+                              progress=pbar, operation="preprocess")
+        return out if url is None else publish(out.root, url, progress=pbar)
     check_arguments(fn, executor, next_from_row, num_workers, batch_rows)
     plan = RunPlan.from_source(source, fn, dest, num_workers=num_workers, batch_rows=batch_rows,
                                next_from_row=next_from_row, num_rows=num_rows, encodings=encodings)
@@ -106,9 +116,10 @@ def preprocess(
     try:
         if prepare_dest(plan, overwrite):
             logger.info("%s: complete and matching the source, reused", plan.dest)
-            return ShardedStorage(plan.dest)
-        records = run_tasks(plan.tasks, executor, num_workers, mp_start_method, worker_threads, pbar, plan.limit)
-        finish_dest(plan, records)
+        else:
+            records = run_tasks(plan.tasks, executor, num_workers, mp_start_method, worker_threads, pbar,
+                                plan.limit)
+            finish_dest(plan, records)
     finally:
         unlock_dataset(plan.dest, lock)
-    return ShardedStorage(plan.dest)
+    return ShardedStorage(plan.dest) if url is None else publish(plan.dest, url, progress=pbar)

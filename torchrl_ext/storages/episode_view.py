@@ -44,7 +44,8 @@ class EpisodeView(TensorStorage):
     """The rows of the episodes matching a filter, numbered from 0, as a read-only TorchRL storage.
 
     Args:
-        storage: a :class:`ShardedStorage`, its dataset directory, or another
+        storage: a :class:`ShardedStorage`, its dataset directory or URL
+            (``gs://bucket/prefix``, read through the local cache), or another
             view (the new view narrows it).
         where: SQL ``WHERE`` over the episode table (metadata columns quoted
             when they are not plain names: ``"Active playtime" > 30``).
@@ -86,7 +87,7 @@ class EpisodeView(TensorStorage):
         elif isinstance(storage, (str, os.PathLike)):
             base = ShardedStorage(storage)
         else:
-            raise TypeError(f"`storage` must be a ShardedStorage, an EpisodeView or a dataset path, got "
+            raise TypeError(f"`storage` must be a ShardedStorage, an EpisodeView or a dataset path or URL, got "
                             f"{type(storage).__name__}")
         if where is not None and not isinstance(where, str):
             raise TypeError(f"`where` must be an SQL WHERE clause (str) or None, got {where!r}")

@@ -107,6 +107,17 @@ def test_progress_callback_counts_frames_of_every_checkpoint_up_to_the_total(log
     assert all(a < b for (a, _), (b, _) in itertools.pairwise(seen))  # frames as they are read, never twice
 
 
+def test_converted_run_is_pushed_under_game_and_run(gcs_server, logs, tmp_path, monkeypatch):
+    base, ref = logs
+    monkeypatch.setenv("TORCHRL_EXT_CACHE", str(tmp_path / "cache"))
+    path = convert_atari_run("Pong/2", tmp_path / "out", local_dir=base, shard_bytes=3000, progress=False,
+                             push_to="gs://test-bucket/atari")
+    assert path == tmp_path / "out" / "Pong" / "2"
+    assert_same_datasets("gs://test-bucket/atari/Pong/2", ref / "Pong" / "2")
+    names = {b.name for b in gcs_server.client.list_blobs(gcs_server.bucket)}
+    assert "atari/Pong/2/dataset.json" in names and all(n.startswith("atari/Pong/2/") for n in names)
+
+
 # ---------------------------------------------------------------------- many runs
 @pytest.mark.slow  # spawned workers and manager, each importing torch
 def test_process_executor_converts_each_run(logs, tmp_path):
@@ -134,7 +145,8 @@ def test_failed_run_is_reported_and_the_others_finish(logs, tmp_path):
     [({"executor": "dask"}, ValueError, r"`executor` must be one of \('process', 'ray'\)"),
      ({"num_workers": 0}, ValueError, "`num_workers` must be a positive int"),
      ({"threads": 2}, TypeError, r"unexpected keyword arguments \['threads'\]"),
-     ({"address": "auto"}, ValueError, "`address` is for executor='ray'")],
+     ({"address": "auto"}, ValueError, "`address` is for executor='ray'"),
+     ({"push_to": "bucket/x"}, ValueError, "`push_to` must be a URL like gs://bucket/prefix, got 'bucket/x'")],
 )
 def test_bad_arguments(tmp_path, logs, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -12,7 +12,10 @@ directory under ``root``, which must be a path every worker sees (a shared
 filesystem on a multi-machine cluster). Every task resumes what an earlier,
 interrupted call left, and a finished run is not converted again, so calling
 it again after a crash or a kill finishes the job. One bar shows runs
-done; one bar per running run shows its frames read.
+done; one bar per running run shows its frames read. With ``push_to=``
+(``gs://bucket/prefix``) each task also pushes its run, once converted, to
+``<push_to>/<game>/<run>/`` (:func:`torchrl_ext.remote.push.push`: the
+manifest last, objects already there skipped, so a new call resumes it too).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ...progress import ProgressBar
+from ...remote.push import push
+from ...remote.urls import parse_url
 from ...sources.gcs import DEFAULT_DEADLINE
 from ...validation import user_path
 from .bucket import (
@@ -104,6 +109,7 @@ def convert_atari_run(
     force: bool = False,
     progress: Any = True,
     deadline: float = DEFAULT_DEADLINE,
+    push_to: str | None = None,
 ) -> Path:
     """Converts one run into ``<root>/<game>/<run>`` (resumes, or returns at once if it is done).
 
@@ -119,11 +125,14 @@ def convert_atari_run(
         force: delete an existing conversion first.
         deadline: seconds a download or stream may go without data before it fails
             (resumable; see :func:`torchrl_ext.sources.download_prefix`).
+        push_to: a URL (``gs://bucket/prefix``); the converted run is then pushed to
+            ``<push_to>/<game>/<run>/``, its manifest last.
 
     Returns:
         The dataset directory.
     """
     game, run = parse_run_id(dataset_id)
+    target = None if push_to is None else f"{parse_url(push_to, 'push_to').url}{game}/{run}/"
     root = user_path(root, "root")
     path = root / game / str(run)
     if force and path.exists():
@@ -136,8 +145,13 @@ def convert_atari_run(
         logs = _download(game, run, root, bucket, prefix, checkpoints, progress is True, deadline)
     else:
         logs = BucketReplayLogs.for_run(game, run, bucket=bucket, prefix=prefix, deadline=deadline)
-    return convert_replay_logs(logs, path, checkpoints=checkpoints, stack_size=stack_size, game=game, run=run,
-                               shard_bytes=shard_bytes, encodings=encodings, progress=progress)
+    out = convert_replay_logs(logs, path, checkpoints=checkpoints, stack_size=stack_size, game=game, run=run,
+                              shard_bytes=shard_bytes, encodings=encodings, progress=progress)
+    if target is not None:
+        result = push(out, target, progress=False)
+        logger.info("%s: pushed to %s (%d objects uploaded, %d bytes; %d already there)", dataset_id, result.url,
+                    result.uploaded, result.bytes_uploaded, result.skipped)
+    return out
 
 
 class _QueueProgress:
@@ -214,7 +228,7 @@ def convert_atari_runs(
         mp_start_method: start method of the local processes.
         progress: show progress bars (runs, and frames of each running run).
         **run_kwargs: passed to :func:`convert_atari_run` (``local_dir``, ``bucket``,
-            ``prefix``, ``keep_download``, ``checkpoints``, ``encodings``, ...).
+            ``prefix``, ``keep_download``, ``checkpoints``, ``encodings``, ``push_to``...).
 
     Returns:
         The dataset directories, in the order of ``dataset_ids``.
@@ -238,9 +252,11 @@ def convert_atari_runs(
     workers = num_workers or max(1, min(len(ids), os.cpu_count() or 1))
     bad = sorted(set(run_kwargs) - {"local_dir", "bucket", "prefix", "keep_download", "checkpoints",
                                     "stack_size", "encodings", "shard_bytes", "force",
-                                    "deadline"})
+                                    "deadline", "push_to"})
     if bad:
         raise TypeError(f"convert_atari_runs got unexpected keyword arguments {bad}; see convert_atari_run")
+    if run_kwargs.get("push_to") is not None:
+        parse_url(run_kwargs["push_to"], "push_to")  # a bad URL fails here, not in every task
     root = user_path(root, "root")
     root.mkdir(parents=True, exist_ok=True)
     run = _run_ray if executor == "ray" else _run_processes
