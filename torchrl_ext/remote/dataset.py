@@ -149,7 +149,7 @@ class RemoteDataset:
     def _prefetch_one(self, s: int) -> None:
         try:
             self.unpin(self.pin(s))
-        except Exception as err:  # the read that needs the shard raises it again
+        except Exception as err:  # noqa: BLE001 - the read that needs the shard raises it again
             logger.info("prefetching shard %d of %s failed: %s", s, self.url, err)
 
     def close(self) -> None:
@@ -171,9 +171,16 @@ class RemoteDataset:
         staging = self.cache.staging_dir()
         try:
             _fetch_all(self.store, [listing[n] for n in wanted], staging)
-            verify_shard(staging, self.manifest, shard)
-            if shard.meta_crcs:
-                check_td_meta(staging / shard.dir, shard.meta_crcs, root=staging)
+            try:
+                verify_shard(staging, self.manifest, shard)
+                if shard.meta_crcs:
+                    check_td_meta(staging / shard.dir, shard.meta_crcs, root=staging)
+            except FormatError as err:
+                found = str(err).split(": ", 1)[-1].split(";", 1)[0]
+                raise FormatError(
+                    f"{self.url}{shard.dir}: {found} (as fetched; nothing was cached): the remote copy differs "
+                    "from its manifest; push the dataset again"
+                ) from None
             os.rename(staging / shard.dir, self.root / shard.dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
