@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme")]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-NETWORK = ("download_atari_run", "list_atari_checkpoints", "AtariDQNExperienceReplay(")
+NETWORK = ("download_atari_run", "list_atari_checkpoints", "AtariDQNExperienceReplay(", "gs://test-bucket")
 BLOCK_TIMEOUT = 200  # seconds for both runs of one block (pytest's own limit is 240)
 # Reads one request per line from stdin: {"script", "cwd", "env"}; runs the script twice as __main__, then
 # answers on the file descriptor argv[1]: {"runs": completed runs, "error": traceback or null}.

@@ -55,6 +55,7 @@ _LAZY: dict[str, str] = {
     # remote datasets
     "prefetch": ".export",
     "download_dataset": ".export",
+    "push": ".remote",
     # ready-made datasets
     "AtariDQNExperienceReplay": ".interop.atari_dqn",
     "ShardedExperienceReplay": ".datasets",
