@@ -41,6 +41,7 @@ def test_every_public_name_resolves_and_is_cached(name):
         assert value.__module__.startswith("torchrl_ext.")
 
 
+@pytest.mark.slow  # a subprocess importing torch
 def test_from_import_works_in_a_fresh_process():
     out = _fresh("from torchrl_ext import ShardedStorage, FormatError\n"
                  "import sys\nprint(ShardedStorage.__name__, FormatError.__name__, 'torch' in sys.modules)")
@@ -54,6 +55,7 @@ def test_unknown_name_is_an_attribute_error():
         from torchrl_ext import Nope  # noqa: F401
 
 
+@pytest.mark.slow  # a subprocess importing torch and TorchRL
 def test_torchrl_load_dataset_finds_the_prefix_registered_before_torchrl_was_imported(tmp_path):
     from torchrl_ext.synthetic import write_synthetic
 

@@ -69,7 +69,10 @@ def _assert_batches_equal(batches: list, whole, by_rows: bool) -> None:
 
 
 @forkserver_group
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
+@pytest.mark.parametrize("method", [
+    "fork",
+    pytest.param("forkserver", marks=pytest.mark.slow),  # the fork server's start imports torch
+])
 @pytest.mark.parametrize("read", [_rows, _windows], ids=["RowDataset", "EventWindowDataset"])
 def test_two_workers_read_what_one_process_reads(root, method, read):
     batches, started, whole = read(root, method)
@@ -78,6 +81,7 @@ def test_two_workers_read_what_one_process_reads(root, method, read):
 
 
 @forkserver_group
+@pytest.mark.slow  # the fork server's start imports torch
 def test_auto_starts_workers_from_the_fork_server_while_another_thread_runs(root):
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, name="waits")

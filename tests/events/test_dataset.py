@@ -30,6 +30,7 @@ def test_item_fields(root):
     assert item["action"].tolist() == [4 % 6, 5 % 6, 0, 1]
 
 
+@pytest.mark.slow  # spawned workers, each importing torch
 def test_dataloader_workers_shuffle(root):
     ds = EventWindowDataset(root, WindowQuery(event_regex="tick:.*", win_len=4))
     loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=2, collate_fn=batchify,

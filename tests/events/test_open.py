@@ -149,6 +149,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two subprocesses, each importing torch
 def test_two_processes_opening_a_missing_index_both_succeed_and_write_nothing(root, tmp_path):
     go = tmp_path / "go"  # outside the dataset
     before = tree_snapshot(root)

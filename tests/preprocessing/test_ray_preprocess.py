@@ -10,6 +10,8 @@ import torch
 from torchrl_ext import ShardedStorage, preprocess
 from torchrl_ext.synthetic import write_synthetic
 
+pytestmark = pytest.mark.slow  # a Ray cluster, started once per test process
+
 
 def halve(td):
     td["observation"] = td["observation"] // 2

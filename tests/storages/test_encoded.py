@@ -144,6 +144,7 @@ def test_final_files_are_covered_by_the_checksum(tmp_path):
         ShardedStorage(root).verify()
 
 
+@pytest.mark.slow  # spawned workers, each importing torch
 def test_dataloader_workers_read_encoded_columns(pair):
     raw, enc = pair
     loader = DataLoader(RowDataset(enc), batch_size=16, num_workers=2, collate_fn=collate_rows)

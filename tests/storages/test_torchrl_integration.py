@@ -122,6 +122,7 @@ def test_ensemble_with_weights(datasets):
     check_rows(flat, flat["index", "index"].numpy(), refb)
 
 
+@pytest.mark.slow  # spawned workers, each importing torch
 def test_dataloader_with_two_workers(datasets):
     (root, ref), _ = datasets
     ds = RowDataset(ShardedStorage(root))

@@ -23,11 +23,15 @@ nothing per row.
 - :func:`dataset_dir`: a directory written into, created if missing;
 - :func:`open_inside` / :func:`read_inside`: a file read;
 - :func:`open_regular`: a file of an import source (no root), regular files only.
+
+JSON from elsewhere is parsed by :func:`loads_json`, which counts how deep it
+nests before the recursive parser sees it (:data:`MAX_JSON_DEPTH`).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import stat
@@ -49,6 +53,9 @@ __all__ = [
     "open_inside",
     "read_inside",
     "read_json_object",
+    "MAX_JSON_DEPTH",
+    "json_depth",
+    "loads_json",
     "open_regular",
     "ResolvedRoot",
     "resolved_root",
@@ -58,6 +65,9 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _LINK_FIX = "copy the data into the dataset directory instead of linking to it"
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of arrays and objects :func:`loads_json` parses (the interpreter's recursion limit is 1000)."""
 
 
 def current_umask() -> int:
@@ -263,10 +273,87 @@ def read_json_object(root: str | os.PathLike, path: str | os.PathLike, *, max_by
     if len(raw) > max_bytes:
         raise FormatError(f"{path}: more than {max_bytes} bytes of JSON; expected {expected}")
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        value = loads_json(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FormatError(f"{path}: not valid JSON ({type(err).__name__}); expected {expected}") from None
+    except ValueError as err:  # nested too deep
+        raise FormatError(f"{path}: not valid JSON here ({err}); expected {expected}") from None
     if not isinstance(value, dict):
         raise FormatError(f"{path}: expected a JSON object ({expected}), found {type(value).__name__}")
     return value
 
+
+@functools.cache
+def _json_tables() -> tuple[Any, Any]:
+    """Byte -> change of nesting level (int8), and byte -> whether it matters (brackets and quotes)."""
+    import numpy as np
+
+    step = np.zeros(256, dtype=np.int8)
+    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    return step, (step != 0) | (np.arange(256) == ord('"'))
+
+
+def json_depth(text: str, block: int = 1 << 20) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (0 for a scalar), counted without parsing it.
+
+    Brackets inside strings do not count. Escapes go first (a backslash
+    escapes the next character, pairs taken from the left: two string
+    replacements), then the quotes and brackets of the UTF-8 bytes (no byte
+    of a multi-byte character is one) are summed by numpy, ``block`` bytes at
+    a time. In text that is not JSON the count is at least the depth
+    :func:`json.loads` reaches before it fails (up to there the text is JSON
+    and read as it reads it).
+
+    Examples:
+        >>> json_depth(r'{"a": [1, [2]], "b": "[[\\\\", "c": "\\"]]"}'), json_depth("3"), json_depth("[" * 5)
+        (3, 0, 5)
+    """
+    import numpy as np  # here: `torchrl-ext --help` imports this module and no numpy
+
+    step, marks_of = _json_tables()
+    text = text.replace("\\\\", "").replace('\\"', "")
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    deepest = level = inside = 0  # inside: 1 while a string is open at the block's start
+    for start in range(0, len(data), block):
+        chunk = data[start:start + block]
+        marks = chunk[marks_of[chunk]]
+        if len(marks) == 0:
+            continue
+        in_string = (np.cumsum(marks == ord('"'), dtype=np.int64) + inside) % 2
+        levels = np.cumsum(np.where(in_string == 1, 0, step[marks]), dtype=np.int64) + level
+        deepest, level, inside = max(deepest, int(levels.max())), int(levels[-1]), int(in_string[-1])
+    return deepest
+
+
+def loads_json(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads(data)`` for text from elsewhere, refused before parsing if it nests deeper than ``max_depth``.
+
+    :func:`json.loads` recurses once per level. Text nested to the
+    interpreter's recursion limit makes it raise ``RecursionError`` there, and
+    any finalizer the garbage collector runs at that depth fails half-way with
+    its error swallowed: ``multiprocessing``'s shared-memory heap (which frees
+    the block of every ``multiprocessing.Value`` in a finalizer, TorchRL's
+    storages hold several) is left inconsistent, and a later ``Value`` fails
+    with a ``KeyError`` from ``Heap._malloc``. So the depth is counted first
+    (:func:`json_depth`) and the parser never goes deeper than ``max_depth``.
+
+    Raises:
+        ValueError: the text nests deeper than ``max_depth``;
+            ``json.JSONDecodeError`` / ``UnicodeDecodeError`` (both
+            ``ValueError``) for text that is not JSON.
+
+    Examples:
+        >>> loads_json(b'{"shape": [[1, 2]]}')
+        {'shape': [[1, 2]]}
+        >>> loads_json("[" * 1000)
+        Traceback (most recent call last):
+        ...
+        ValueError: arrays and objects nest 1000 deep; expected at most 100 levels
+    """
+    text = data.decode(json.detect_encoding(data), "surrogatepass") if isinstance(data, bytes | bytearray) else data
+    if text.count("[") + text.count("{") <= max_depth:  # cannot nest deeper: nothing to count
+        return json.loads(text)
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"arrays and objects nest {depth} deep; expected at most {max_depth} levels")
+    return json.loads(text)

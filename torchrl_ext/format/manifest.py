@@ -13,7 +13,7 @@ import numpy as np
 from ..validation import user_path
 from .columns import KNOWN_ENCODINGS, MAX_ROW_BYTES, MAX_ROWS, Column, Key
 from .errors import FormatError
-from .files import atomic_write_json, open_inside
+from .files import atomic_write_json, loads_json, open_inside
 
 __all__ = [
     "FORMAT_VERSION",
@@ -193,8 +193,8 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
             raise FormatError(f"{path}: manifest is {size} bytes, expected at most {_MAX_MANIFEST_BYTES}")
         data = f.read(_MAX_MANIFEST_BYTES + 1)
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raw = loads_json(data.decode("utf-8"))
+    except ValueError as err:  # not UTF-8, not JSON, or nested deeper than MAX_JSON_DEPTH
         raise FormatError(f"{path}: expected a JSON manifest, could not parse it ({err})") from err
     if not isinstance(raw, dict):
         raise FormatError(f"{path}: expected a JSON object, found {type(raw).__name__}")

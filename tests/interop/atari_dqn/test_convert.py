@@ -268,7 +268,7 @@ class _CountingLogs(LocalReplayLogs):
         return super().open(name)
 
 
-@pytest.mark.parametrize("fail_at", [1, 3, 5, 9, 13])
+@pytest.mark.parametrize("fail_at", [1, 3, 5, *(pytest.param(k, marks=pytest.mark.slow) for k in (9, 13))])  # late: long
 def test_resume_after_interruption_gives_the_uninterrupted_dataset(tmp_path, monkeypatch, fail_at):
     rec = make_replay_logs(tmp_path / "src", capacity=C, num_episodes=24, mean_len=40, obs_shape=SMALL, seed=11)
     _convert(tmp_path / "src", tmp_path / "ref", shard_bytes=2000)

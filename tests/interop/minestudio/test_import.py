@@ -205,7 +205,8 @@ def test_shard_rows_must_be_a_multiple_of_the_chunk_size(ms_dataset, tmp_path):
 
 
 
-@pytest.mark.parametrize("kill_at, min_kept", [(1, 0), (70, 0), (140, 1)])  # first write; in episode 0; in 1
+@pytest.mark.parametrize("kill_at, min_kept", [  # first write; in episode 0; in 1 (a subprocess each)
+    (1, 0), pytest.param(70, 0, marks=pytest.mark.slow), pytest.param(140, 1, marks=pytest.mark.slow)])
 def test_killed_import_resumes_to_the_same_dataset(ms_dataset, imported, tmp_path, kill_at, min_kept):
     ms_dir, ref = ms_dataset[0], imported[0]
     root = tmp_path / "ds"

@@ -114,7 +114,7 @@ def test_batchify_matches_minestudio(dirs):
     assert_same(next(iter(loader)), batchify(items[:2]), "loader batch")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: a fork server importing torch
 def test_loader_batches_equal_minestudio_items(dirs, workers):
     ours_args, callbacks, window = CASES["image+action"]
     ds = EventWindowDataset(dataset_dirs=[str(r) for _, r in dirs], **ours_args, **window)

@@ -216,6 +216,7 @@ def test_truncated_segment_lmdb_is_a_clear_error(tmp_path):
 
 
 
+@pytest.mark.slow  # a kill trial; tests/interop/minestudio/test_import.py keeps one in the quick run
 def test_killed_import_with_segmentation_resumes_to_the_same_dataset(seg_dataset, tmp_path):
     src, _, ref, _ = seg_dataset
     root = tmp_path / "ds"

@@ -24,7 +24,6 @@ again from it for export.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...format import DTYPES, FormatError, Key
+from ...format.files import loads_json
 
 __all__ = ["LEAF_KINDS", "Space", "compact", "key_name", "leaves", "parse_space", "to_gymnasium"]
 
@@ -202,7 +202,7 @@ def parse_space(serialized: Any, where: str, name: str) -> Space:
     """
     if isinstance(serialized, str):
         try:
-            serialized = json.loads(serialized)
+            serialized = loads_json(serialized)  # counted first: never parsed to the recursion limit
         except ValueError as err:
             raise _fail(where, f"`{name}_space`", f"is not JSON ({err})") from None
     return _node(serialized, where, f"`{name}_space`", 0, [0])
