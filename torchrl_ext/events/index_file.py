@@ -46,7 +46,6 @@ must resolve inside the root before anything is written into it.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import shlex
@@ -69,6 +68,7 @@ from ..format import (
     open_regular,
     resolve_inside,
 )
+from ..format.files import loads_json
 
 __all__ = ["INDEX_DIR", "INDEX_VERSION", "LEGACY_VERSION", "IndexSource", "IndexMeta", "check_derived",
            "legacy_derived", "read_index", "write_index", "build_command", "index_dir"]
@@ -164,7 +164,7 @@ def legacy_derived(tags: Any, where: str, fix: str = "rebuild the index") -> lis
 
 def _parse_meta(raw: bytes, where: str, fix: str) -> IndexMeta:
     try:
-        meta = json.loads(raw.decode("utf-8"))
+        meta = loads_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise FormatError(f"{where}: not UTF-8 JSON ({err}); {fix}") from err
     if not isinstance(meta, dict):

@@ -22,7 +22,6 @@ staging directory, and the push skips the objects already uploaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -46,6 +45,7 @@ from ..format import (
     write_dictionary,
     write_manifest,
 )
+from ..format.files import loads_json
 from ..remote.cache import ShardCache, default_cache_dir
 from ..remote.push import push
 from ..remote.urls import is_remote, parse_url
@@ -103,7 +103,7 @@ def prepare_dest(plan: RunPlan, overwrite: bool) -> bool:
         shutil.rmtree(work, ignore_errors=True)
         return True
     elif (work / PLAN_NAME).exists():
-        old = json.loads(read_inside(dest, work / PLAN_NAME).decode("utf-8"))
+        old = loads_json(read_inside(dest, work / PLAN_NAME).decode("utf-8"))
         if old != record:
             raise ValueError(
                 f"`dest` {dest} holds an interrupted run over another source, row limit or output "

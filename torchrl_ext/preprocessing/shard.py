@@ -9,7 +9,6 @@ and whose shard passes the size and checksum checks is not recomputed.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..format import (
     validate_shards,
     verify_shard,
 )
+from ..format.files import loads_json
 from ..storages import ShardedStorage
 from ..writer import PendingShard
 from ..writer.schema import OWNED
@@ -84,7 +84,7 @@ class ShardTask:
 def _finished(task: ShardTask) -> dict | None:
     """The task's record if its shard is complete and intact, else None."""
     try:
-        rec = json.loads(read_inside(task.dest, task.record_path).decode("utf-8"))  # FormatError: redone
+        rec = loads_json(read_inside(task.dest, task.record_path).decode("utf-8"))  # FormatError: redone
         info = ShardInfo(**rec["shard"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

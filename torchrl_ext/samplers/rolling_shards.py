@@ -35,7 +35,6 @@ time is ``O(rows log rows)`` per epoch (about 7 s for 50M rows).
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
 from typing import Any
@@ -45,6 +44,7 @@ import torch
 
 from ..compat.torchrl_samplers import SamplerBase
 from ..format import FormatError, atomic_write_json, open_regular
+from ..format.files import loads_json
 from ..validation import int_in_range, nonnegative_int, positive_int, user_path
 
 __all__ = ["STATE_FILE", "EpochOrder", "RollingShardSampler", "shard_order"]
@@ -383,7 +383,7 @@ class RollingShardSampler(SamplerBase):
             raise FormatError(f"{file}: a sampler state is at most {_MAX_STATE_BYTES} bytes, this one is larger; "
                               "it is not a RollingShardSampler state")
         try:
-            self.load_state_dict(json.loads(data))
+            self.load_state_dict(loads_json(data))
         except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
             raise FormatError(f"{file}: not a RollingShardSampler state ({err})") from err
 

@@ -9,13 +9,13 @@ grew since keeps the rows the checkpoint saw) and refuses one with fewer rows.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from torchrl.data.replay_buffers.checkpointers import StorageCheckpointerBase
 
 from ..format import FormatError, atomic_write_json
+from ..format.files import loads_json
 from ..validation import user_path
 
 __all__ = ["CHECKPOINT_NAME", "ShardedStorageCheckpointer"]
@@ -41,8 +41,8 @@ class ShardedStorageCheckpointer(StorageCheckpointerBase):
             raise FileNotFoundError(f"{file}: no ShardedStorage checkpoint here; pass the directory "
                                     "ReplayBuffer.dumps wrote") from None
         try:
-            state = json.loads(raw) if len(raw) <= _MAX_BYTES else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            state = loads_json(raw) if len(raw) <= _MAX_BYTES else None
+        except (UnicodeDecodeError, ValueError):  # not JSON, or nested too deep
             state = None
         if not (isinstance(state, dict) and isinstance(state.get("root"), str)
                 and type(state.get("num_rows")) is int and state["num_rows"] >= 0):

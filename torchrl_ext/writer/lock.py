@@ -23,6 +23,7 @@ import stat
 from pathlib import Path
 
 from ..format import FormatError, current_umask
+from ..format.files import loads_json
 
 __all__ = ["LOCK_NAME", "lock_dataset", "unlock_dataset", "lock_owner"]
 
@@ -94,7 +95,7 @@ def lock_owner(root: str | os.PathLike) -> dict | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        owner = json.loads(os.pread(fd, MAX_LOCK_BYTES, 0).decode("utf-8"))
+        owner = loads_json(os.pread(fd, MAX_LOCK_BYTES, 0).decode("utf-8"))
     except (OSError, ValueError):
         return None
     finally:

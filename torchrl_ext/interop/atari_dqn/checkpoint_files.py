@@ -25,7 +25,6 @@ step, so its file is the last record whose ``first`` is not above it: two
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ import torch
 from tensordict import TensorDict
 
 from ...format import FormatError
+from ...format.files import loads_json
 from .logs import ReplayLogs
 from .records import read_invalid_range
 from .timeline import Span
@@ -63,7 +63,7 @@ def checkpoint_records(logs: ReplayLogs, spans: Sequence[Span]) -> list[dict[str
 
 def conversion_record(path: str | os.PathLike) -> dict[str, Any]:
     """``atari_dqn.json`` without its checkpoint records: what decides whether a conversion is finished."""
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    record = loads_json(Path(path).read_text(encoding="utf-8"))
     if isinstance(record, dict):
         record.pop(RECORDS_KEY, None)
     return record
@@ -116,7 +116,7 @@ class CheckpointFiles:
         source = storage.manifest.source or {}
         dataset_id = f"{source.get('game', '')}/{source.get('run', '')}"
         try:
-            record = json.loads(Path(done_file).read_text(encoding="utf-8"))
+            record = loads_json(Path(done_file).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise FormatError(f"{done_file}: cannot read the conversion record ({err}); {_FIX}") from err
         records = record.get(RECORDS_KEY) if isinstance(record, dict) else None

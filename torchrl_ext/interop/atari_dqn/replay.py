@@ -35,7 +35,6 @@ per id and combine them with TorchRL's ``ReplayBufferEnsemble(*buffers, p=...)``
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -53,6 +52,7 @@ from torchrl.data.replay_buffers import (
 
 from ...datasets.frame_stack import FrameStackStorage
 from ...datasets.multi_run import MultiRunStorage
+from ...format.files import loads_json
 from ...preprocessing import preprocess_buffer
 from ...validation import user_path
 from .checkpoint_files import CheckpointFiles
@@ -105,7 +105,7 @@ def _is_done(path: Path) -> bool:
     done = path / DONE_NAME
     if not done.is_file():
         return False
-    if json.loads(done.read_text(encoding="utf-8")).get("converter") != CONVERTER_VERSION:
+    if loads_json(done.read_text(encoding="utf-8")).get("converter") != CONVERTER_VERSION:
         logger.warning("%s was converted by an older version that dropped each run's final checkpoint; "
                        "pass download='force' to convert it again", path)
     return True

@@ -55,7 +55,6 @@ Columns, one row per frame (no interaction: -1, zeros, NaN):
 
 from __future__ import annotations
 
-import json
 import numbers
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from ...format import FormatError
+from ...format.files import loads_json
 from ...sources.safe_pickle import safe_loads
 
 __all__ = ["MASK_SHAPE", "BITS_SHAPE", "SEGMENT_KEYS", "SegmentEpisode", "rle_encode", "rle_decode", "segment_frames",
@@ -248,8 +248,8 @@ def segment_episode(chunks: Iterable[bytes], frames: int, chunk_rows: int, codec
 def segment_events(metadata: str | None, where: str) -> list[str]:
     """The event strings of an episode's ``segment_events`` metadata (``FormatError`` unless a JSON list of str)."""
     try:
-        value = json.loads(metadata) if isinstance(metadata, str) else None
-    except json.JSONDecodeError:
+        value = loads_json(metadata) if isinstance(metadata, str) else None
+    except ValueError:  # not JSON, or nested too deep
         value = None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FormatError(f"{where}: the '{EVENTS_FIELD}' metadata must be a JSON list of str, found {metadata!r}; "
