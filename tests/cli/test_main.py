@@ -115,7 +115,8 @@ def test_download_help_names_the_library_defaults(cli):
 def test_help_imports_neither_torch_nor_the_cloud_client():
     code = ("import sys\nfrom torchrl_ext.cli import main\n"
             "for argv in (['--help'], ['info', '--help'], ['verify', '--help'], ['events', '--help'],"
-            " ['generate', '--help'], ['preprocess', '--help'], ['download', 'atari-dqn', '--help']):\n"
+            " ['generate', '--help'], ['preprocess', '--help'], ['download', 'atari-dqn', '--help'],"
+            " ['download', 'dataset', '--help'], ['push', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in"
             " ('torch', 'torchrl', 'tensordict', 'numpy', 'ray', 'google'))\n"

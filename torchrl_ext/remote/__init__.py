@@ -2,34 +2,45 @@
 
 ``gs://bucket/prefix`` goes through google-cloud-storage (anonymous reads,
 retries within a deadline, every object checked against its crc32c); other
-schemes through ``fsspec`` when its backend is installed.
+schemes through ``fsspec`` when its backend is installed. Names load on first
+use, so ``torchrl_ext.remote.urls`` (what the CLI needs to parse a URL)
+imports neither numpy nor the cloud client.
 """
 
-from .dataset import RemoteDataset
-from .gcs_client import anonymous_client
-from .gcs_errors import (
-    ChecksumMismatchError,
-    DownloadStalledError,
-    RemoteSourceError,
-    SourceUnreachableError,
-)
-from .push import PushResult, push
-from .roots import dataset_root
-from .urls import RemoteURL, is_remote, parse_url
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_NAMES: dict[str, str] = {
     # datasets in a bucket
-    "PushResult",
-    "RemoteDataset",
-    "RemoteURL",
-    "dataset_root",
-    "is_remote",
-    "parse_url",
-    "push",
-    # the transport's errors
-    "ChecksumMismatchError",
-    "DownloadStalledError",
-    "RemoteSourceError",
-    "SourceUnreachableError",
-    "anonymous_client",
-]
+    "PushResult": ".push",
+    "RemoteDataset": ".dataset",
+    "RemoteURL": ".urls",
+    "dataset_root": ".roots",
+    "is_remote": ".urls",
+    "parse_url": ".urls",
+    "push": ".push",
+    # the transport and its errors
+    "ChecksumMismatchError": ".gcs_errors",
+    "DownloadStalledError": ".gcs_errors",
+    "RemoteSourceError": ".gcs_errors",
+    "SourceUnreachableError": ".gcs_errors",
+    "anonymous_client": ".gcs_client",
+}
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))
