@@ -10,7 +10,12 @@ import pytest
 av = pytest.importorskip("av")
 
 from torchrl_ext.encodings import Video
-from torchrl_ext.encodings.h264_order import GopOrder, gop_order, has_non_reference
+from torchrl_ext.encodings.h264_order import (
+    GopOrder,
+    gop_order,
+    has_non_reference,
+    nal_units,
+)
 from torchrl_ext.encodings.video_codec import VideoCodec, pack_packets
 
 SHAPE = (48, 64, 3)
@@ -49,9 +54,18 @@ def _decoder_display(packets: list[bytes]) -> tuple[int, ...]:
     return tuple(display)
 
 
-@pytest.fixture(scope="module", params=[32, 20], ids=["one IDR", "IDR inside the chunk"])
+def _without_parameter_sets(packets: list[bytes]) -> list[bytes]:
+    """The packets after the first without their SPS and PPS NAL units (types 7 and 8)."""
+    rest = [b"".join(b"\x00\x00\x00\x01" + u for u in nal_units(p) if u[0] & 31 not in (7, 8)) for p in packets[1:]]
+    return [packets[0], *rest]
+
+
+@pytest.fixture(scope="module", params=[(32, False), (20, False), (20, True)],
+                ids=["one IDR", "IDR inside the chunk", "IDR inside the chunk without parameter sets"])
 def chunk(request):
-    return _b_frame_chunk(32, request.param)
+    keyint, bare = request.param
+    packets = _b_frame_chunk(32, keyint)
+    return _without_parameter_sets(packets) if bare else packets
 
 
 def test_gop_order_is_the_decoders(chunk):
@@ -117,3 +131,27 @@ def test_parts_take_the_partial_path(chunk, monkeypatch):
     monkeypatch.setattr(VideoCodec, "_decode_all", decode_all)
     out = np.empty((9, *SHAPE), np.uint8)
     np.testing.assert_array_equal(codec.decode(payload, 32, None, out, 20), full[20:29])
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["parameter sets at the IDR", "parameter sets only first"])
+def test_a_part_after_an_idr_picture_sends_no_packet_before_it(bare, monkeypatch):
+    from torchrl_ext.encodings import video_codec
+
+    packets = _b_frame_chunk(32, 20)
+    assert [7 in {u[0] & 31 for u in nal_units(p)} for p in packets] == [i in (0, 20) for i in range(32)]
+    packets = _without_parameter_sets(packets) if bare else packets
+    codec = VideoCodec(Video(), np.dtype(np.uint8), SHAPE)
+    full = codec.decode(pack_packets(packets), 32)
+    order = gop_order(packets)
+    assert order.display[20] == 20 and order.reference[20]  # the second IDR picture
+    damaged = [packets[0], *(b"\xff" * len(p) for p in packets[1:20]), *packets[20:]]
+    monkeypatch.setattr(video_codec, "gop_order", lambda _: order)  # as the intact packets' headers give it
+    with pytest.raises(ValueError, match="could not decode the chunk"):
+        codec.decode(pack_packets(damaged), 32, None, np.empty((1, *SHAPE), np.uint8), 19)
+
+    def decode_all(*args):
+        raise AssertionError("decoded every packet")
+
+    monkeypatch.setattr(VideoCodec, "_decode_all", decode_all)
+    out = np.empty((9, *SHAPE), np.uint8)
+    np.testing.assert_array_equal(codec.decode(pack_packets(damaged), 32, None, out, 21), full[21:30])

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["GopOrder", "gop_order", "has_non_reference"]
+__all__ = ["GopOrder", "gop_order", "has_non_reference", "nal_units"]
 
 _SLICE, _IDR, _SPS, _PPS = 1, 5, 7, 8
 _HIGH_PROFILES = (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135)  # carry chroma_format_idc
@@ -77,7 +77,7 @@ def _rbsp(nal: bytes, limit: int | None = None) -> bytes:
     return data.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-def _nal_units(packet: bytes) -> list[bytes]:
+def nal_units(packet: bytes) -> list[bytes]:
     """The NAL units of an Annex B packet (start codes dropped)."""
     units, pos = [], packet.find(b"\x00\x00\x01")
     while pos >= 0:
@@ -94,7 +94,7 @@ def _nal_units(packet: bytes) -> list[bytes]:
 def has_non_reference(packets: Sequence[bytes]) -> bool:
     """True when some packet's pictures are all non-reference slices (cheap: NAL headers only)."""
     for packet in packets:
-        kinds = [(u[0] >> 5 & 3, u[0] & 31) for u in _nal_units(bytes(packet))]
+        kinds = [(u[0] >> 5 & 3, u[0] & 31) for u in nal_units(bytes(packet))]
         slices = [ref for ref, kind in kinds if kind in (_SLICE, _IDR)]
         if slices and not any(slices):
             return True
@@ -148,7 +148,7 @@ def gop_order(packets: Sequence[bytes]) -> GopOrder | None:
         for packet in packets:
             header = None
             ref = False
-            for nal in _nal_units(bytes(packet)):
+            for nal in nal_units(bytes(packet)):
                 kind = nal[0] & 31
                 if kind == _SPS:
                     sid, parsed = _parse_sps(nal)

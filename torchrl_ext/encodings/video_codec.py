@@ -16,10 +16,12 @@ gray frames are coded as luma only and read back from the luma plane.
 Decoding uses one long-lived decoder per thread and process (and per RGB or
 YUV coding: a decoder keeps an RGB stream's colour description), reset with
 ``flush_buffers()`` before each chunk and drained with ``decode(None)`` at its
-end, so every chunk yields exactly its frames in order. A read of part of an
-h264 chunk with B-frames (such as MineStudio's, imported as they are) sends
-only the packets its frames need (:mod:`.h264_order`); RGB conversion runs on
-the calling thread.
+end, so every chunk yields exactly its frames in order. A read of part of a
+chunk with one packet per frame starts at the last key packet at or before its
+first frame (:mod:`.key_frames`: chunks of several groups of pictures, such as
+LeRobot's, passed through), and one of an h264 chunk with B-frames (such as
+MineStudio's, imported as they are) sends only the packets its frames need
+(:mod:`.h264_order`); RGB conversion runs on the calling thread.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .h264_order import gop_order, has_non_reference
+from .key_frames import key_start
 from .options import Video
 
-__all__ = ["VideoCodec", "make_codec", "encoder_name", "decoder_name", "pack_packets"]
+__all__ = ["VideoCodec", "decoder_name", "encoder_name", "make_codec", "pack_packets"]
 
 _LOCAL = threading.local()
 _AV1_ENCODERS = ("libsvtav1",)
@@ -247,20 +250,39 @@ class VideoCodec:
         if stop == first:
             return out
         ctx, reformatter = _thread_decoder(self.decoder, self.options.pix_fmt)
+        per_frame = len(packets) == n_rows
+        key = key_start(self.options.codec, packets, first) if per_frame and first > 0 else None
         try:
-            part = (first > 0 or stop < n_rows) and self.decoder == "h264" and len(packets) == n_rows
-            if not (part and self._decode_part(ctx, reformatter, packets, first, out)):
+            part = (first > 0 or stop < n_rows) and self.decoder == "h264" and per_frame
+            done = part and self._decode_part(ctx, reformatter, packets, first, out, key)
+            if not done and not (key and self._decode_from_key(ctx, reformatter, packets, n_rows, first, out, key)):
                 self._decode_all(ctx, reformatter, packets, n_rows, first, out)
         except av.error.FFmpegError as err:
             raise ValueError(f"{self.decoder} could not decode the chunk ({err})") from err
         return out
 
-    def _decode_all(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview],
-                    n_rows: int, first: int, out: np.ndarray) -> None:
-        """Frames ``[first, first + len(out))``, every packet up to the last of them decoded in order."""
+    def _decode_from_key(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview],
+                         n_rows: int, first: int, out: np.ndarray, key: tuple[int, bytes]) -> bool:
+        """Frames ``[first, first + len(out))`` decoded from the key packet ``key = (k, its bytes)``.
+
+        Returns False (the caller then decodes from the chunk's start, which
+        reports a damaged chunk) when the decoder refuses a packet or the frame
+        count is not the chunk's.
+        """
+        k, packet = key
+        try:
+            self._decode_all(ctx, reformatter, [packet, *packets[k + 1 :]], n_rows, first, out, k)
+        except (ValueError, av.error.FFmpegError):
+            return False
+        return True
+
+    def _decode_all(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview | bytes],
+                    n_rows: int, first: int, out: np.ndarray, start: int = 0) -> None:
+        """Frames ``[first, first + len(out))``, every packet up to the last of them decoded in order; the first
+        packet yields frame ``start`` (the chunk's first, or a key packet's)."""
         stop = first + len(out)
         ctx.flush_buffers()
-        got = 0
+        got = start
         for pkt in [*packets, None]:
             for frame in ctx.decode(None if pkt is None else av.Packet(pkt)):
                 if got >= n_rows:
@@ -274,11 +296,12 @@ class VideoCodec:
             raise ValueError(f"the chunk yields {got} frames, expected {n_rows}")
 
     def _decode_part(self, ctx: av.CodecContext, reformatter: VideoReformatter, packets: list[memoryview],
-                     first: int, out: np.ndarray) -> bool:
+                     first: int, out: np.ndarray, key: tuple[int, bytes] | None = None) -> bool:
         """Frames ``[first, first + len(out))`` from only the packets they need (:mod:`.h264_order`).
 
-        Non-reference pictures outside the range are not decoded and no packet
-        after the last needed one is sent. Each packet carries its display
+        Non-reference pictures outside the range are not decoded, no packet
+        before the key packet ``key = (k, its bytes)`` (an IDR picture shown at
+        ``k``) and none after the last needed one is sent. Each packet carries its display
         position as pts and the decoder hands it back on the frame, so a frame
         is stored where the decoder's own order puts it. Returns False (the
         caller then decodes everything) when the headers are not understood or
@@ -290,13 +313,14 @@ class VideoCodec:
         if order is None:
             return False
         stop = first + len(out)
+        k, key_packet = key if key is not None and order.display[key[0]] == key[0] else (0, packets[0])
         ctx.flush_buffers()
         last, stored = -1, 0
-        for i in [*order.needed(first, stop), None]:
+        for i in [*(i for i in order.needed(first, stop) if i >= k), None]:
             if i is None:
                 frames = ctx.decode(None)
             else:
-                pkt = av.Packet(packets[i])
+                pkt = av.Packet(key_packet if i == k else packets[i])
                 pkt.pts = order.display[i]
                 frames = ctx.decode(pkt)
             for frame in frames:
