@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 
 from .h264_order import nal_units
 
-__all__ = ["key_start"]
+__all__ = ["key_start", "obus"]
 
 _IDR, _SPS, _PPS, _AUD = 5, 7, 8, 9
 _VCL = frozenset(range(1, 6))  # coded slice NAL unit types
@@ -135,8 +135,9 @@ def _each_obu(data: bytes | memoryview) -> Iterator[tuple[int, int, int, int] | 
         i = end
 
 
-def _obus(data: bytes | memoryview) -> list[tuple[int, int, int, int]] | None:
-    """Every OBU of :func:`_each_obu`, or None."""
+def obus(data: bytes | memoryview) -> list[tuple[int, int, int, int]] | None:
+    """``(start, payload start, end, obu_type)`` of every OBU of an AV1 temporal unit (:func:`_each_obu`), or
+    None when one is malformed or carries an extension."""
     out = []
     for obu in _each_obu(data):
         if obu is None:
@@ -168,17 +169,17 @@ def _full_headers(sequence_header: bytes | memoryview) -> bool:
 
 
 def _av1_headers(chunk_first: bytes | memoryview, packet: bytes) -> bytes | None:
-    obus = _obus(packet)
-    if obus is None:
+    units = obus(packet)
+    if units is None:
         return None
-    if any(kind == _OBU_SEQUENCE_HEADER for *_, kind in obus):
+    if any(kind == _OBU_SEQUENCE_HEADER for *_, kind in units):
         return packet
     chunk_first = bytes(chunk_first)
-    found = [(s, a, b) for s, a, b, kind in _obus(chunk_first) or () if kind == _OBU_SEQUENCE_HEADER]
+    found = [(s, a, b) for s, a, b, kind in obus(chunk_first) or () if kind == _OBU_SEQUENCE_HEADER]
     if not found:
         return None
     s, a, b = found[0]
     if not chunk_first[s] & 0x02 or not _full_headers(chunk_first[a:b]):  # without a size it cannot go first
         return None
-    at = obus[0][2] if obus and obus[0][3] == _OBU_TEMPORAL_DELIMITER else 0
+    at = units[0][2] if units and units[0][3] == _OBU_TEMPORAL_DELIMITER else 0
     return packet[:at] + chunk_first[s:b] + packet[at:]

@@ -38,6 +38,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from ...encodings.key_frames import obus as av1_obus
 from ...format import FormatError
 from ...format.files import open_inside
 
@@ -139,49 +140,16 @@ def _nal_units(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def _obus(data: bytes) -> list[tuple[int, int, int]] | None:
-    """``(start, end, obu_type)`` of each OBU of an AV1 temporal unit (None if one runs past the end).
-
-    AV1 spec, section 5.3 (OBU syntax): a header byte (forbidden bit, 4-bit
-    ``obu_type`` at ``(h >> 3) & 15``, ``obu_extension_flag`` at ``(h >> 2) & 1``,
-    ``obu_has_size_field`` at ``(h >> 1) & 1``, a reserved bit), one extension
-    byte when flagged, then ``obu_size`` as leb128 (section 4.10.5: 7 bits a byte,
-    least significant first, at most 8 bytes) when the size field is present,
-    else the OBU runs to the end of the data.
-    """
-    out, i = [], 0
-    while i < len(data):
-        h, j = data[i], i + 1 + ((data[i] >> 2) & 1)
-        end = len(data)
-        if (h >> 1) & 1:
-            size = 0
-            for k in range(8):
-                if j >= len(data):
-                    return None
-                size |= (data[j] & 0x7F) << (7 * k)
-                j += 1
-                if not data[j - 1] & 0x80:
-                    break
-            else:
-                return None
-            end = j + size
-        if h & 0x80 or end > len(data) or j > end:
-            return None
-        out.append((i, end, (h >> 3) & 15))
-        i = end
-    return out
-
-
 def _has_headers(packet: bytes, codec: str) -> bool:
     """Whether the packet carries what a fresh decoder needs first (an SPS, a sequence header OBU)."""
     if codec == "h264":
         return any(kind == _SPS for _, kind in _nal_units(packet))
-    return any(kind == _OBU_SEQUENCE_HEADER for *_, kind in _obus(packet) or ())
+    return any(kind == _OBU_SEQUENCE_HEADER for *_, kind in av1_obus(packet) or ())
 
 
 def _sequence_header(packet: bytes) -> bytes:
     """The packet's first sequence header OBU (empty if none)."""
-    return next((packet[a:b] for a, b, kind in _obus(packet) or () if kind == _OBU_SEQUENCE_HEADER), b"")
+    return next((packet[s:e] for s, _, e, kind in av1_obus(packet) or () if kind == _OBU_SEQUENCE_HEADER), b"")
 
 
 def _headers(c: _Container, selected: list, codec: str) -> bytes:
@@ -202,8 +170,8 @@ def _headers(c: _Container, selected: list, codec: str) -> bytes:
 
 def _prepend(headers: bytes, packet: bytes, codec: str) -> bytes:
     """``headers`` before the packet's first picture (after a leading AV1 temporal delimiter, which comes first)."""
-    obus = _obus(packet) if codec == "av1" else None
-    at = obus[0][1] if obus and obus[0][2] == _OBU_TEMPORAL_DELIMITER else 0
+    obus = av1_obus(packet) if codec == "av1" else None
+    at = obus[0][2] if obus and obus[0][3] == _OBU_TEMPORAL_DELIMITER else 0
     return packet[:at] + headers + packet[at:]
 
 
