@@ -76,12 +76,21 @@ def upload_tree(client: Any, bucket: str, prefix: str, local_dir: str | Path) ->
 
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[tuple[Any, str]]:
-    """The emulator process-wide: ``(server, endpoint)``."""
-    from gcp_storage_emulator.server import create_server
+    """The emulator process-wide: ``(server, endpoint)``.
 
+    It answers one request at a time, so two settings keep it from stalling
+    parallel clients as no real server would: replies leave at once (no Nagle
+    delay waiting for the client's delayed ACK, ~40 ms a request), and its
+    accept queue holds 128 connects instead of 5 (a dropped connect waits 1 s
+    for its retransmission).
+    """
+    from gcp_storage_emulator.server import RequestHandler, create_server
+
+    RequestHandler.disable_nagle_algorithm = True
     port = _free_port()
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
     server.start()
+    server._api._httpd.socket.listen(128)
     try:
         yield server, f"http://127.0.0.1:{port}"
     finally:
@@ -103,7 +112,8 @@ def gcs_server(gcs_emulator: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -
 class FaultServer:
     """A loopback GCS JSON API that lists objects truthfully and misbehaves on media.
 
-    Serves ``GET /storage/v1/b/<bucket>/o`` (one listing page) and
+    Serves ``GET /storage/v1/b/<bucket>/o`` (one listing page),
+    ``GET /storage/v1/b/<bucket>/o/<name>`` (one object's listing entry, or 404) and
     ``GET /download/storage/v1/b/<bucket>/o/<name>?alt=media`` (with ``Range:
     bytes=N-``). ``media`` picks what a media response does:
 
@@ -130,6 +140,7 @@ class FaultServer:
         endpoint: ``http://127.0.0.1:<port>``.
         media_requests: number of media requests received.
         listing_requests: number of listing requests received.
+        accepted: number of client connections accepted.
         stopped: set once the server stops (stalled responses then end).
     """
 
@@ -141,6 +152,7 @@ class FaultServer:
         self.omit, self.listing_errors, self.die_after_listing = omit, listing_errors, die_after_listing
         self.media_requests = 0
         self.listing_requests = 0
+        self.accepted = 0
         self.connections: set = set()  # open client connections, closed by stop()
         self.stopped = threading.Event()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fault_handler(self))
@@ -200,6 +212,7 @@ def _fault_handler(fs: FaultServer) -> type:
 
         def setup(self) -> None:
             super().setup()
+            fs.accepted += 1
             fs.connections.add(self.connection)
 
 
@@ -233,6 +246,12 @@ def _fault_handler(fs: FaultServer) -> type:
                 self._send(200, json.dumps({"kind": "storage#objects", "items": items}).encode())
             elif url.path.startswith(media):
                 self._media(urllib.parse.unquote(url.path[len(media):]))
+            elif url.path.startswith(f"/storage/v1/b/{fs.bucket}/o/"):  # one object's metadata (get_blob)
+                name = urllib.parse.unquote(url.path[len(f"/storage/v1/b/{fs.bucket}/o/"):])
+                if name in fs.objects:
+                    self._send(200, json.dumps(fs.metadata(name)).encode())
+                else:
+                    self._send(404, b'{"error": {"code": 404, "message": "not found"}}')
             else:
                 self._send(404, b'{"error": {"code": 404, "message": "not found"}}')
 

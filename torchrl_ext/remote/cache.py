@@ -6,16 +6,19 @@ Layout of ``<cache_dir>/<name>-<hash of the URL>/``::
     dataset.json, episodes.sqlite, events/, dicts/
                                 the dataset's metadata, as in any dataset directory
     shards/NNNNNN/              the shards fetched so far, each complete and verified
-    .cache/locks/NNNNNN.lock    one lock file per shard; its mtime is the shard's last use
+    .cache/locks/NNNNNN.lock    one lock file per shard, held shared by its readers; its mtime is its last use
+    .cache/locks/NNNNNN.fetch   held exclusively while the shard is fetched
     .cache/open.lock            held while the metadata is refreshed
     .cache/staging/             downloads in progress and shards being evicted
 
 Coordination is by ``flock`` on the lock files only (no shared memory, so
 nothing goes stale when a process dies: the kernel drops its locks). A shard
-is fetched under an exclusive lock, so two processes wanting it cause one
-download; a reader holds a shared lock on every shard it has open; eviction
-takes the exclusive lock without waiting and skips a shard someone holds, so a
-live reader's shard is never evicted. A shard enters ``shards/`` by one
+is fetched under the exclusive lock of its ``.fetch`` file, so two processes
+wanting it cause one download; a reader holds a shared lock on the ``.lock``
+file of every shard it has open; eviction takes that lock exclusively without
+waiting and skips a shard someone holds, so a live reader's shard is never
+evicted. The two locks are apart so that a process waiting for a fetch never
+waits for the readers of the shard it then finds present. A shard enters ``shards/`` by one
 ``rename`` of a directory verified in ``staging/``, and leaves by one
 ``rename`` back into ``staging/``: a process killed at any point leaves either
 a complete shard or nothing under ``shards/``. Staging directories nobody
@@ -31,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -97,6 +101,9 @@ class ShardCache:
     def lock_path(self, shard: ShardInfo) -> Path:
         return self.locks / (shard.dir.replace("/", "_") + ".lock")
 
+    def fetch_lock_path(self, shard: ShardInfo) -> Path:
+        return self.locks / (shard.dir.replace("/", "_") + ".fetch")
+
     def open_lock(self) -> int:
         """The exclusive lock of a metadata refresh (a descriptor to close when done)."""
         fd = _open_lock(self.private / "open.lock")
@@ -126,16 +133,25 @@ class ShardCache:
         try:
             while True:
                 if not self.present(shard):
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    if not self.present(shard):
-                        fetch(shard)
-                fcntl.flock(fd, fcntl.LOCK_SH)  # a converted lock may be taken in between: check again
-                if self.present(shard):
-                    os.utime(fd)
+                    self._fetch_once(shard, fetch)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if self.present(shard):  # else evicted between the fetch and the lock: again
+                    _mark_used(fd)
                     return fd
+                fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(fd)
             raise
+
+    def _fetch_once(self, shard: ShardInfo, fetch) -> None:
+        """``fetch(shard)`` under the shard's fetch lock, unless another process brought it in meanwhile."""
+        fd = _open_lock(self.fetch_lock_path(shard))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self.present(shard):
+                fetch(shard)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def unpin(fd: int) -> None:
@@ -143,7 +159,7 @@ class ShardCache:
 
     def touch(self, shard: ShardInfo) -> None:
         try:
-            os.utime(self.lock_path(shard))
+            _mark_used(self.lock_path(shard))
         except FileNotFoundError:
             pass
 
@@ -160,11 +176,11 @@ class ShardCache:
         used = sum(s.bytes for s in present)
         freed = 0
 
-        def last_use(s: ShardInfo) -> float:
+        def last_use(s: ShardInfo) -> int:
             try:
-                return self.lock_path(s).stat().st_mtime
+                return self.lock_path(s).stat().st_mtime_ns
             except FileNotFoundError:
-                return 0.0
+                return 0
 
         for shard in sorted(present, key=last_use):
             if used - freed + keep <= self.budget:
@@ -190,6 +206,13 @@ class ShardCache:
             logger.info("%s: %d bytes of shards in use exceed disk_cache_bytes=%d; live shards are kept",
                         self.root, used - freed + keep, self.budget)
         return freed
+
+
+def _mark_used(lock: int | Path) -> None:
+    """Sets a lock file's mtime to now, from the clock in nanoseconds: the kernel's own "now" advances
+    once a tick (up to 10 ms), which would tie shards used one after the other in the LRU order."""
+    now = time.time_ns()
+    os.utime(lock, ns=(now, now))
 
 
 def _alive(pid: int) -> bool:

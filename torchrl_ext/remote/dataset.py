@@ -75,6 +75,7 @@ class RemoteDataset:
         self._store: Any = None
         self._store_lock = threading.Lock()
         self._prefetch: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
         self.manifest: Manifest = read_manifest(root)
 
     # ------------------------------------------------------------------ opening
@@ -113,8 +114,18 @@ class RemoteDataset:
             return None
         return cls(url, root, ShardCache(root, disk_cache_bytes))
 
+    def _own(self) -> None:
+        """In a forked child, forgets the parent's store (its keep-alive connections would be shared
+        with the parent), its prefetch threads (not running here) and its lock (maybe held at the fork)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._store_lock = threading.Lock()
+            self._store = None
+            self._prefetch = None
+
     @property
     def store(self) -> Any:
+        self._own()
         with self._store_lock:
             if self._store is None:
                 self._store = open_store(self.url, client=self._client, deadline=self._deadline)
@@ -141,6 +152,7 @@ class RemoteDataset:
         missing = [int(s) for s in shards if not self.cache.present(self.manifest.shards[int(s)])]
         if not missing:
             return
+        self._own()
         if self._prefetch is None:
             self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="torchrl_ext-prefetch")
         for s in missing:
@@ -153,6 +165,7 @@ class RemoteDataset:
             logger.info("prefetching shard %d of %s failed: %s", s, self.url, err)
 
     def close(self) -> None:
+        self._own()
         if self._prefetch is not None:
             self._prefetch.shutdown(wait=True, cancel_futures=True)
             self._prefetch = None
@@ -240,7 +253,10 @@ def _refresh_metadata(store: Any, url: RemoteURL, cache: ShardCache) -> None:
     staging = cache.staging_dir()
     try:
         store.fetch(info, staging / "dataset.json")
-        manifest = read_manifest(staging)
+        try:
+            manifest = read_manifest(staging)
+        except FormatError as err:
+            raise _as_fetched(err, staging, url.url) from None
         names = metadata_names(manifest, store)
         listing = {}
         for name in names:
@@ -250,7 +266,10 @@ def _refresh_metadata(store: Any, url: RemoteURL, cache: ShardCache) -> None:
                                         "remotely; push the dataset again")
             listing[name] = found
         _fetch_all(store, list(listing.values()), staging)
-        _check_metadata(staging, manifest)
+        try:
+            _check_metadata(staging, manifest)
+        except FormatError as err:
+            raise _as_fetched(err, staging, url.url) from None
         _drop_changed_shards(cache, old, manifest)
         for name in names:
             target = root / name
@@ -271,11 +290,21 @@ def _check_metadata(staging: Path, manifest: Manifest) -> None:
         finally:
             table.close()
         if found != manifest.episodes_crc:
-            raise FormatError(f"{manifest.episodes} fetched from the bucket: content checksum {found}, the "
-                              f"manifest says {manifest.episodes_crc}; the remote copy is corrupt: push it again")
+            raise FormatError(f"{staging / manifest.episodes}: content checksum {found}, the manifest says "
+                              f"{manifest.episodes_crc}")
     for rel, crc in zip(manifest.event_logs, manifest.event_log_crcs):
         check_event_log(staging / rel, crc, root=staging)
     load_dictionaries(staging, manifest.schema)
+
+
+def _as_fetched(err: FormatError, staging: Path, url: str) -> FormatError:
+    """A check failed by a metadata file fetched into ``staging``, told of the remote object: its URL, and
+    pushing again as the way out (instead of the staging path, gone by then, and a local remedy)."""
+    where, _, found = str(err).partition(": ")
+    if Path(where).is_relative_to(staging):
+        where = url + Path(where).relative_to(staging).as_posix()
+    return FormatError(f"{where}: {found.split(';', 1)[0]} (as fetched; nothing was cached): the copy in the "
+                       "bucket is damaged or half replaced; push the dataset again")
 
 
 def _drop_changed_shards(cache: ShardCache, old: Manifest | None, new: Manifest) -> None:

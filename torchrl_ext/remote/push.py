@@ -23,6 +23,7 @@ from ..format.files import inside_root
 from ..progress import ProgressBar
 from ..validation import positive_int, user_path
 from .dataset import metadata_names, shard_names
+from .gcs_errors import RemoteSourceError, SourceUnreachableError
 from .gcs_fetch import file_crc32c
 from .stores import open_store
 from .urls import parse_url
@@ -83,6 +84,7 @@ def push(root: str | os.PathLike, url: str, *, threads: int = 8, client: Any = N
     Raises:
         FormatError: ``root`` is not a readable dataset, or a file it names lies outside it.
         ValueError: ``url`` is not a URL.
+        RemoteSourceError: the bucket is missing or may not be written.
     """
     positive_int(threads, "threads")
     root = user_path(root, "root")
@@ -91,13 +93,20 @@ def push(root: str | os.PathLike, url: str, *, threads: int = 8, client: Any = N
     for n in names:
         inside_root(root, root / n)
     store = open_store(parsed, write=True, client=client)
-    remote = store.list("")
+    try:
+        remote = store.list("")
+    except SourceUnreachableError:
+        raise
+    except RemoteSourceError as err:  # a missing or forbidden bucket
+        why = str(err).split(" at ", 1)[0]
+        raise RemoteSourceError(f"cannot push to {parsed.url}: {why}; check the bucket name and that your "
+                                "credentials may write to it") from None
     todo, skipped = [], 0
     for n in names[:-1]:
         have = remote.get(n)
         local = root / n
-        if have is not None and have.size == local.stat().st_size and (
-                have.crc32c is None or have.crc32c == file_crc32c(local)):
+        if have is not None and have.crc32c is not None and have.size == local.stat().st_size and \
+                have.crc32c == file_crc32c(local):  # without a crc32c (fsspec), equal sizes prove nothing
             skipped += 1
             continue
         todo.append(n)
