@@ -214,9 +214,15 @@ class ShardReader:
     def gather_column(self, key: Key, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Values of one stored column at in-range global ``rows`` (int64 ``[n]``; repeats allowed, an
         encoded row is decoded once however often it is asked for), into ``out`` when given."""
+        if self._remote is None:
+            return self._column(key, rows, out)
+        with self._remote.lock:
+            if self._remote.touch(rows):
+                self._cached = self._files.cached
+            return self._column(key, rows, out)
+
+    def _column(self, key: Key, rows: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         col = self.manifest.column(key)
-        if self._remote is not None:
-            self._remote.touch(rows)
         if out is None:
             out = np.empty((rows.shape[0], *col.shape), dtype=col.dtype)
         if key in self._cached:
@@ -234,6 +240,12 @@ class ShardReader:
         ``keys`` (stored keys or ``("next", K)``) reads only those columns; a
         rebuilt ``("next", K)`` comes with ``K``, the column it is read from.
         """
+        if self._remote is None:
+            return self._gather_rows(flat, keys)
+        with self._remote.lock:  # one read at a time may open and close a remote dataset's shards
+            return self._gather_rows(flat, keys)
+
+    def _gather_rows(self, flat: np.ndarray, keys: Collection[Key] | None) -> dict[Key, np.ndarray]:
         b = flat.shape[0]
         out: dict[Key, np.ndarray] = {}
         columns = self.columns
@@ -246,8 +258,8 @@ class ShardReader:
             last = flat == self.ep_last[e]
             both = np.concatenate((flat, np.where(last, flat, flat + 1)))
             r2 = route(self.offsets, both)
-        if self._remote is not None:
-            self._remote.touch(both)  # the shards read, no more; each verified when fetched
+        if self._remote is not None and self._remote.touch(both):  # the shards read, each verified when fetched
+            self._cached = self._files.cached  # built once every shard is open, dropped when one closes
         elif self.verify_mode == "first-read" and flat.size:
             self._checks.check_touched(self.manifest, self._shards, self.offsets, flat)
         direct = [c for c in columns if c.key not in self._cached and c.key not in self.next_keys]

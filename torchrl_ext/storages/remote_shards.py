@@ -10,6 +10,7 @@ it holds fit the cache budget.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -35,6 +36,7 @@ class RemoteShards:
         self.files = files
         self.max_open = max_open
         self.held: OrderedDict[int, int] = OrderedDict()  # shard -> lock descriptor, least recent first
+        self.lock = threading.RLock()  # held by the reader around a read that may open or close shards
         weakref.finalize(self, _close_all, self.held)  # a reader dropped without close() releases its shards
 
     @classmethod
@@ -45,11 +47,14 @@ class RemoteShards:
 
     def touch(self, rows: np.ndarray) -> bool:
         """Opens every shard holding one of ``rows`` (the reader passes the next rows it rebuilds
-        ``("next", K)`` from too); True when one was opened."""
+        ``("next", K)`` from too); True when one was opened. Missing shards are fetched in parallel."""
         if rows.size == 0:
             return False
         needed = np.unique(np.searchsorted(self.files.offsets, rows, side="right") - 1).tolist()
-        opened = False
+        new = [s for s in needed if s not in self.held]
+        missing = [s for s in new if not self.remote.cache.present(self.files.shards[s])]
+        if len(missing) > 1:
+            self.remote.fetch(missing, threads=min(len(missing), 8))  # then pinned below, one at a time
         for s in needed:
             if s in self.held:
                 self.held.move_to_end(s)
@@ -61,15 +66,19 @@ class RemoteShards:
                 self.remote.unpin(fd)
                 raise
             self.held[s] = fd
-            opened = True
         if self.max_open is not None:
             for s in list(self.held)[: max(0, len(self.held) - max(self.max_open, len(needed)))]:
                 if s not in needed:
                     self.release(s)
-        return opened
+        return bool(new)
 
     def will_need(self, shards: list[int]) -> None:
-        self.remote.prefetch(shards)
+        """Fetches the shards a sampler names next, in the background, as many as the budget leaves room for
+        beside the shards this reader holds (a prefetched shard evicted before its read is fetched twice)."""
+        wanted = [int(s) for s in shards if int(s) not in self.held]
+        if self.max_open is not None:
+            wanted = wanted[: max(0, self.max_open - len(self.held))]
+        self.remote.prefetch(wanted)
 
     def release(self, s: int) -> None:
         self.files.close_shard(s)
