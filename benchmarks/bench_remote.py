@@ -463,26 +463,22 @@ def notes(info: dict, mds_info: dict, results: dict) -> list[str]:
          f"that they mostly fill (1.2x is met when the selected episodes fill their shards); the event query's "
          f"{q[1]['rows']} rows need {q[1]['shards']} shards of ~{shard_mb:.1f} MB, hence ~10x. Smaller shards "
          "(`--shards`) move both toward 1x at the cost of more requests."),
-        (f"- A cold `get` of random rows touches every shard; `ShardReader` fetches them one after another inside "
-         f"the call (each shard's files in parallel): {cold['plain', 'random'][0] / cold['plain', 'ceiling'][0]:.2f}x "
+        (f"- A cold `get` of random rows touches every shard; `ShardReader` fetches the missing ones in parallel "
+         f"(8 at a time) inside the call: {cold['plain', 'random'][0] / cold['plain', 'ceiling'][0]:.2f}x "
          f"the whole download on loopback, {cold['delayed', 'random'][0] / cold['delayed', 'ceiling'][0]:.2f}x with "
-         f"{DELAY * 1e3:.0f} ms per request. The rolling sampler's first batch reads only its window's shards."),
-        (f"- Warm raw batches miss 1.1x ({cold['warm_ratio']:.2f}x): a reader over a cache root opens shards lazily, and lazily opened shards do "
-         "not keep the small raw columns (action, reward, flags) in RAM as a local reader does, so each batch "
-         "routes them shard by shard through their memory maps (cProfile, 256 batches: 2,152 `routing.gather` "
-         "calls against 360 for the local reader). Decoding zstd frames mostly hides it "
-         f"({results['zstd']['cold']['warm_ratio']:.2f}x)."),
+         f"{DELAY * 1e3:.0f} ms per request (the emulator answers one request at a time). The rolling sampler's "
+         "first batch reads only its window's shards."),
+        (f"- Warm batches: {cold['warm_ratio']:.2f}x (raw) and {results['zstd']['cold']['warm_ratio']:.2f}x "
+         "(zstd) the local dataset; once every shard is open the small raw columns are kept in RAM as a local "
+         "reader keeps them."),
         (f"- Rolling epochs with 10% of the shards as cache fetch {roll['plain'][2] / info['raw']['dataset']:.1f}x "
-         "the dataset: shards are fetched several times per epoch (up to 7 times each, counted from the cache's "
-         "debug log in a separate run on the same data). That log shows shards `will_need` prefetched (they are "
-         "not pinned) evicted by the next fetch before they are read, and a read of a shard's last row also "
-         "reading the next shard's first row (the `(\"next\", K)` rebuild), which pulls in a shard outside the "
-         "window early. Same data, development runs: window 1 at 10%: 2.13x; window 2 at 20%: 2.57x."),
-        (f"- With no limit every shard is fetched once, but the epoch still takes "
-         f"{roll['unlimited'][1] / cold['plain', 'ceiling'][0]:.1f}x a whole download: in a profiled run 27 of "
-         "the 48 shards were fetched inside `get` (one at a time, 2.8 s of a 4.7 s epoch), the prefetch hint not "
-         "having brought them in yet, and the emulator answers one request at a time, so background and "
-         "foreground fetches queue on one server. A local epoch costs "
+         "the dataset. Prefetching stops at the room the budget leaves beside the shards a reader holds, but a read "
+         "of a shard's last row also reads the next shard's first row (the `(\"next\", K)` rebuild when the "
+         "episode goes on), which fetches that shard whole outside the window; with a cache this small it is "
+         "evicted again before its turn. Without a limit each shard is fetched once."),
+        (f"- With no limit the epoch takes {roll['unlimited'][1] / cold['plain', 'ceiling'][0]:.1f}x a whole "
+         "download: shards the prefetch hint has not brought in yet are fetched inside `get`, and background and "
+         "foreground fetches queue on the emulator, which answers one request at a time. A local epoch costs "
          f"{roll['local'][1]:.2f} s, so rows/s against local is a download-bound number here."),
         (f"- Fetched / whole download divides by what one copy costs over HTTP (headers, listings): a whole "
          f"download is {whole['raw']:.2f}x the raw dataset's bytes and {whole['zstd']:.2f}x the zstd one's, whose "
