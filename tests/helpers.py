@@ -36,6 +36,21 @@ def read_events(root: str | os.PathLike) -> list[tuple[int, int, int, str, float
     return out
 
 
+def write_scored_dataset(root: Path) -> Path:
+    """8 episodes of 10 rows, Score = 10 * episode, in 4 shards of 2 episodes; a "jump" event at step 1 of each,
+    kills in episodes 2 and 5; the event index saved."""
+    from torchrl_ext import EventIndex, ShardWriter
+    from torchrl_ext.synthetic import make_episode
+
+    kills = {2: [(3, "kill_entity:skeleton", 2.0)], 5: [(6, "kill_entity:zombie", 5.0)]}
+    with ShardWriter.create(root, shard_rows=20) as w:
+        for e in range(8):
+            w.add_episode(make_episode(e, 10, (4,), final=e % 2 == 0), metadata={"Score": 10 * e},
+                          events=[(1, "jump", float(e)), *kills.get(e, [])])
+    EventIndex.build(root)
+    return root
+
+
 def tree_snapshot(root: str | os.PathLike) -> dict[str, tuple[int, int, int]]:
     """``relative path -> (mode, size, mtime_ns)`` of every file and directory under ``root``."""
     root = Path(root)

@@ -11,27 +11,18 @@ import socket
 
 import numpy as np
 import pytest
-from helpers import read_events, run_cli
+from helpers import read_events, run_cli, write_scored_dataset
 
-from torchrl_ext import EventIndex, ShardedStorage, ShardWriter
+from torchrl_ext import EventIndex, ShardedStorage
 from torchrl_ext.remote.push import push
 from torchrl_ext.storages import EpisodeView
-from torchrl_ext.synthetic import make_episode
 
 KEYS = ["observation", "action", ("next", "reward"), ("next", "done"), ("next", "observation")]
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    """8 episodes of 10 rows, Score = 10 * episode, in 4 shards of 2 episodes; kills in episodes 2 and 5."""
-    root = tmp_path_factory.mktemp("download") / "ds"
-    kills = {2: [(3, "kill_entity:skeleton", 2.0)], 5: [(6, "kill_entity:zombie", 5.0)]}
-    with ShardWriter.create(root, shard_rows=20) as w:
-        for e in range(8):
-            w.add_episode(make_episode(e, 10, (4,), final=e % 2 == 0), metadata={"Score": 10 * e},
-                          events=[(1, "jump", float(e)), *kills.get(e, [])])
-    EventIndex.build(root)
-    return root
+    return write_scored_dataset(tmp_path_factory.mktemp("download") / "ds")
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .gcs_errors import RemoteSourceError, SourceUnreachableError
 from .gcs_retry import (
@@ -24,7 +25,9 @@ from .gcs_retry import (
     unreachable_cause,
 )
 
-__all__ = ["anonymous_client", "api_exceptions", "list_blobs", "location", "storage_module"]
+__all__ = ["anonymous_client", "api_exceptions", "bounded_request", "list_blobs", "location", "storage_module"]
+
+T = TypeVar("T")
 
 _EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
@@ -73,6 +76,42 @@ def location(bucket: str, prefix: str) -> str:
     return f"gs://{bucket}/{prefix}"
 
 
+def bounded_request(attempt: Callable[[Any], T], *, client: Any, deadline: float, doing: str, where: str,
+                    advice: str, ways_out: str) -> T:
+    """``attempt(timeouts)`` within ``deadline`` seconds, its failures as one-line errors.
+
+    An unreachable server fails at once; transient errors (resets, 5xx) are
+    retried until the deadline. ``doing`` (``"listing"``, ``"reading"``) and
+    ``where`` name the request; ``advice`` ends the error of a missing or
+    forbidden bucket, ``ways_out`` that of a server that cannot be reached.
+
+    Raises:
+        SourceUnreachableError: the server cannot be reached, or kept failing.
+        RemoteSourceError: the bucket is missing or forbidden.
+    """
+    exc = api_exceptions()
+    budget = Budget(deadline)
+    try:
+        return budget.call(attempt, reached=False)
+    except exc.NotFound:
+        raise RemoteSourceError(f"bucket not found (HTTP 404) at {where}; {advice}") from None
+    except exc.Forbidden:
+        raise RemoteSourceError(f"access forbidden (HTTP 403) at {where}; {advice}") from None
+    except exc.RetryError as err:
+        cause = err.cause if err.cause is not None else err
+        raise SourceUnreachableError(
+            f"{endpoint_of(client)} kept failing for {deadline:g} s while {doing} {where} "
+            f"({describe_error(cause, budget.timeouts)}); retry later, or {ways_out}"
+        ) from None
+    except Exception as err:
+        why = unreachable_cause(err, budget.timeouts)
+        if why is None:
+            raise
+        verb = {"listing": "list", "reading": "read"}.get(doing, doing)
+        raise SourceUnreachableError(f"cannot reach {endpoint_of(client)} ({why}) to {verb} {where}; "
+                                     f"{ways_out}") from None
+
+
 def list_blobs(bucket: str, prefix: str, *, client: Any, deadline: float, advice: str, ways_out: str,
                pattern: str | None = None, allow_empty: bool = False) -> list[Any]:
     """The objects under ``gs://bucket/prefix`` (sorted by name), listed within ``deadline`` seconds.
@@ -94,27 +133,11 @@ def list_blobs(bucket: str, prefix: str, *, client: Any, deadline: float, advice
         RemoteSourceError: the bucket is missing or forbidden, or nothing matches.
     """
     deadline = check_deadline(deadline)
-    exc = api_exceptions()
     where = location(bucket, prefix)
-    budget = Budget(deadline)
-    try:
-        blobs = budget.call(lambda timeouts: list(client.list_blobs(bucket, prefix=prefix, timeout=timeouts,
-                                                                    retry=None)), reached=False)
-    except exc.NotFound:
-        raise RemoteSourceError(f"bucket not found (HTTP 404) at {where}; {advice}") from None
-    except exc.Forbidden:
-        raise RemoteSourceError(f"access forbidden (HTTP 403) at {where}; {advice}") from None
-    except exc.RetryError as err:
-        cause = err.cause if err.cause is not None else err
-        raise SourceUnreachableError(
-            f"{endpoint_of(client)} kept failing for {deadline:g} s while listing {where} "
-            f"({describe_error(cause, budget.timeouts)}); retry later, or {ways_out}"
-        ) from None
-    except Exception as err:
-        why = unreachable_cause(err, budget.timeouts)
-        if why is None:
-            raise
-        raise SourceUnreachableError(f"cannot reach {endpoint_of(client)} ({why}) to list {where}; {ways_out}") from None
+    blobs = bounded_request(lambda timeouts: list(client.list_blobs(bucket, prefix=prefix, timeout=timeouts,
+                                                                    retry=None)),
+                            client=client, deadline=deadline, doing="listing", where=where, advice=advice,
+                            ways_out=ways_out)
     blobs = [b for b in blobs if not b.name.endswith("/")]
     if pattern is not None:
         blobs = [b for b in blobs if fnmatch.fnmatchcase(b.name[len(prefix) :], pattern)]

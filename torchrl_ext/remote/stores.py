@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .gcs_client import anonymous_client, api_exceptions, list_blobs, storage_module
-from .gcs_errors import RemoteSourceError, SourceUnreachableError
+from .gcs_client import (
+    anonymous_client,
+    api_exceptions,
+    bounded_request,
+    list_blobs,
+    storage_module,
+)
+from .gcs_errors import RemoteSourceError
 from .gcs_fetch import Transfer, fetch_object, file_crc32c
-from .gcs_retry import Budget, describe_error, endpoint_of, unreachable_cause
 from .urls import RemoteURL, parse_url
 
 __all__ = ["DEFAULT_DEADLINE", "FsspecStore", "GCSStore", "ObjectInfo", "open_store"]
@@ -92,24 +97,9 @@ class GCSStore(_Counter):
         (an unreachable server fails at once, transient errors are retried until the deadline)."""
         with self.lock:
             self.requests += 1
-        where, budget, exc = self.url.url + rel, Budget(self.deadline), api_exceptions()
-        try:
-            blob = budget.call(lambda timeouts: self.bucket.get_blob(self.url.name(rel), timeout=timeouts,
-                                                                     retry=None), reached=False)
-        except exc.Forbidden:
-            raise RemoteSourceError(f"access forbidden (HTTP 403) at {where}; {_WAYS_OUT}") from None
-        except exc.RetryError as err:
-            cause = err.cause if err.cause is not None else err
-            raise SourceUnreachableError(
-                f"{endpoint_of(self.client)} kept failing for {self.deadline:g} s while reading {where} "
-                f"({describe_error(cause, budget.timeouts)}); retry later, or {_WAYS_OUT}"
-            ) from None
-        except Exception as err:
-            why = unreachable_cause(err, budget.timeouts)
-            if why is None:
-                raise
-            raise SourceUnreachableError(f"cannot reach {endpoint_of(self.client)} ({why}) to read {where}; "
-                                         f"{_WAYS_OUT}") from None
+        blob = bounded_request(lambda timeouts: self.bucket.get_blob(self.url.name(rel), timeout=timeouts, retry=None),
+                               client=self.client, deadline=self.deadline, doing="reading", where=self.url.url + rel,
+                               advice=_WAYS_OUT, ways_out=_WAYS_OUT)
         return None if blob is None else ObjectInfo(rel, int(blob.size or 0), blob.crc32c, blob)
 
     def fetch(self, info: ObjectInfo, dest: Path) -> None:
