@@ -10,7 +10,7 @@ preprocessing, 84x84 gray; Breakout, Pong and Seaquest, cached under
 the episode-table columns ``Score`` (the episode's return) and ``game``, one
 event per non-zero reward (``<game>:gain`` / ``<game>:loss``; ``Pong:gain``, a
 point won by a random policy, is the rare one) and the event index, then
-pushed with ``torchrl_ext.remote.push.push``.
+pushed with ``torchrl_ext.remote.publish.push``.
 
 Bucket: gcp-storage-emulator behind a TCP relay that counts the bytes it
 returns and can hold each request 20 ms (``remote_servers.py``). "Fetched" is
@@ -71,7 +71,7 @@ from torchrl_ext import (
     prefetch,
 )
 from torchrl_ext.encodings import Zstd
-from torchrl_ext.remote.push import push
+from torchrl_ext.remote.publish import push
 
 DATA = HERE.parent / "bench_data" / "remote"
 MDS_SITE = HERE.parent / "bench_data" / "mds_site"

@@ -14,7 +14,7 @@ import pytest
 from helpers import read_events, run_cli, write_scored_dataset
 
 from torchrl_ext import EventIndex, ShardedStorage
-from torchrl_ext.remote.push import push
+from torchrl_ext.remote.publish import push
 from torchrl_ext.storages import EpisodeView
 
 KEYS = ["observation", "action", ("next", "reward"), ("next", "done"), ("next", "observation")]

@@ -9,7 +9,7 @@ from helpers import run_cli
 
 from torchrl_ext import ShardedStorage, read_manifest
 from torchrl_ext.events import EventIndex
-from torchrl_ext.remote.push import dataset_files
+from torchrl_ext.remote.publish import dataset_files
 from torchrl_ext.synthetic import write_synthetic
 
 URL = "gs://test-bucket/cli/ds"

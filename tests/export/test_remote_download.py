@@ -16,7 +16,7 @@ from torchrl_ext import (
 )
 from torchrl_ext.export import needed_bytes
 from torchrl_ext.remote import RemoteSourceError
-from torchrl_ext.remote.push import push
+from torchrl_ext.remote.publish import push
 from torchrl_ext.storages import EpisodeView
 
 PREFIX = "data/ds/"

@@ -21,7 +21,7 @@ from helpers import built_once
 
 from torchrl_ext.encodings import Zstd
 from torchrl_ext.format import read_manifest
-from torchrl_ext.remote.push import dataset_files, push
+from torchrl_ext.remote.publish import dataset_files, push
 from torchrl_ext.synthetic import write_synthetic
 
 PREFIX = "data/ds/"

@@ -16,7 +16,7 @@ from helpers import run_killed
 from torchrl_ext.format import read_manifest
 from torchrl_ext.remote.cache import ShardCache
 from torchrl_ext.remote.dataset import shard_names
-from torchrl_ext.remote.push import dataset_files, push
+from torchrl_ext.remote.publish import dataset_files, push
 from torchrl_ext.storages import ShardReader
 from torchrl_ext.synthetic import write_synthetic
 

@@ -9,7 +9,7 @@ import pytest
 
 from torchrl_ext import ShardWriter
 from torchrl_ext.remote import RemoteSourceError
-from torchrl_ext.remote.push import dataset_files, push
+from torchrl_ext.remote.publish import dataset_files, push
 from torchrl_ext.remote.stores import GCSStore
 from torchrl_ext.storages import ShardReader
 from torchrl_ext.synthetic import episode_length, make_episode

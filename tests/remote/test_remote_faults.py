@@ -21,7 +21,7 @@ from torchrl_ext.remote import (
     SourceUnreachableError,
 )
 from torchrl_ext.remote.dataset import RemoteDataset
-from torchrl_ext.remote.push import dataset_files
+from torchrl_ext.remote.publish import dataset_files
 from torchrl_ext.storages import ShardReader
 from torchrl_ext.synthetic import write_synthetic
 

@@ -18,7 +18,7 @@ from torchrl_ext.datasets.loader import loader_context
 from torchrl_ext.format import read_manifest
 from torchrl_ext.remote import RemoteSourceError
 from torchrl_ext.remote.dataset import RemoteDataset, shard_names
-from torchrl_ext.remote.push import dataset_files
+from torchrl_ext.remote.publish import dataset_files
 from torchrl_ext.remote.urls import parse_url
 from torchrl_ext.storages import RowDataset, ShardReader, collate_rows
 from torchrl_ext.testing.synthetic_reference import check_rows, reference_rows

@@ -12,7 +12,7 @@ from helpers import assert_same_datasets
 from torchrl_ext import ShardedStorage, preprocess, read_manifest
 from torchrl_ext.events import EventIndex, EventWindowDataset, WindowQuery
 from torchrl_ext.export import episodes_of, export_episodes
-from torchrl_ext.remote.push import push
+from torchrl_ext.remote.publish import push
 from torchrl_ext.remote.roots import dataset_root
 from torchrl_ext.samplers import EventSliceSampler
 from torchrl_ext.storages import EpisodeView

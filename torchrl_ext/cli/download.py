@@ -91,7 +91,7 @@ def _add_dataset_parser(kinds: argparse._SubParsersAction) -> None:
     d = kinds.add_parser(
         DATASET_KIND, help="episodes of a dataset pushed to a bucket, by URL (`download URL` for short)",
         description="Write the episodes of the dataset at URL (gs://bucket/prefix, pushed with "
-                    "torchrl_ext.remote.push.push) that --where and --events select as a new local dataset "
+                    "torchrl_ext.remote.publish.push) that --where and --events select as a new local dataset "
                     "at ROOT: whole episodes, renumbered from 0, with their episode-table rows and events. "
                     "Only the shards those episodes lie in are fetched, verified, into the cache. "
                     "`download URL ...` is short for `download dataset URL ...`; run again to resume.",

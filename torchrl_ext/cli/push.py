@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..remote.push import push
+    from ..remote.publish import push
 
     result = push(args.root, args.url, threads=args.threads, progress=args.progress)
     print(f"pushed {args.root} to {result.url}: {result.uploaded} uploaded, {result.skipped} skipped (already "

@@ -149,7 +149,7 @@ def download_dataset(url: str | os.PathLike, root: str | os.PathLike, where: str
 
     Args:
         url: the dataset's URL (``gs://bucket/prefix``, pushed with
-            :func:`torchrl_ext.remote.push.push`), or a local dataset directory.
+            :func:`torchrl_ext.remote.publish.push`), or a local dataset directory.
         root: the new dataset directory.
         where: SQL ``WHERE`` over the episode table, e.g. ``"Score >= 100"`` (None: every episode).
         event_regex: keep the episodes holding at least one window around an event whose

@@ -47,7 +47,7 @@ from ..format import (
 )
 from ..format.files import loads_json
 from ..remote.cache import ShardCache, default_cache_dir
-from ..remote.push import push
+from ..remote.publish import push
 from ..remote.urls import is_remote, parse_url
 from ..storages import ShardedStorage
 from ..writer import LOCK_NAME, EpisodeTable

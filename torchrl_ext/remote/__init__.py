@@ -15,13 +15,13 @@ from typing import Any
 # public name -> the module that defines it
 _NAMES: dict[str, str] = {
     # datasets in a bucket
-    "PushResult": ".push",
+    "PushResult": ".publish",
     "RemoteDataset": ".dataset",
     "RemoteURL": ".urls",
     "dataset_root": ".roots",
     "is_remote": ".urls",
     "parse_url": ".urls",
-    "push": ".push",
+    "push": ".publish",
     # the transport and its errors
     "ChecksumMismatchError": ".gcs_errors",
     "DownloadStalledError": ".gcs_errors",

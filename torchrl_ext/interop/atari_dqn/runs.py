@@ -14,7 +14,7 @@ interrupted call left, and a finished run is not converted again, so calling
 it again after a crash or a kill finishes the job. One bar shows runs
 done; one bar per running run shows its frames read. With ``push_to=``
 (``gs://bucket/prefix``) each task also pushes its run, once converted, to
-``<push_to>/<game>/<run>/`` (:func:`torchrl_ext.remote.push.push`: the
+``<push_to>/<game>/<run>/`` (:func:`torchrl_ext.remote.publish.push`: the
 manifest last, objects already there skipped, so a new call resumes it too).
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...progress import ProgressBar
-from ...remote.push import push
+from ...remote.publish import push
 from ...remote.urls import parse_url
 from ...sources.gcs import DEFAULT_DEADLINE
 from ...validation import user_path
