@@ -155,6 +155,7 @@ OPERATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 def test_operation_bar_names_it_and_ends_at_its_total(operation, bars, tmp_path, request):
     desc, unit, total = OPERATIONS[operation](tmp_path, request)
@@ -170,6 +171,7 @@ def test_preprocess_with_where_is_not_called_export(bars, tmp_path):
 
 
 # ---------------------------------------------------------------------- resumed operations
+@pytest.mark.slow
 def test_crowdplay_resume_logs_the_episodes_already_there_and_starts_the_bar_at_them(bars, tmp_path, monkeypatch,
                                                                                      caplog, cp_src):
     src = cp_src
@@ -203,6 +205,7 @@ def test_crowdplay_resume_logs_the_episodes_already_there_and_starts_the_bar_at_
         "import crowdplay", there, len(CrowdPlayDir(src)), len(CrowdPlayDir(src)))
 
 
+@pytest.mark.slow
 def test_crowdplay_frames_beside_the_bar_include_the_episode_just_counted(bars, tmp_path, monkeypatch, cp_src):
     shown = []
     real = ProgressBar.update

@@ -49,6 +49,7 @@ def test_python_names_arguments_where_the_command_names_flags(closed_port, tmp_p
     assert capsys.readouterr().err == f"torchrl-ext download: error: {expected}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_server_that_never_answers_ends_within_the_deadline_naming_flags(fault_server, tmp_path, capsys):
     fs = fault_server({}, silent=True)

@@ -48,6 +48,7 @@ def _naive(raw: ShardedStorage, rows: np.ndarray, pad: str) -> tuple[np.ndarray,
     return (np.stack(obs_out) if obs_out else empty), (np.stack(next_out) if next_out else empty)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), pad=st.sampled_from(["zeros", "first"]))
 def test_stacks_equal_frame_by_frame_reference(roots, data, pad):

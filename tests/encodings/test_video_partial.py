@@ -76,6 +76,7 @@ def test_gop_order_is_the_decoders(chunk):
     assert has_non_reference(chunk) and not all(order.reference)
 
 
+@pytest.mark.slow
 def test_every_part_equals_the_full_decode(chunk):
     codec = VideoCodec(Video(), np.dtype(np.uint8), SHAPE)
     payload = pack_packets(chunk)

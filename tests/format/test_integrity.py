@@ -159,6 +159,7 @@ def _paths(obj, prefix=()):
     yield prefix
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_manifest_mutations_open_identically_or_raise_format_error(tmp_path_factory, clean, data):

@@ -44,6 +44,7 @@ def pong(tmp_path_factory):
     return built_once(tmp_path_factory, "generate_pong", build)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("episode", [0, 1])
 def test_frames_actions_rewards_match_emulator(pong, episode):
     ref = _direct(3 + episode, STEPS)
@@ -71,6 +72,7 @@ def test_reward_events_match_rewards(pong):
     assert sorted(rows) == np.flatnonzero(reward).tolist()
 
 
+@pytest.mark.slow
 def test_cli_generate(tmp_path, capsys):
     code = main(["generate", "--env", "ALE/Pong-v5", "--episodes", "2", "--workers", "2",
                  "--root", str(tmp_path / "ds"), "--max-steps", "20", "--seed", "1"])

@@ -49,6 +49,7 @@ def _same_as_local(remote: RemoteDataset, local_root, rows) -> None:
         np.testing.assert_array_equal(got[key], value, err_msg=str(key))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(GUARD)
 @pytest.mark.parametrize(("media", "limit", "why"), [
     ("reset", 0, r"connection reset by peer|connection closed before the response was complete"),
@@ -63,6 +64,7 @@ def test_a_shard_that_never_arrives_ends_at_the_deadline(served, media, limit, w
     assert _nothing_cached(remote)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(GUARD)
 def test_a_server_dying_during_a_shard_fetch_ends_at_the_deadline(served):
     fs, remote = served
@@ -98,6 +100,7 @@ def test_503s_on_the_shard_listing_are_retried(served, local_datasets):
     _same_as_local(remote, local_datasets["raw"], np.arange(24, 47))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(GUARD)
 def test_503s_until_the_deadline_are_named(served):
     fs, remote = served
@@ -119,6 +122,7 @@ def test_a_shard_file_missing_remotely_is_named(served):
 
 
 # ------------------------------------------------------------------ opening
+@pytest.mark.slow
 @pytest.mark.timeout(GUARD)
 def test_opening_on_a_server_that_never_answers_ends_at_the_deadline(fault_server, tmp_path):
     fs = fault_server({}, silent=True)

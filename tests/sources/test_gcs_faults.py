@@ -107,6 +107,7 @@ def test_unreachable_server_fails_at_once_naming_host_and_ways_out(monkeypatch, 
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SILENT_GUARD)
 def test_server_that_never_answers_the_listing_fails_at_once_naming_the_read_timeout(fault_server, tmp_path):
     fs = fault_server(_objects(n=1), silent=True)
@@ -122,6 +123,7 @@ def test_server_that_never_answers_the_listing_fails_at_once_naming_the_read_tim
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SILENT_GUARD)
 def test_media_that_never_answers_ends_at_the_deadline_naming_the_read_timeout(fault_server, tmp_path):
     objects = _objects(n=1)
@@ -139,6 +141,7 @@ def test_media_that_never_answers_ends_at_the_deadline_naming_the_read_timeout(f
     assert fs.media_requests >= 1 and not list(dest.glob("*.gz"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SILENT_GUARD)
 def test_streamed_object_that_never_answers_ends_at_the_deadline(fault_server):
     objects = _objects(n=1)
@@ -269,6 +272,7 @@ def test_media_without_progress_ends_within_deadline(fault_server, tmp_path, med
     assert not (dest / name.rsplit("/", 1)[1]).exists()
 
 
+@pytest.mark.slow
 def test_media_cut_after_some_bytes_resumes_to_a_byte_exact_file(fault_server, tmp_path, caplog):
     objects = _objects(n=2)
     fs = fault_server(objects, media="close", limit=1200)

@@ -76,6 +76,7 @@ def test_views_narrow_and_report_metadata(root):
     assert view.where == '("game" = ?) AND ("Score" > ?)' and view.params == ("pong", 40)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.booleans(), min_size=12, max_size=12), st.data())
 def test_rows_map_like_a_naive_concatenation(root, keep, data):

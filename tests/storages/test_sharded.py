@@ -86,6 +86,7 @@ def test_random_nd_indices_match_reference(ds, data):
     check_rows(storage[torch.as_tensor(idx)], idx % n, ref)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=6), shard_rows=st.integers(1, 8), data=st.data())
 def test_routing_over_random_shard_sizes(tmp_path_factory, sizes, shard_rows, data):

@@ -207,6 +207,7 @@ def two_runs(tmp_path_factory):
     return root, ShardedStorage(root / "Pong" / "1"), ShardedStorage(root / "Breakout" / "2"), base
 
 
+@pytest.mark.slow
 def test_several_runs_sample_uniformly_from_one_buffer(two_runs):
     root, a, b, _ = two_runs
     rb = AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 256, root=root, download=False)
@@ -227,6 +228,7 @@ def test_several_runs_sample_uniformly_from_one_buffer(two_runs):
         assert int(s["episode"][i]) == int(ref["episode"]) + (a.num_episodes if in_b[i] else 0)
 
 
+@pytest.mark.slow
 def test_several_runs_slices_and_stacks_never_cross_runs(two_runs):
     root, a, b, _ = two_runs
     rb = AtariDQNExperienceReplay(["Pong/1", "Breakout/2"], 64, root=root, download=False, stack=4, slice_len=8)
@@ -255,6 +257,7 @@ def test_bad_lists_of_ids(tmp_path, bad):
         AtariDQNExperienceReplay(bad, root=tmp_path, download=False)
 
 
+@pytest.mark.slow
 def test_cli_converts_several_runs(two_runs, tmp_path, capsys):
     from torchrl_ext.cli import main
 

@@ -107,6 +107,7 @@ def test_progress_callback_counts_frames_of_every_checkpoint_up_to_the_total(log
     assert all(a < b for (a, _), (b, _) in itertools.pairwise(seen))  # frames as they are read, never twice
 
 
+@pytest.mark.slow
 def test_converted_run_is_pushed_under_game_and_run(gcs_server, logs, tmp_path, monkeypatch):
     base, ref = logs
     monkeypatch.setenv("TORCHRL_EXT_CACHE", str(tmp_path / "cache"))

@@ -11,6 +11,8 @@ from torchrl_ext.interop.d3rlpy import to_d3rlpy
 from torchrl_ext.interop.crowdplay import ProcessedTrajectories, processed_trajectory
 from torchrl_ext.storages import EpisodeView
 
+pytestmark = pytest.mark.slow  # d3rlpy round trips and training over processed CrowdPlay episodes
+
 d3rlpy = pytest.importorskip("d3rlpy")
 
 

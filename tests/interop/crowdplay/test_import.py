@@ -107,6 +107,7 @@ def test_events_mark_rewards_and_lost_lives(cp_storage):
     assert names[sel].tolist() == ["reward:+1" if r > 0 else "reward:-1" for r in rewards[rewards != 0]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", ["gz", "none"])
 def test_gzip_and_plain_pickles_import_the_same(tmp_path, cp_storage, compression):
     src = make_crowdplay_dir(tmp_path / "cp", compression=compression, two_player=False)
@@ -162,6 +163,7 @@ def test_import_stopped_before_its_first_commit_resumes(tmp_path, cp_dir, cp_sto
                           cp_storage.reader.gather_column(("observation",), rows))
 
 
+@pytest.mark.slow
 def test_a_root_imported_from_elsewhere_is_refused(tmp_path, cp_storage):
     other = make_crowdplay_dir(tmp_path / "other", two_player=False)
     with pytest.raises(ValueError, match="choose a new `root`"):

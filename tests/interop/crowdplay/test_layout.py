@@ -88,6 +88,7 @@ def test_garbage_bz2_is_a_format_error(cp_copy):
         load_trajectory(path)
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_stops_at_its_bound(tmp_path):
     path = tmp_path / "bomb.pickle.bz2"
     path.write_bytes(bz2.compress(pickle.dumps([{"prev_obs": b"\0" * (256 << 20)}])))  # 256 MiB in ~1 kB

@@ -24,6 +24,8 @@ from torchrl_ext.interop.minestudio import (
 )
 from torchrl_ext.sources.safe_pickle import UnsafePickleError
 
+pytestmark = pytest.mark.slow  # segmentation import of a MineStudio fixture with masks
+
 
 @pytest.fixture(scope="module")
 def seg_dataset(tmp_path_factory):

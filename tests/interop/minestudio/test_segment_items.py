@@ -21,6 +21,8 @@ from torchrl_ext.events import batchify as our_batchify
 from torchrl_ext.format import FormatError
 from torchrl_ext.interop.minestudio import close_envs, import_minestudio, rle_encode
 
+pytestmark = pytest.mark.slow  # segmentation items compared with MineStudio's own code
+
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
