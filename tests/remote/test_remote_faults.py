@@ -53,7 +53,8 @@ def _same_as_local(remote: RemoteDataset, local_root, rows) -> None:
 @pytest.mark.timeout(GUARD)
 @pytest.mark.parametrize(("media", "limit", "why"), [
     ("reset", 0, r"connection reset by peer|connection closed before the response was complete"),
-    ("stall", 40, r"read timed out"),
+    # a stall reads as either, depending on whether the response headers arrived before the read timeout
+    ("stall", 40, r"read timed out|the server accepted the connection but did not answer within 1 s"),
 ])
 def test_a_shard_that_never_arrives_ends_at_the_deadline(served, media, limit, why):
     fs, remote = served
