@@ -45,6 +45,11 @@ class MultiRunStorage(TensorStorage):
         (15, [0, 1, 2, 3, 4], [0, 1])
     """
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """True when every part's reads are thread-safe (the routing itself is immutable)."""
+        return all(getattr(p, "concurrent_reads", False) is True for p in self.parts)
+
     read_only_message = _READ_ONLY
 
     def __init__(self, parts: Sequence[Any], *, names: Sequence[str] | None = None) -> None:

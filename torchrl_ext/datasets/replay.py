@@ -19,6 +19,7 @@ from torchrl.data.replay_buffers import (
     SamplerWithoutReplacement,
 )
 
+from ..compat.torchrl_buffers import ConcurrentReads
 from ..format import MANIFEST_NAME
 from ..preprocessing import preprocess_buffer
 from ..storages import EpisodeView, ShardedStorage
@@ -46,7 +47,7 @@ def episode_sampler(storage: Any, *, num_slices: int | None = None, slice_len: i
     return None if replacement else SamplerWithoutReplacement()
 
 
-class ShardedExperienceReplay(BaseDatasetExperienceReplay):
+class ShardedExperienceReplay(ConcurrentReads, BaseDatasetExperienceReplay):
     """A sharded dataset as a TorchRL dataset replay buffer (read-only).
 
     Args:

@@ -74,6 +74,11 @@ class EpisodeView(TensorStorage):
         ([1, 3], 6, 1, [1, 1, 1, 3, 3, 3])
     """
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """True when the base storage's reads are thread-safe (the view itself is immutable)."""
+        return getattr(self.base, "concurrent_reads", False) is True
+
     read_only_message = _READ_ONLY
 
     def __init__(self, storage: ShardedStorage | EpisodeView | str | os.PathLike, where: str | None = None,

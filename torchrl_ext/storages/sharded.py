@@ -81,6 +81,8 @@ class ShardedStorage(TensorStorage):
         (torch.Size([8, 2]), True)
     """
 
+    concurrent_reads = True  # get() is safe from several threads at once (ReplayBuffer prefetch)
+
     read_only_message = _READ_ONLY
 
     def __init__(self, root: str | os.PathLike, *, device: torch.device | str = "cpu",

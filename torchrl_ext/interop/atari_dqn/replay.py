@@ -50,6 +50,7 @@ from torchrl.data.replay_buffers import (
     SliceSamplerWithoutReplacement,
 )
 
+from ...compat.torchrl_buffers import ConcurrentReads
 from ...datasets.frame_stack import FrameStackStorage
 from ...datasets.multi_run import MultiRunStorage
 from ...format.files import loads_json
@@ -197,7 +198,7 @@ class TorchRLLayoutStorage(FrameStackStorage):
                                     cache_bytes=self.cache_bytes, verify=self.reader.verify_mode)
 
 
-class AtariDQNExperienceReplay(BaseDatasetExperienceReplay):
+class AtariDQNExperienceReplay(ConcurrentReads, BaseDatasetExperienceReplay):
     """The Atari DQN Replay Dataset as a TorchRL replay buffer over sharded datasets.
 
     Same constructor as ``torchrl.data.datasets.AtariDQNExperienceReplay``; the
