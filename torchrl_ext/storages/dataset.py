@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tensordict import TensorDict
@@ -30,8 +31,9 @@ class RowDataset(Dataset):
         [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
     """
 
-    def __init__(self, storage: ShardedStorage | EpisodeView | str) -> None:
-        self.storage = storage if isinstance(storage, (ShardedStorage, EpisodeView)) else ShardedStorage(storage)
+    def __init__(self, storage: ShardedStorage | EpisodeView | str | os.PathLike | Any) -> None:
+        # a path or URL is opened; any storage with ``get`` (frame stacks, several runs) is used as it is
+        self.storage = ShardedStorage(storage) if isinstance(storage, (str, os.PathLike)) else storage
 
     def __len__(self) -> int:
         return len(self.storage)

@@ -1,7 +1,9 @@
 """Episodes held back until the zstd dictionaries of their columns are trained.
 
 A zstd column created with ``dictionary=True`` gets a dictionary trained on the
-dataset's first :data:`DICT_SAMPLE_ROWS` rows. Until then the writer hands each
+dataset's first :data:`DICT_SAMPLE_ROWS` rows, or on the sample rows given to
+``ShardWriter.create(dictionary_rows=...)`` (rows picked across a whole run
+describe it better than its first episode). Until then the writer hands each
 episode's rows to :class:`DictionaryTraining` instead of a shard; once enough
 rows are held (or the writer flushes), :meth:`DictionaryTraining.train` trains
 the dictionaries, writes their files (:func:`~torchrl_ext.format.write_dictionary`),
@@ -53,8 +55,9 @@ class DictionaryTraining:
             :func:`untrained_columns`); none means nothing is held.
     """
 
-    def __init__(self, columns: set[Key]) -> None:
+    def __init__(self, columns: set[Key], samples: dict[Key, np.ndarray] | None = None) -> None:
         self.columns = set(columns)
+        self.samples = {k: v for k, v in (samples or {}).items() if k in self.columns}
         self._held: list[HeldEpisode] = []
         self._held_rows = 0
 
@@ -67,7 +70,7 @@ class DictionaryTraining:
         """Keeps one episode of ``length`` rows; True once enough rows are held to train on."""
         self._held.append((rows, final))
         self._held_rows += length
-        return self._held_rows >= DICT_SAMPLE_ROWS
+        return self._held_rows >= DICT_SAMPLE_ROWS or set(self.samples) == self.columns
 
     def train(self, root: Path, manifest: Manifest, dictionaries: dict[Key, bytes]) -> list[HeldEpisode]:
         """Trains, stores and records the dictionaries; returns the held episodes, in order.
@@ -78,8 +81,11 @@ class DictionaryTraining:
         from ..encodings import train_dictionary
 
         for key in sorted(self.columns):
-            rows = np.concatenate([r[key] for r, _ in self._held]) if self._held else np.zeros(0)
             col = manifest.column(key)
+            if key in self.samples:
+                rows = sample_rows(self.samples[key], col)
+            else:
+                rows = np.concatenate([r[key] for r, _ in self._held]) if self._held else np.zeros(0)
             options = col.options_dict
             if len(rows) >= MIN_TRAIN_ROWS:
                 sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), MAX_SAMPLES)).astype(np.int64)]
@@ -92,5 +98,16 @@ class DictionaryTraining:
             manifest.schema = [col.with_encoding(col.encoding, options) if c.key == key else c
                                for c in manifest.schema]
         held, self._held, self._held_rows = self._held, [], 0
-        self.columns = set()
+        self.columns, self.samples = set(), {}
         return held
+
+
+def sample_rows(rows: Any, col: Column) -> np.ndarray:
+    """``rows`` given to train ``col``'s dictionary on, checked against the column's row shape and dtype."""
+    arr = np.asarray(rows)
+    if arr.dtype != col.dtype or arr.shape[1:] != tuple(col.shape) or len(arr) < MIN_TRAIN_ROWS:
+        raise ValueError(
+            f"`dictionary_rows` for {'/'.join(col.key)}: expected at least {MIN_TRAIN_ROWS} rows of shape "
+            f"{tuple(col.shape)} and dtype {col.dtype}, got an array of shape {arr.shape} and dtype {arr.dtype}; "
+            "pass rows of the column as the episodes give them")
+    return arr

@@ -102,6 +102,7 @@ class ShardWriter:
         self._commits = ShardCommitter(root, manifest, table)
         self._shards = RollingShards(root, manifest, self._dicts, self._commits)
         self._training = DictionaryTraining(set())
+        self._dictionary_rows: dict = {}  # create(dictionary_rows=): what the dictionaries are trained on
         self._meta_types = MetadataTypes(table.metadata_columns(), FIXED_COLUMNS)
         self._closed = False
         self._failed: BaseException | None = None  # a write that raised after checks passed
@@ -120,6 +121,7 @@ class ShardWriter:
         encodings: Mapping[str | Sequence[str], Any] | None = None,
         overwrite: bool = False,
         store_next: Sequence[str | Sequence[str]] = (),
+        dictionary_rows: Mapping[str | Sequence[str], Any] | None = None,
     ) -> ShardWriter:
         """Starts a new dataset at ``root`` (which must not hold one, nor unrelated files).
 
@@ -137,6 +139,9 @@ class ShardWriter:
                 column of its own, for data where it is not the next row's value
                 (by default it is stored once: the next row's value plus the
                 episode's final one).
+            dictionary_rows: ``{key: rows}``: sample rows of a zstd column with
+                ``dictionary=True`` to train its dictionary on (e.g. rows picked
+                across a whole run); by default the first 1,024 rows written.
         """
         root = user_path(root, "root")
         positive_int(shard_rows, "shard_rows", allow_none=True)
@@ -155,6 +160,8 @@ class ShardWriter:
         writer._encodings = resolved
         writer._created = "directory" if made_dir else "files"
         writer._store_next = [(k,) if isinstance(k, str) else tuple(k) for k in store_next]
+        writer._dictionary_rows = {((k,) if isinstance(k, str) else tuple(k)): v
+                                   for k, v in (dictionary_rows or {}).items()}
         if shard_bytes is not None:
             writer._shard_bytes = shard_bytes
         return writer
@@ -290,7 +297,7 @@ class ShardWriter:
         m.schema = schema
         m.next_from_row = next_keys
         m.encodings = []
-        self._training = DictionaryTraining(untrained_columns(schema))
+        self._training = DictionaryTraining(untrained_columns(schema), self._dictionary_rows)
 
     # ------------------------------------------------------------------ committing
     def flush(self) -> None:

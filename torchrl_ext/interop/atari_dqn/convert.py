@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from ...encodings import resolve_encoding
 from ...format import atomic_write_json, read_manifest
 from ...progress import ProgressBar
 from ...validation import user_path
 from ...writer import EpisodeTable, ShardWriter
 from .checkpoint_files import RECORDS_KEY, checkpoint_records, conversion_record
+from .dictionary_rows import spread_frames
 from .episodes import EpisodeParser, EpisodePlan, ParserState, SpanEpisodes
 from .logs import LocalReplayLogs, ReplayLogs
 from .records import observation_reader
@@ -250,6 +252,16 @@ def _progress_bar(enabled: bool | Progress, desc: str) -> tuple[Progress, Progre
     return bar.moveto, bar
 
 
+def _dictionary_rows(logs: ReplayLogs, selected: list[int], encodings: dict[str, Any],
+                     how: str) -> dict[str, np.ndarray] | None:
+    """Frames to train the observation dictionary on, when it wants one and ``how`` is ``"spread"``."""
+    spec = encodings.get("observation")
+    if how != "spread" or spec is None or not getattr(resolve_encoding(spec), "dictionary", False):
+        return None
+    frames = spread_frames(logs, selected)
+    return {"observation": frames} if len(frames) >= 8 else None
+
+
 def convert_replay_logs(
     src: str | os.PathLike | ReplayLogs,
     root: str | os.PathLike,
@@ -260,6 +272,7 @@ def convert_replay_logs(
     run: int = 0,
     shard_bytes: int | None = None,
     encodings: dict[str, Any] | None = None,
+    dictionary_rows: str = "spread",
     progress: bool | Progress = True,
 ) -> Path:
     """Converts a run's ``replay_logs`` into a dataset at ``root`` (resumes if one exists).
@@ -275,6 +288,9 @@ def convert_replay_logs(
         encodings: column encodings for a new dataset (default :data:`DEFAULT_ENCODINGS`:
             observations as zstd per frame with a dictionary, the layout for uniform
             random sampling; ``{"observation": "raw"}`` keeps memory maps).
+        dictionary_rows: what a zstd dictionary of a new dataset is trained on:
+            ``"spread"`` (frames picked across up to 3 of the selected checkpoints,
+            see :mod:`.dictionary_rows`) or ``"first"`` (the first rows written).
         progress: show a progress bar over the frames of the observation files
             (from before the first file is read), or a callable ``(done, total)``
             called with those frame counts.
@@ -282,6 +298,8 @@ def convert_replay_logs(
     Returns:
         ``root``. ``<root>/atari_dqn.json`` marks a finished conversion.
     """
+    if dictionary_rows not in ("spread", "first"):
+        raise ValueError(f"`dictionary_rows` must be 'spread' or 'first', got {dictionary_rows!r}")
     logs = src if isinstance(src, ReplayLogs) else LocalReplayLogs(src)
     root = user_path(root, "root")
     found = logs.checkpoints()
@@ -313,8 +331,9 @@ def convert_replay_logs(
                 finally:
                     table.close()
         else:
-            writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source,
-                                        encodings=DEFAULT_ENCODINGS if encodings is None else encodings)
+            chosen = DEFAULT_ENCODINGS if encodings is None else encodings
+            writer = ShardWriter.create(root, shard_bytes=shard_bytes, source=source, encodings=chosen,
+                                        dictionary_rows=_dictionary_rows(logs, selected, chosen, dictionary_rows))
         conv = _Conversion(logs, writer, spans, stack_size, game, run, writer.num_episodes, last)
         conv.convert(update)
         writer.close()
