@@ -196,17 +196,21 @@ class ShardedStorage(TensorStorage):
     # ------------------------------------------------------------------ reading
     def get(self, index: Any) -> TensorDict:
         idx = self.reader.index_array(index)
-        shape = idx.shape
-        flat = idx.reshape(-1)
-        view = self._rows_view
-        reads = getattr(view, "reads", None)  # a view that reads some columns its own way names the others
-        arrays = self.reader.gather(flat, None if reads is None else reads(self.reader))
-        if view is not None:
-            arrays = view(self.reader, flat, arrays)
-        td = _to_td(arrays, shape)
+        td = rows_td(self.read_arrays(idx.reshape(-1)), idx.shape)
         if self.device.type != "cpu":
             td = td.to(self.device, non_blocking=True)
         return td
+
+    def read_arrays(self, rows: np.ndarray) -> dict[Key, np.ndarray]:
+        """What :meth:`get` returns, as numpy arrays on the CPU, for checked global ``rows`` (int64, 1-d).
+
+        For callers that join several storages' rows (:class:`~torchrl_ext.datasets.MultiRunStorage`):
+        one TensorDict at the end instead of one per storage.
+        """
+        view = self._rows_view
+        reads = getattr(view, "reads", None)  # a view that reads some columns its own way names the others
+        arrays = self.reader.gather(rows, None if reads is None else reads(self.reader))
+        return arrays if view is None else view(self.reader, rows, arrays)
 
     def narrow(self, keys: Iterable[str | Key]) -> NarrowStorage:
         """This storage, read-only, with reads that return only ``keys`` (the same view for the same keys).
@@ -276,7 +280,8 @@ class ShardedStorage(TensorStorage):
                 f"shards={self.num_shards}, episodes={self.num_episodes})")
 
 
-def _to_td(flat: dict[Key, np.ndarray], shape: tuple[int, ...]) -> TensorDict:
+def rows_td(flat: dict[Key, np.ndarray], shape: tuple[int, ...]) -> TensorDict:
+    """A TensorDict of batch ``shape`` over ``flat``'s arrays (``{key: [prod(shape), ...]}``), without copies."""
     nested: dict[str, Any] = {}
     for key, value in flat.items():
         d = nested
