@@ -176,3 +176,21 @@ def test_damaged_gzip_is_only_format_errors(threaded, cut, flips):
             reader.finish()
     except FormatError as err:
         assert str(err).startswith("d.gz: ")
+
+
+def test_skips_after_a_small_first_skip_read_in_large_pieces(tmp_path):
+    """A first skip of 0 bytes once fixed the scratch buffer at 1 byte: every later skip then read byte by byte."""
+    arr = np.arange(300_000, dtype=np.int32)
+    src = _gz(tmp_path / "a.gz", arr)
+    reads = []
+    with NpyGzReader(src) as reader:
+        inner = reader.readinto
+        reader.readinto = lambda view: (reads.append(view.nbytes), inner(view))[1]
+        reader.skip(0)
+        reader.skip(4 * 200_000)
+        reader.readinto = inner
+        tail = np.empty(100_000, np.int32)
+        reader.readinto(memoryview(tail.view(np.uint8)))
+        reader.finish()
+    assert tail.tolist() == arr[200_000:].tolist()
+    assert reads == [800_000]  # one read for the 800,000 bytes, not 800,000 reads

@@ -196,8 +196,8 @@ class NpyGzReader:
         """Reads and drops the next ``nbytes`` payload bytes."""
         if nbytes > self.left:
             raise ValueError(f"{self.name}: asked to skip {nbytes} bytes, only {self.left} of the npy payload are left")
-        if self._scratch is None:
-            self._scratch = bytearray(min(chunk_bytes, max(nbytes, 1)))
+        if self._scratch is None or len(self._scratch) < min(chunk_bytes, nbytes):
+            self._scratch = bytearray(min(chunk_bytes, max(nbytes, 1)))  # grown, never kept at a small first size
         view = memoryview(self._scratch)
         while nbytes:
             k = min(nbytes, len(view))
