@@ -213,6 +213,18 @@ def _one(args: tuple) -> dict:
     return write_run(*args)
 
 
+def generate(dest: Path, runs: list[str] = list(RUNS), capacity: int = 1_000_000, jobs: int = 2) -> list[dict]:
+    """Plays every ``GAME:CHECKPOINTS`` of ``runs`` not yet complete under ``dest``, ``jobs`` at a time."""
+    parsed = [(r.split(":")[0], int(r.split(":")[1]) if ":" in r else 1) for r in runs]
+    work = [(Path(dest), g, capacity, k, 1000 + i) for i, (g, k) in enumerate(parsed)]
+    out = []
+    with Pool(jobs) as pool:
+        for info in pool.imap_unordered(_one, work):
+            print(json.dumps(info), flush=True)
+            out.append(info)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", default="bench_data/full_scale/logs")
@@ -221,12 +233,7 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=1_000_000)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    dest = Path(args.dest)
-    runs = [(r.split(":")[0], int(r.split(":")[1]) if ":" in r else 1) for r in args.runs]
-    work = [(dest, g, args.capacity, k, 1000 + i) for i, (g, k) in enumerate(runs)]
-    with Pool(args.jobs) as pool:
-        for info in pool.imap_unordered(_one, work):
-            print(json.dumps(info), flush=True)
+    generate(Path(args.dest), args.runs, args.capacity, args.jobs)
 
 
 if __name__ == "__main__":
