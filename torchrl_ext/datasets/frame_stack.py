@@ -25,6 +25,7 @@ import torch
 from ..encodings.frame_bytes import Workspace
 from ..format import Key
 from ..storages import ShardedStorage, ShardReader
+from ..storages.batch_memory import batch_array
 from ..validation import one_of, positive_int
 
 __all__ = ["LAYOUTS", "FrameStack", "FrameStackStorage", "torchrl_layout"]
@@ -83,7 +84,8 @@ class FrameStack:
         distinct, where = np.unique(np.where(valid, want, rows[:, None]), return_inverse=True)
         col = reader.manifest.column(key)
         pool = reader.gather_column(key, distinct, _workspace.get("pool", (distinct.shape[0], *col.shape), col.dtype))
-        frames = np.take(pool, where.reshape(-1), axis=0, mode="clip").reshape(rows.shape[0], width, *pool.shape[1:])
+        frames = batch_array((rows.shape[0], width, *pool.shape[1:]), pool.dtype)
+        np.take(pool, where.reshape(-1), axis=0, mode="clip", out=frames.reshape(-1, *pool.shape[1:]))
         if not valid[:, :stack].all():
             frames[:, :stack][~valid[:, :stack]] = 0
         if rebuilt:

@@ -19,6 +19,7 @@ from tensordict import TensorDict
 from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..compat.torchrl_storage import read_only_storage
+from ..storages.batch_memory import batch_array
 from ..storages.routing import index_rows
 from ..storages.sharded import ShardedStorage, rows_td
 
@@ -131,7 +132,7 @@ class MultiRunStorage(TensorStorage):
                 return arrays
             for key, a in arrays.items():
                 if key not in out:
-                    out[key] = np.empty((len(flat), *a.shape[1:]), a.dtype)
+                    out[key] = batch_array((len(flat), *a.shape[1:]), a.dtype)
                 out[key][sel] = a
         return out
 

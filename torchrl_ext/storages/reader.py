@@ -33,6 +33,7 @@ from ..format import (
 from ..remote.dataset import RemoteDataset
 from ..remote.roots import dataset_root
 from ..validation import nonnegative_int, one_of, positive_int
+from .batch_memory import batch_array
 from .integrity import ShardChecks, check_episode_table
 from .remote_shards import RemoteShards
 from .routing import Route, gather, index_rows, route
@@ -266,7 +267,7 @@ class ShardReader:
         r = route(self.offsets, flat) if direct else None
         for col in columns:
             if col.key in self.next_keys:
-                buf = np.empty((2 * b, *col.shape), dtype=col.dtype)
+                buf = batch_array((2 * b, *col.shape), col.dtype)
                 self._gather(col.key, r2, buf)
                 out[col.key] = buf[:b]
                 nxt = buf[b:]
@@ -276,7 +277,7 @@ class ShardReader:
             elif col.key in self._cached:
                 out[col.key] = np.take(self._cached[col.key], flat, axis=0)
             else:
-                buf = np.empty((b, *col.shape), dtype=col.dtype)
+                buf = batch_array((b, *col.shape), col.dtype)
                 out[col.key] = self._gather(col.key, r, buf)
         return out
 

@@ -14,6 +14,7 @@ from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..compat.torchrl_storage import bump_revision, read_only_storage
 from ..format import EpisodeTable, Key, Manifest
+from .batch_memory import as_tensor
 from .checkpoint import ShardedStorageCheckpointer
 from .narrow import NarrowStorage
 from .reader import ShardReader
@@ -287,5 +288,5 @@ def rows_td(flat: dict[Key, np.ndarray], shape: tuple[int, ...]) -> TensorDict:
         d = nested
         for k in key[:-1]:
             d = d.setdefault(k, {})
-        d[key[-1]] = torch.from_numpy(value.reshape(shape + value.shape[1:]))
+        d[key[-1]] = as_tensor(value, shape + value.shape[1:])  # a worker's shared batch stays shared
     return TensorDict(nested, batch_size=shape)
