@@ -144,3 +144,37 @@ def test_replay_buffer_batches_match_torchrl_s_sampler(root, storage):
         assert set(ours.keys(True, True)) == set(expected.keys(True, True))
         for key in expected.keys(True, True):
             assert torch.equal(ours[key], expected[key]), key
+
+
+def test_an_episode_view_narrows_too_and_samples_as_torchrl_does(root, monkeypatch):
+    """``ShardedExperienceReplay(where=...)`` slice-samples an ``EpisodeView``: it reads only the flags as well."""
+    from torchrl_ext.storages import EpisodeView
+
+    view = EpisodeView(ShardedStorage(root), "episode NOT IN (1, 4)")
+    asked = []
+    gather = view.base.reader.gather
+    monkeypatch.setattr(view.base.reader, "gather",
+                        lambda flat, keys=None: asked.append(None if keys is None else set(keys)) or gather(flat, keys))
+    ours = draws(NarrowSliceSampler(slice_len=4, trajectories=view.episodes, cache_values=True), view, 4)
+    assert asked == [FLAGS] * 4
+    theirs = draws(SliceSampler(slice_len=4, trajectories=view.episodes, cache_values=True), view, 4)
+    for (index, info), (t_index, t_info) in zip(ours, theirs):
+        assert torch.equal(index[0], t_index[0])
+        for key in t_info:
+            assert torch.equal(info[key], t_info[key]), key
+    flags = view.narrow(sorted(FLAGS))
+    rows = torch.tensor([[0, 5], [len(view) - 1, 7]])
+    assert flags is view.narrow(sorted(FLAGS)) and len(flags) == len(view)
+    for key in FLAGS:
+        assert torch.equal(flags[rows][key], view[rows][key]), key
+
+
+def test_an_episode_view_pickles_by_path(root):
+    import pickle
+
+    from torchrl_ext.storages import EpisodeView
+
+    view = EpisodeView(ShardedStorage(root), "episode >= 3")
+    view.narrow([("next", "done")])
+    back = pickle.loads(pickle.dumps(view))
+    assert len(back) == len(view) and torch.equal(back[:]["observation"], view[:]["observation"])

@@ -31,6 +31,7 @@ from ..format import Key, Manifest
 from ..format.episode_filters import combine_where, where_clause
 from ..format.episodes import FIXED_COLUMNS
 from ..writer import EpisodeTable
+from .narrow import NarrowRows
 from .routing import index_rows
 from .sharded import ShardedStorage
 
@@ -199,6 +200,15 @@ class EpisodeView(TensorStorage):
     def get(self, index: Any) -> TensorDict:
         return self.base.get(self.base_rows(index))
 
+    def narrow(self, keys: Any) -> Any:
+        """This view, read-only, with reads that return only ``keys`` (see ``ShardedStorage.narrow``):
+        what TorchRL's slice samplers read of their rows, the flags, without the frames."""
+        wanted = self.base.narrow(keys)
+        cached = self.__dict__.setdefault("_narrow_views", {}).get(wanted.keys)
+        if cached is None or cached.narrowed_base is not wanted:
+            cached = self._narrow_views[wanted.keys] = NarrowRows(self, wanted)
+        return cached
+
     def random_rows(self, batch_size: int) -> torch.Tensor:
         if self._num_rows == 0:
             raise RuntimeError(f"{self.root}: the view selects no rows (filter {self.where!r}); nothing to sample")
@@ -211,6 +221,14 @@ class EpisodeView(TensorStorage):
         if state_dict.get("episodes") != self.episode_ids.tolist():
             raise ValueError(f"state_dict is of a view over other episodes ({len(state_dict.get('episodes', []))} "
                              f"episodes, this view has {self.num_episodes}); build the same view first")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = Storage.__getstate__(self)  # TensorStorage's assumes an in-memory tensor storage
+        state.pop("_narrow_views", None)
+        return state  # the base storage pickles by path
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Storage.__setstate__(self, state)
 
     def __repr__(self) -> str:
         return (f"EpisodeView(root={str(self.root)!r}, where={self.where!r}, episodes={self.num_episodes}, "

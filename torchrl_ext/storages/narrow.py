@@ -90,3 +90,28 @@ class NarrowStorage:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.storage!r}, keys={list(self.keys)})"
+
+
+class NarrowRows(NarrowStorage):
+    """A row-mapping view (``EpisodeView``) narrowed: its rows mapped to its base's, read through
+    ``base.narrow(keys)``; everything else is the view's own.
+
+    Args:
+        view: a storage with ``base_rows(index)`` (view rows -> base rows, same shape).
+        narrowed_base: ``view.base.narrow(keys)``.
+    """
+
+    def __init__(self, view: Any, narrowed_base: NarrowStorage) -> None:
+        super().__init__(view, narrowed_base.keys, gathers=False)
+        self.narrowed_base = narrowed_base
+
+    def get(self, index: Any) -> TensorDict:
+        """The view rows at ``index``, with only ``keys``."""
+        if isinstance(index, slice) and index == slice(None):
+            warn_slice_scan(self.storage)
+        return self.narrowed_base.get(self.storage.base_rows(index))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "narrowed_base":
+            raise AttributeError(name)
+        return super().__getattr__(name)
