@@ -117,16 +117,20 @@ def load_or_collect(cache: str | os.PathLike, game: str, frames: int, *, rgb: bo
 
 
 def write_dataset(root: str | os.PathLike, games: list[Frames], shard_rows: int,
-                  encodings: dict | None = None) -> None:
+                  encodings: dict | None = None, *, event=None, metadata=None, **create) -> None:
     """Writes every episode of ``games`` with ``ShardWriter`` in TorchRL's TED layout
     (``("next", "observation")`` given in full; the writer keeps only the final one),
-    with one ``"reward"`` event at each step whose reward is non-zero."""
+    with one event at each step whose reward is non-zero: ``event(game, reward)`` names it
+    (default ``"reward"``); ``metadata(game, rewards)`` gives each episode's metadata (default
+    ``{"game": game}``); ``create`` goes to ``ShardWriter.create``."""
     import torch
     from tensordict import TensorDict
 
     from torchrl_ext import ShardWriter
 
-    with ShardWriter.create(root, shard_rows=shard_rows, encodings=encodings) as w:
+    event = event or (lambda game, r: "reward")
+    metadata = metadata or (lambda game, rewards: {"game": game})
+    with ShardWriter.create(root, shard_rows=shard_rows, encodings=encodings, **create) as w:
         for f in games:
             for obs, nxt, action, reward, terminated in f.episodes():
                 t = len(obs)
@@ -138,5 +142,5 @@ def write_dataset(root: str | os.PathLike, games: list[Frames], shard_rows: int,
                              "done": torch.from_numpy(done), "terminated": torch.from_numpy(done & terminated),
                              "truncated": torch.from_numpy(done & (not terminated))},
                 }, [t])
-                events = [(int(s), "reward", float(reward[s])) for s in np.flatnonzero(reward)]
-                w.add_episode(td, events=events, metadata={"game": f.game})
+                events = [(int(s), event(f.game, float(reward[s])), float(reward[s])) for s in np.flatnonzero(reward)]
+                w.add_episode(td, events=events, metadata=metadata(f.game, reward))

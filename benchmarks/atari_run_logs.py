@@ -26,11 +26,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_atari_dqn import _gz_writer, _npy_header  # the same streamed .npy.gz files
 
 STACK = 4
 MAX_STEPS = 27_000
@@ -91,24 +95,6 @@ class _Player:
         return a, reward, self.ale.game_over(), self.frame()
 
 
-def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False,
-                                               "shape": shape})
-    return buf.getvalue()
-
-
-def _gz(path: Path):
-    try:
-        from isal import igzip
-
-        return igzip.open(path, "wb", compresslevel=1)
-    except ImportError:
-        return gzip.open(path, "wb", compresslevel=1)
-
-
 def _save(path: Path, arr: np.ndarray) -> None:
     with gzip.open(path, "wb", compresslevel=1) as f:
         np.save(f, arr, allow_pickle=False)
@@ -120,8 +106,8 @@ class _Lap:
     def __init__(self, d: Path, index: int, capacity: int) -> None:
         self.d, self.index, self.c = d, index, capacity
         self.carry = (None, 0, 0.0, 0)  # row C - 1: transition kC - 1 (zeros in checkpoint 0)
-        self.obs = _gz(d / f"$store$_observation_ckpt.{index}.gz")
-        self.obs.write(_npy_header((capacity, 84, 84), "|u1"))
+        self.obs = _gz_writer(d / f"$store$_observation_ckpt.{index}.gz")
+        self.obs.write(_npy_header(np.dtype(np.uint8), (capacity, 84, 84)))
         self.block = np.zeros((BLOCK, 84, 84), np.uint8)
         self.fill = 0
         self.action = np.zeros(capacity, np.int32)

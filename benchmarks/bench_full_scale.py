@@ -176,11 +176,10 @@ def rounds(cells: dict, n_rounds: int, batches: int) -> dict:
 
 def threads(ids: list[str], root: Path, batches: int) -> dict:
     """Batches/s of stack-4 random 128: one thread, prefetch=2, DataLoader with 2 workers."""
-    import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from torchrl_ext.storages import RowDataset, collate_rows
     from torchrl_ext.datasets import loader_context
+    from torchrl_ext.storages import RowDataset, collate_rows
     from torchrl_ext.interop.atari_dqn import AtariDQNExperienceReplay
 
     def rate(sample, n: int) -> float:
@@ -200,8 +199,6 @@ def threads(ids: list[str], root: Path, batches: int) -> dict:
                         multiprocessing_context=loader_context(), prefetch_factor=4, persistent_workers=False)
     it = iter(loader)
     out["DataLoader, 2 workers"] = rate(lambda: next(it), batches)
-    del it, loader
-    torch.set_num_threads(torch.get_num_threads())
     return out
 
 

@@ -53,11 +53,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tensordict import TensorDict
 from torchrl.data import TensorDictReplayBuffer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import ale_frames
 import remote_mds
 from ale_frames import load_or_collect
 from common import write_results
@@ -67,7 +67,6 @@ from torchrl_ext import (
     EventIndex,
     RollingShardSampler,
     ShardedStorage,
-    ShardWriter,
     prefetch,
 )
 from torchrl_ext.encodings import Zstd
@@ -92,41 +91,11 @@ def log(msg: str) -> None:
 def write_dataset(root: Path, games: list, shard_rows: int, encodings: dict | None) -> Path:
     if (root / "dataset.json").exists() and (root / "events" / "index").exists():
         return root
-    with ShardWriter.create(root, shard_rows=shard_rows, encodings=encodings, overwrite=True,
-                            source={"kind": "bench_remote"}) as w:
-        for f in games:
-            for obs, nxt, action, reward, terminated in f.episodes():
-                t = len(obs)
-                done = np.zeros((t, 1), bool)
-                done[-1] = True
-                td = TensorDict({
-                    "observation": torch.from_numpy(obs), "action": torch.from_numpy(action),
-                    "next": {"observation": torch.from_numpy(nxt), "reward": torch.from_numpy(reward)[:, None],
-                             "done": torch.from_numpy(done), "terminated": torch.from_numpy(done & terminated),
-                             "truncated": torch.from_numpy(done & (not terminated))}}, [t])
-                events = [(int(s), f"{f.game}:{'gain' if reward[s] > 0 else 'loss'}", float(reward[s]))
-                          for s in np.flatnonzero(reward)]
-                w.add_episode(td, events=events, metadata={"game": f.game, "Score": float(reward.sum())})
+    ale_frames.write_dataset(root, games, shard_rows, encodings, overwrite=True, source={"kind": "bench_remote"},
+                             event=lambda game, r: f"{game}:{'gain' if r > 0 else 'loss'}",
+                             metadata=lambda game, rewards: {"game": game, "Score": float(rewards.sum())})
     EventIndex.build(root)
     return root
-
-
-def write_mds(games: list, frames_dir: Path, out: Path, compression: str, size_limit: int) -> str | None:
-    """MDS shards of the same rows; an error line, or None."""
-    if (out / "index.json").exists():
-        return None
-    if not (frames_dir / "done.npy").exists():
-        frames_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("obs", "action", "reward"):
-            np.save(frames_dir / f"{name}.npy", np.concatenate([getattr(f, name) for f in games]))
-        done = np.zeros(sum(len(f.obs) for f in games), np.uint8)
-        done[np.cumsum(np.concatenate([f.ep_len for f in games])) - 1] = 1
-        np.save(frames_dir / "done.npy", done)
-    error = remote_mds.run_side(MDS_SITE, ["write", "--frames", str(frames_dir), "--out", str(out), "--compression",
-                                           compression, "--size-limit", str(size_limit)], 900).get("error")
-    if error:
-        shutil.rmtree(out, ignore_errors=True)
-    return error
 
 
 # ---------------------------------------------------------------------------------------------- measures
@@ -310,7 +279,7 @@ def measure_all(args: argparse.Namespace, servers: Servers, work: Path, t_start:
     for name, comp in (("raw", ""), ("zstd", "zstd:1")):
         out = DATA / f"mds-{name}-{tag}"
         # size_limit bounds an MDS shard's raw bytes: the raw dataset's shard size, for both
-        mds_error = mds_error or write_mds(games, DATA / f"mds-frames-{args.size}mb", out, comp,
+        mds_error = mds_error or remote_mds.write_shards(MDS_SITE, games, DATA / f"mds-frames-{args.size}mb", out, comp,
                                            info["raw"]["shards"] // args.shards)
         if mds_error is None:
             shards = json.loads((out / "index.json").read_text())["shards"]

@@ -51,6 +51,28 @@ def run_side(site: Path, argv: list[str], timeout: float) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+def write_shards(site: Path, games: list, frames_dir: Path, out: Path, compression: str,
+                 size_limit: int) -> str | None:
+    """MDS shards of the rows of ``games`` (``ale_frames.Frames``), written by the side interpreter at
+    ``site``; an error line, or None."""
+    import shutil
+
+    if (out / "index.json").exists():
+        return None
+    if not (frames_dir / "done.npy").exists():
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("obs", "action", "reward"):
+            np.save(frames_dir / f"{name}.npy", np.concatenate([getattr(f, name) for f in games]))
+        done = np.zeros(sum(len(f.obs) for f in games), np.uint8)
+        done[np.cumsum(np.concatenate([f.ep_len for f in games])) - 1] = 1
+        np.save(frames_dir / "done.npy", done)
+    error = run_side(site, ["write", "--frames", str(frames_dir), "--out", str(out), "--compression", compression,
+                            "--size-limit", str(size_limit)], 900).get("error")
+    if error:
+        shutil.rmtree(out, ignore_errors=True)
+    return error
+
+
 def load_streaming():
     spec = importlib.util.find_spec("streaming")
     if spec is None:

@@ -59,3 +59,13 @@ def test_views_of_a_shared_array_become_views_of_its_tensor(monkeypatch):
     assert torch.equal(obs, torch.from_numpy(np.ascontiguousarray(arr[:, :4])))
     assert torch.equal(nxt, torch.from_numpy(np.ascontiguousarray(arr[:, 1:])))
     assert torch.equal(as_tensor(arr[7], (5, 256)), torch.from_numpy(arr[7].reshape(5, 256).copy()))
+
+
+def test_intermediate_reads_make_plain_arrays_even_in_a_worker(monkeypatch):
+    import torchrl_ext.storages.batch_memory as bm
+
+    monkeypatch.setattr(bm, "get_worker_info", lambda: object())
+    with bm.intermediate():
+        inner = batch_array((MIN_SHARED_BYTES,), np.uint8)
+    outer = batch_array((MIN_SHARED_BYTES,), np.uint8)
+    assert type(inner) is np.ndarray and isinstance(outer, SharedArray)

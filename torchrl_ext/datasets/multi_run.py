@@ -19,7 +19,7 @@ from tensordict import TensorDict
 from torchrl.data.replay_buffers import Storage, TensorStorage
 
 from ..compat.torchrl_storage import read_only_storage
-from ..storages.batch_memory import batch_array
+from ..storages.batch_memory import batch_array, intermediate
 from ..storages.routing import index_rows
 from ..storages.sharded import ShardedStorage, rows_td
 
@@ -111,30 +111,34 @@ class MultiRunStorage(TensorStorage):
             pieces.append((sel, td))
         if not pieces:
             return self.parts[0].get(torch.zeros(0, dtype=torch.int64)).reshape(idx.shape)
-        out = pieces[0][1] if len(pieces) == 1 else torch.cat([td for _, td in pieces])
+        if len(pieces) == 1:
+            return pieces[0][1].reshape(idx.shape)
         back = np.argsort(np.concatenate([sel for sel, _ in pieces]), kind="stable")
-        if len(pieces) > 1:
-            out = out[torch.from_numpy(back)]
-        return out.reshape(idx.shape)
+        return torch.cat([td for _, td in pieces])[torch.from_numpy(back)].reshape(idx.shape)
 
     def _gather_arrays(self, flat: np.ndarray, part: np.ndarray) -> dict:
         """Every part's rows as numpy arrays, scattered into one array per key: each value copied once,
         in this thread (torch's ``cat`` and index copy twice on its intra-op threads: 10-50x slower per
         batch on a busy machine)."""
         ks = np.unique(part).tolist() or [0]
+        if len(ks) == 1:
+            return self._part_arrays(ks[0], flat)
         out: dict = {}
         for k in ks:
             sel = np.flatnonzero(part == k)
-            arrays = self.parts[k].read_arrays(flat[sel] - self._offsets[k])
-            if ("episode",) in arrays:
-                arrays[("episode",)] = arrays[("episode",)] + self._ep_offsets[k]
-            if len(ks) == 1:
-                return arrays
+            with intermediate():  # copied into ``out`` below: no shared segment of its own in a worker
+                arrays = self._part_arrays(k, flat[sel])
             for key, a in arrays.items():
                 if key not in out:
                     out[key] = batch_array((len(flat), *a.shape[1:]), a.dtype)
                 out[key][sel] = a
         return out
+
+    def _part_arrays(self, k: int, rows: np.ndarray) -> dict:
+        arrays = self.parts[k].read_arrays(rows - self._offsets[k])
+        if ("episode",) in arrays:
+            arrays[("episode",)] = arrays[("episode",)] + self._ep_offsets[k]
+        return arrays
 
     def state_dict(self) -> dict[str, Any]:
         return {"parts": [p.state_dict() for p in self.parts], "names": self.names}
@@ -153,7 +157,6 @@ class MultiRunStorage(TensorStorage):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(parts={self.names}, rows={self._rows})"
-
 
 
 def _reads_arrays(part: Any) -> bool:

@@ -46,8 +46,9 @@ class _Cloudpickled:
 
     def __setstate__(self, blob: bytes) -> None:
         self._blob = blob
-        # Not a downloaded file: the bytes this process's parent cloudpickled from the caller's own fn.
-        self._fn = pickle.loads(blob)
+        # Not a downloaded file: the bytes this process's parent cloudpickled from the caller's own fn
+        # (preprocess's worker handshake); no path or URL reaches this unpickler.
+        self._fn = pickle.loads(blob)  # trusted: our parent process's own cloudpickle of the caller's fn
 
     def __call__(self, td: Any) -> Any:
         return self._fn(td)

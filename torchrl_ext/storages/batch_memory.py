@@ -12,15 +12,32 @@ sends as a handle. Outside workers, and for small arrays, both are plain
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 from ..compat.torch_shared import shared_empty
 
-__all__ = ["MIN_SHARED_BYTES", "SharedArray", "as_tensor", "batch_array"]
+__all__ = ["MIN_SHARED_BYTES", "SharedArray", "as_tensor", "batch_array", "intermediate"]
 
 MIN_SHARED_BYTES = 1 << 16  # smaller arrays cost less to copy than a shared segment to make
+
+_local = threading.local()  # .depth > 0 while reads make arrays that are copied again before leaving
+
+
+@contextmanager
+def intermediate() -> Iterator[None]:
+    """Within it, :func:`batch_array` makes plain arrays: for reads whose results a caller copies into
+    its own batch (one run's rows of a batch over several runs)."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
 
 
 class SharedArray(np.ndarray):
@@ -35,7 +52,8 @@ class SharedArray(np.ndarray):
 def batch_array(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     """An uninitialised array of a batch: in shared memory inside a DataLoader worker when it is large."""
     dtype = np.dtype(dtype)
-    if get_worker_info() is None or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_SHARED_BYTES:
+    if (get_worker_info() is None or getattr(_local, "depth", 0)
+            or int(np.prod(shape, dtype=np.int64)) * dtype.itemsize < MIN_SHARED_BYTES):
         return np.empty(shape, dtype)
     t = shared_empty(tuple(shape), torch.from_numpy(np.empty(0, dtype)).dtype)
     arr = t.numpy().view(SharedArray)
